@@ -1,0 +1,33 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   create .venv, install stfn, run the main job on the embedded synthetic data set
+#   make test   create .venv, install stfn, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= dev,onnx,timm
+
+.PHONY: demo test test-slow bench lint clean
+
+$(BIN)/stfn: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e ".[$(EXTRAS)]"
+	touch $(BIN)/stfn
+
+demo: $(BIN)/stfn
+	$(BIN)/stfn demo --out runs/demo
+
+test: $(BIN)/stfn
+	$(BIN)/python -m pytest -q
+
+test-slow: $(BIN)/stfn
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(BIN)/stfn
+	$(BIN)/python benchmarks/run_all.py
+
+lint: $(BIN)/stfn
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,5 @@
+import sys
+
+from stfn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,67 @@
+"""The ``stfn`` command line. Thin: each subcommand lives in ``stfn.commands.<name>`` with
+``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``; heavy imports happen inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from stfn import __version__
+from stfn.errors import StfnError
+
+# subcommand -> module; a reader finds the code behind any subcommand with one search.
+COMMANDS: dict[str, str] = {
+    "demo": "stfn.commands.demo",
+    "synth": "stfn.commands.synth",
+    "prepare": "stfn.commands.prepare",
+    "data-info": "stfn.commands.data_info",
+    "model-info": "stfn.commands.model_info",
+    "train": "stfn.commands.train",
+    "eval": "stfn.commands.evaluate",
+    "extract-features": "stfn.commands.extract_features",
+    "predict": "stfn.commands.predict",
+    "export": "stfn.commands.export",
+    "ablate": "stfn.commands.ablate",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stfn",
+        description="Two-stream video action recognition with the Spatio-Temporal Fusion Network.",
+    )
+    parser.add_argument("--version", action="version", version=f"stfn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name == module_name:
+                continue  # subcommand not built yet
+            raise
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except StfnError as e:
+        print(f"stfn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"stfn {args.command}: interrupted; run the same command again to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
