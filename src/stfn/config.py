@@ -52,7 +52,7 @@ class HeadConfig:
     """
 
     hidden_dim: int = 512  # channels inside the temporal blocks (input features are projected to it)
-    blocks: int = 2  # Residual Inception blocks per stream
+    blocks: int = 2  # Residual Inception blocks per stream (temporal_inception: number of modules)
     kernel_sizes: list[int] = field(default_factory=lambda: [1, 3, 5])  # temporal branch lengths
     dilations: list[int] = field(default_factory=lambda: [1, 1, 1])  # one per kernel size
     pool_branch: bool = True  # extra branch: temporal max-pool (k=3) then 1x1 conv
@@ -63,6 +63,7 @@ class HeadConfig:
     fusion_place: str = "each"  # each (after every block) | end (after the last block only)
     pooling: str = "avg"  # avg | max | attention  (aggregation over time)
     dropout: float = 0.5  # before the classifier
+    inception_kernels: list[int] = field(default_factory=lambda: [5, 7])  # temporal_inception branches (Ma et al.)
 
 
 @dataclass
@@ -102,6 +103,7 @@ class DataConfig:
     features: str = ""  # folder of cached per-frame features (`stfn extract-features`); skips backbones
     num_workers: int = 2
     synthetic_preset: str = "small"  # dataset=synthetic: preset of the generator
+    jpeg_decoder: str = "torchvision"  # torchvision | pillow: decoder of the prepared JPEG frames
 
 
 @dataclass
@@ -122,7 +124,8 @@ class TrainConfig:
     clip_grad: float = 40.0  # 0 disables
     label_smoothing: float = 0.0
     partial_bn: bool = False  # TSN: freeze all BatchNorm layers but the first of each backbone
-    amp: str = "auto"  # auto | none | bf16 | fp16   (auto: bf16 on CPU, fp16 on CUDA)
+    amp: str = "auto"  # auto | none | bf16 | fp16  (auto: CUDA bf16, or fp16 + loss scaling on GPUs without
+    #                    bf16; CPU bf16 with channels_last, else fp32: CPU bf16 convs are slow without it)
     channels_last: bool = True
     compile: bool = False
     accumulate: int = 1  # gradient accumulation steps

@@ -1,0 +1,28 @@
+"""The STFN model family: per-frame backbones, Residual Inception temporal blocks, fusion connections,
+and the STFN / TSN / Temporal-Inception networks. Entry point: :func:`build_model`."""
+
+from stfn.models.backbone import FrameBackbone, SmallCNN, adapt_stem, build_backbone, find_stem
+from stfn.models.fusion import FusionConnection
+from stfn.models.heads import STFNHead, TemporalInceptionHead, TSNHead
+from stfn.models.stfn import ARCHS, TSN, TwoStreamNet, build_model, check_model_config
+from stfn.models.temporal import ResidualInceptionBlock, ResidualInceptionStack, TemporalPool
+
+__all__ = [
+    "ARCHS",
+    "TSN",
+    "FrameBackbone",
+    "FusionConnection",
+    "ResidualInceptionBlock",
+    "ResidualInceptionStack",
+    "STFNHead",
+    "SmallCNN",
+    "TSNHead",
+    "TemporalInceptionHead",
+    "TemporalPool",
+    "TwoStreamNet",
+    "adapt_stem",
+    "build_backbone",
+    "build_model",
+    "check_model_config",
+    "find_stem",
+]

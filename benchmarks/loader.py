@@ -1,0 +1,156 @@
+"""Training-loader throughput against the raw JPEG decode rate, for both JPEG decoders.
+
+Builds a small prepared tree in a temporary folder (``--videos`` videos of ``--length`` frames at
+``--size`` WxH, RGB JPEGs plus flow_x / flow_y grayscale JPEGs and a manifest.json, as ``stfn prepare``
+writes them), then measures:
+
+1. raw decode: images per second of ``read_jpegs`` (file read + decode) for RGB frames and gray flow
+   images, with torchvision.io and with Pillow, in this process (1 thread);
+2. the decode bound: samples/s if a sample cost only its JPEG decodes (T RGB + 2*T*L gray images);
+3. the training loader: samples/s of ``build_loader(build_dataset(...), train=True)`` (sampling,
+   decode, multi-scale crop, flip, normalisation, collation) with 0, 1 and 2 workers.
+
+Usage::
+
+    python benchmarks/loader.py                      # defaults: 340x256, T=8, L=5, crop 224
+    python benchmarks/loader.py --workers 0 2 --batches 6 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def make_tree(root: Path, videos: int, length: int, width: int, height: int) -> None:
+    """A prepared tree in the UCF101 key layout with smooth, moving content (compresses like video)."""
+    from torchvision.io import encode_jpeg
+
+    from stfn.fileio import atomic_write_json
+
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    classes = ["ApplyEyeMakeup", "Archery"]
+    lines, entries = {"train": [], "test": []}, {}
+    for v in range(videos):
+        cls = classes[v % 2]
+        name = f"v_{cls}_g{v // 2 + 8:02d}_c01"
+        key = f"{cls}/{name}"
+        folder = root / key
+        folder.mkdir(parents=True, exist_ok=True)
+        phase = torch.rand(3, generator=g) * 6.28
+        for f in range(length):
+            rgb = torch.stack([127 + 100 * torch.sin((xx + 3 * f) / (9 + 4 * c) + phase[c]) * torch.cos(yy / 17.0)
+                               for c in range(3)])
+            rgb = (rgb + torch.randn(rgb.shape, generator=g) * 6).clamp(0, 255).to(torch.uint8)
+            (folder / f"img_{f + 1:05d}.jpg").write_bytes(encode_jpeg(rgb, quality=95).numpy().tobytes())
+            if f + 1 < length:
+                for c, comp in enumerate("xy"):
+                    fl = 128 + 30 * torch.sin((xx + yy * (c + 1) + 5 * f) / 23.0)
+                    fl = (fl + torch.randn(fl.shape, generator=g) * 2).clamp(0, 255).to(torch.uint8)[None]
+                    (folder / f"flow_{comp}_{f + 1:05d}.jpg").write_bytes(encode_jpeg(fl, quality=95).numpy().tobytes())
+        entries[key] = {"source": key + ".avi", "status": "ok", "frames": length, "flows": length - 1,
+                        "width": width, "height": height, "fps": 25.0, "error": None}
+        lines["train"].append(f"{key}.avi {v % 2 + 1}")
+    atomic_write_json(root / "manifest.json", {"version": 1, "flow": {"algorithm": "dis", "bound": 20.0},
+                                               "resize": {"short_side": min(width, height)}, "videos": entries})
+    splits = root / "splits"
+    splits.mkdir(exist_ok=True)
+    (splits / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 Archery\n")
+    (splits / "trainlist01.txt").write_text("\n".join(lines["train"]) + "\n")
+    (splits / "testlist01.txt").write_text("\n".join(line.split()[0] for line in lines["train"]) + "\n")
+
+
+def decode_rate(root: Path, decoder: str, gray: bool, seconds: float) -> float:
+    """Images per second of read_jpegs over the tree's images, batches of 8."""
+    from stfn.data.datasets import read_jpegs
+
+    pattern = "flow_x_*.jpg" if gray else "img_*.jpg"
+    paths = sorted(root.rglob(pattern))
+    done, start, i = 0, time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        batch = [paths[(i + j) % len(paths)] for j in range(8)]
+        read_jpegs(batch, gray=gray, decoder=decoder)
+        done, i = done + len(batch), i + 8
+    return done / (time.perf_counter() - start)
+
+
+def loader_rate(root: Path, decoder: str, workers: int, args: argparse.Namespace) -> float:
+    """Training samples per second of build_loader, after one warm-up batch."""
+    from stfn.config import DataConfig
+    from stfn.data.datasets import build_dataset, build_loader
+
+    cfg = DataConfig(dataset="ucf101", root=str(root), splits=str(root / "splits"), frames=args.frames,
+                     scale_size=args.scale_size, crop_size=args.crop_size, jpeg_decoder=decoder)
+    ds = build_dataset(cfg, "train", args.streams, args.flow_length)
+    loader = build_loader(ds, args.batch_size, train=True, workers=workers, seed=0)
+    it = iter(loader)
+    next(it)
+    start, samples = time.perf_counter(), 0
+    for _ in range(args.batches):
+        try:
+            batch = next(it)
+        except StopIteration:
+            it = iter(loader)
+            batch = next(it)
+        samples += len(batch["label"])
+    rate = samples / (time.perf_counter() - start)
+    del it, loader
+    return rate
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--videos", type=int, default=8)
+    parser.add_argument("--length", type=int, default=48, help="frames per video")
+    parser.add_argument("--size", default="340x256", help="stored frame size WxH")
+    parser.add_argument("--frames", type=int, default=8, help="T positions per sample")
+    parser.add_argument("--flow-length", type=int, default=5)
+    parser.add_argument("--streams", nargs="+", default=["rgb", "flow"])
+    parser.add_argument("--scale-size", type=int, default=256)
+    parser.add_argument("--crop-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batches", type=int, default=8, help="timed batches per loader setting")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--decoders", nargs="+", default=["torchvision", "pillow"])
+    parser.add_argument("--seconds", type=float, default=2.0, help="time per raw-decode measurement")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    width, height = (int(v) for v in args.size.split("x"))
+    per_sample = {"rgb": args.frames, "flow": 2 * args.frames * args.flow_length}
+    results: dict = {"setting": {k: v for k, v in vars(args).items() if k != "json"}, "decode": {}, "loader": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        make_tree(root, args.videos, args.length, width, height)
+        print(f"prepared tree: {args.videos} videos x {args.length} frames at {args.size} "
+              f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+        print(f"\nT={args.frames} L={args.flow_length} streams={'+'.join(args.streams)} crop {args.crop_size}, "
+              f"batch {args.batch_size}; torch {torch.__version__}, 1 thread per process\n")
+        print("| decoder | RGB img/s | flow img/s | decode-bound samples/s | "
+              + " | ".join(f"loader {w}w samples/s" for w in args.workers) + " |")
+        print("| --- " * (4 + len(args.workers)) + "|")
+        for dec in args.decoders:
+            rgb = decode_rate(root, dec, False, args.seconds)
+            gray = decode_rate(root, dec, True, args.seconds)
+            cost = sum(per_sample[s] / (rgb if s == "rgb" else gray) for s in args.streams)
+            rates = [loader_rate(root, dec, w, args) for w in args.workers]
+            results["decode"][dec] = {"rgb_img_s": rgb, "flow_img_s": gray, "bound_samples_s": 1 / cost}
+            results["loader"][dec] = {str(w): r for w, r in zip(args.workers, rates, strict=True)}
+            print(f"| {dec} | {rgb:.0f} | {gray:.0f} | {1 / cost:.1f} | "
+                  + " | ".join(f"{r:.1f}" for r in rates) + " |", flush=True)
+    if args.json:
+        from stfn.fileio import atomic_write_json
+
+        atomic_write_json(args.json, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

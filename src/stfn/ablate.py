@@ -1,0 +1,384 @@
+"""``stfn ablate``: run a grid of design choices over several seeds and tabulate mean and spread.
+
+A grid is a list of axes, each a config key and the values to try::
+
+    axes = parse_grid(["model.head.fusion=none,sum,multiply", "model.head.kernel_sizes=[1,3],[1,3,5]"])
+    combos = expand_grid(axes)                    # every combination (cartesian product)
+    combos = expand_grid(axes, base=cfg_dict)     # or one axis at a time around the base config
+
+Each (combination, seed) trains in its own folder ``OUT/runs/<combo>/seed<S>/`` and ends with a
+``result.json`` written atomically; a re-run skips the finished ones and resumes a half-finished one
+from its ``last.pt``. The table (``OUT/ablation.md`` and ``OUT/ablation.json``) has one row per
+combination with the mean, standard deviation and min–max over seeds of every metric.
+
+Protocols, chosen per combination:
+
+* **head-only** on cached per-frame features (``--features DIR`` or ``data.features`` in the config,
+  which also freezes the backbones): seconds per run;
+* **backbone changes** (``model.backbone``, ``model.flow_length``, input size, ...) cannot reuse those
+  features. With features, such a combination first builds its own: single-stream TSN backbones are
+  trained and their features extracted (the demo's two-stage protocol, :func:`stfn.demo.build_features`),
+  once per distinct backbone setting, then the head trains on them. Without features, every run is
+  end to end;
+* ``data.frames`` with features: the cached features are re-extracted at the new T from the same
+  backbone checkpoints (inference only).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stfn.config import Config, ConfigError, apply_overrides, config_from_dict, config_to_dict
+from stfn.errors import StfnError
+from stfn.fileio import atomic_write_json, atomic_write_text
+
+__all__ = [
+    "combo_name",
+    "combo_overrides",
+    "combo_slug",
+    "expand_grid",
+    "parse_grid",
+    "run_ablation",
+    "split_values",
+    "write_table",
+]
+
+# Keys whose change alters the per-frame features themselves: a new backbone must be trained.
+BACKBONE_KEYS: frozenset[str] = frozenset(
+    {
+        "model.backbone",
+        "model.pretrained",
+        "model.flow_length",
+        "model.cross_modality_init",
+        "data.crop_size",
+        "data.scale_size",
+        "data.root",
+    }
+)
+# Keys that keep the backbones but change which frames are featurised: features are re-extracted.
+EXTRACT_KEYS: frozenset[str] = frozenset({"data.frames"})
+
+
+def split_values(text: str) -> list[str]:
+    """Split ``"a,[1,3],{x: 1}"`` on the commas outside brackets and braces -> ``["a", "[1,3]", "{x: 1}"]``."""
+    out, depth, cur = [], 0, []
+    for ch in text:
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur).strip())
+    if depth != 0:
+        raise ConfigError(f"grid values '{text}' have unbalanced brackets")
+    return out
+
+
+def parse_grid(specs: Sequence[str]) -> list[tuple[str, list[Any]]]:
+    """``["model.head.blocks=1,2,3", ...]`` -> ``[("model.head.blocks", [1, 2, 3]), ...]``.
+
+    Values are YAML (``true``, ``0.5``, ``[1,3,5]``, ``sum``). Every key is checked against the config
+    tree now, so a typo fails before any training starts.
+    """
+    axes: list[tuple[str, list[Any]]] = []
+    seen: set[str] = set()
+    for spec in specs:
+        if "=" not in spec:
+            raise ConfigError(f"grid '{spec}' must look like key.path=value1,value2")
+        key, raw = (s.strip() for s in spec.split("=", 1))
+        if not key or not raw:
+            raise ConfigError(f"grid '{spec}' needs a key and at least one value")
+        if key in seen:
+            raise ConfigError(f"grid key '{key}' is given twice")
+        seen.add(key)
+        values = []
+        for v in split_values(raw):
+            if v == "":
+                raise ConfigError(f"grid '{spec}' has an empty value")
+            try:
+                values.append(yaml.safe_load(v))
+            except yaml.YAMLError:
+                raise ConfigError(f"grid '{spec}': value '{v}' is not valid YAML") from None
+        for v in values:  # validates key and value type against the dataclass tree
+            config_from_dict(apply_overrides({}, combo_overrides({key: v})))
+        axes.append((key, values))
+    return axes
+
+
+def _get(d: Mapping[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        d = d[part]
+    return d
+
+
+def expand_grid(
+    axes: Sequence[tuple[str, Sequence[Any]]], base: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """All combinations of the axes (cartesian product, first axis varying slowest).
+
+    With ``base`` (the config as a nested dict), vary one axis at a time instead: the first
+    combination is the base itself (``{}``), then each axis value that differs from the base value.
+    """
+    if base is None:
+        keys = [k for k, _ in axes]
+        return [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*(v for _, v in axes))]
+    combos: list[dict[str, Any]] = [{}]
+    for key, values in axes:
+        ref = _get(base, key)
+        combos += [{key: v} for v in values if v != ref]
+    return combos
+
+
+def combo_overrides(combo: Mapping[str, Any]) -> list[str]:
+    """``{"model.head.kernel_sizes": [1, 3]}`` -> ``["model.head.kernel_sizes=[1, 3]"]`` (JSON is YAML)."""
+    return [f"{k}={json.dumps(v)}" for k, v in combo.items()]
+
+
+def _short(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, list):
+        return "[" + ",".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    return str(v)
+
+
+def combo_name(combo: Mapping[str, Any]) -> str:
+    """Human label: ``"fusion=sum blocks=2"``; the base configuration is ``"base"``."""
+    return " ".join(f"{_short(k)}={_fmt(v)}" for k, v in combo.items()) or "base"
+
+
+def combo_slug(combo: Mapping[str, Any]) -> str:
+    """Folder name: readable part plus a short hash of the exact keys and values (unique, stable)."""
+    digest = hashlib.sha1(json.dumps(combo, sort_keys=True).encode()).hexdigest()[:8]
+    readable = re.sub(r"[^A-Za-z0-9=.,_-]+", "_", "_".join(f"{_short(k)}={_fmt(v)}" for k, v in combo.items()))
+    return f"{readable[:60] or 'base'}-{digest}"
+
+
+# ----------------------------------------------------------------------------- the runner
+
+METRICS: tuple[tuple[str, str], ...] = (
+    ("overall", "top-1"),
+    ("mean_class_acc", "mean class"),
+    ("appearance", "appearance"),
+    ("motion", "motion"),
+    ("temporal_order", "order"),
+    ("temporal_order_pair", "order pair"),
+    ("appearance_motion", "app+motion"),
+)
+
+
+def _find_classes_meta(cfg: Config) -> dict[str, Any] | None:
+    """The synthetic benchmark's ``classes.json`` next to the split files, when there is one."""
+    from stfn.report import load_classes_meta
+
+    if not cfg.data.splits:
+        return None
+    for d in (Path(cfg.data.splits), Path(cfg.data.splits).parent):
+        if (d / "classes.json").is_file():
+            return load_classes_meta(d / "classes.json")
+    return None
+
+
+def _run_metrics(result: dict[str, Any], meta: dict[str, Any] | None) -> dict[str, Any]:
+    """Metrics of the last epoch of a training run (percentages), per class group when known."""
+    from stfn.report import class_groups, group_accuracy, temporal_pairs
+
+    last = result["last"] or {}
+    out = {"overall": last.get("top1"), "mean_class_acc": last.get("mean_class_acc"), "top5": last.get("top5")}
+    preds = last.get("predictions")
+    if meta is not None and preds:
+        from stfn.engine.checkpoint import load_checkpoint
+
+        classes = list(load_checkpoint(Path(result["out_dir"]) / "last.pt")["classes"])
+        acc = group_accuracy(preds, class_groups(meta, classes), temporal_pairs(meta, classes))
+        out.update({k: acc.get(k) for k, _ in METRICS if k not in ("overall", "mean_class_acc")})
+    return out
+
+
+class _FeatureSource:
+    """Cached features for each combination: the given folder, or new ones where a combination
+    changes the backbone (two-stage: new TSN backbones, then extraction) or asks for more frames."""
+
+    def __init__(self, root: Path, out_dir: Path, progress: bool, log: Any) -> None:
+        from stfn.engine.features import load_features_meta
+
+        self.root, self.out_dir, self.progress, self.log = root, out_dir, progress, log
+        self.meta = load_features_meta(root)
+
+    def for_config(self, cfg: Config, combo: Mapping[str, Any]) -> tuple[Path, str]:
+        """(features folder, protocol) for ``cfg`` (the base config changed by ``combo``); builds the
+        folder when ``combo`` changes a backbone key or asks for more frames than are cached."""
+        made = {"model": self.meta["model"], "data": self.meta["data"]}
+        changed = {k: v for k, v in combo.items() if k in BACKBONE_KEYS and v != _get(made, k)}
+        frames = max(int(self.meta["frames"]), cfg.data.frames)
+        if not changed and frames == int(self.meta["frames"]):
+            return self.root, "head-only on cached features"
+        folder = self.out_dir / "features" / combo_slug({**changed, "frames": frames})
+        if changed:
+            return self._new_backbones(cfg, changed, frames, folder), "two-stage: new backbones, head on their features"
+        from stfn.engine.features import extract_features
+
+        self.log(f"ablate: extracting {frames} positions per video into {folder}")
+        extract_features(self._source(), folder, frames=frames, progress=self.progress)
+        return folder, f"head-only on cached features ({frames} positions)"
+
+    def _source(self) -> Any:
+        from stfn.config import config_from_dict
+
+        ckpt = self.meta.get("source_checkpoint") or ""
+        if ckpt and Path(ckpt).is_file():
+            return ckpt
+        return config_from_dict({"model": self.meta["model"], "data": self.meta["data"]})
+
+    def _new_backbones(self, cfg: Config, changed: dict[str, Any], frames: int, folder: Path) -> Path:
+        from stfn.engine.features import extract_features
+
+        source = self._source()
+        if not isinstance(source, str):  # features of an untrained (e.g. ImageNet) backbone: same for the new one
+            new = copy.deepcopy(source)
+            for k, v in changed.items():
+                new = config_from_dict(apply_overrides(config_to_dict(new), combo_overrides({k: v})))
+            self.log(f"ablate: extracting features of {combo_name(changed)} into {folder}")
+            return extract_features(new, folder, frames=frames, progress=self.progress)
+        from stfn.demo import build_features
+        from stfn.engine.checkpoint import checkpoint_config, load_checkpoint
+
+        tsn = checkpoint_config(load_checkpoint(source), source)
+        tsn = config_from_dict(apply_overrides(config_to_dict(tsn), combo_overrides(changed)))
+        self.log(f"ablate: training TSN backbones with {combo_name(changed)} (two-stage protocol) in {folder.parent}")
+        return build_features(tsn, folder.with_name(folder.name + "-backbones"), folder, frames, self.progress)
+
+
+def run_ablation(
+    config: str | os.PathLike | Config,
+    axes: Sequence[tuple[str, Sequence[Any]]],
+    out_dir: str | os.PathLike,
+    *,
+    seeds: int = 1,
+    features: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
+    one_at_a_time: bool = False,
+    progress: bool = True,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Train every combination of ``axes`` for ``seeds`` seeds; write ``ablation.md``/``ablation.json``.
+
+    ``config`` is a YAML path or a :class:`Config`; ``overrides`` are ``--set`` strings applied first.
+    ``features`` (or ``data.features`` in the config) selects head-only training on cached features.
+    Seeds are ``train.seed + s`` for ``s < seeds``. Finished runs (``result.json``) are skipped.
+    Returns the table as a dict (``rows`` with per-metric ``summarize`` results).
+    """
+    from stfn.config import Config as _Config
+    from stfn.config import load_config
+    from stfn.engine.train import train
+    from stfn.models import check_model_config
+
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    base = copy.deepcopy(config) if isinstance(config, _Config) else load_config(config, list(overrides))
+    if isinstance(config, _Config) and overrides:
+        base = config_from_dict(apply_overrides(config_to_dict(base), list(overrides)))
+    if features:
+        base.data.features = str(features)
+    if base.data.features:
+        base.model.freeze_backbone = True
+    out = Path(out_dir)
+    base_dict = config_to_dict(base)
+    combos = expand_grid(axes, base=base_dict if one_at_a_time else None)
+    cfgs = []
+    for combo in combos:  # every combination is checked before anything trains
+        cfg = config_from_dict(apply_overrides(base_dict, combo_overrides(combo)))
+        check_model_config(cfg.model)
+        cfgs.append(cfg)
+    feature_source = _FeatureSource(Path(base.data.features), out, progress, log) if base.data.features else None
+    meta = _find_classes_meta(base)
+    keys = [k for k, _ in axes]
+    rows: list[dict[str, Any]] = []
+    total = len(combos) * seeds
+    for ci, (combo, cfg) in enumerate(zip(combos, cfgs, strict=True)):
+        protocol = "end to end"
+        if feature_source is not None:
+            feats, protocol = feature_source.for_config(cfg, combo)
+            cfg.data.features = str(feats)
+        runs = []
+        for s in range(seeds):
+            run_cfg = copy.deepcopy(cfg)
+            run_cfg.train.seed = cfg.train.seed + s
+            run_cfg.name = f"ablate-{combo_slug(combo)}-seed{run_cfg.train.seed}"
+            run_dir = out / "runs" / combo_slug(combo) / f"seed{run_cfg.train.seed}"
+            done = run_dir / "result.json"
+            k = ci * seeds + s + 1
+            if done.is_file():
+                res = json.loads(done.read_text())
+                if res.get("config") != config_to_dict(run_cfg):
+                    raise StfnError(f"'{run_dir}' holds a run of a different configuration; use another --out")
+                log(f"[ablate {k}/{total}] {combo_name(combo)} seed {run_cfg.train.seed}: done before, skipped")
+                runs.append(res)
+                continue
+            log(f"[ablate {k}/{total}] {combo_name(combo)} seed {run_cfg.train.seed} ({protocol})")
+            start = time.perf_counter()
+            result = train(run_cfg, run_dir, resume=True, progress=progress)
+            res = {"combo": combo, "seed": run_cfg.train.seed, "protocol": protocol,
+                   "metrics": _run_metrics(result, meta), "time_s": round(time.perf_counter() - start, 2),
+                   "config": config_to_dict(run_cfg)}
+            atomic_write_json(done, res)
+            runs.append(res)
+        rows.append(_aggregate(combo, protocol, runs))
+        table = {"config": str(config) if not isinstance(config, _Config) else "config", "keys": keys,
+                 "seeds": seeds, "one_at_a_time": one_at_a_time, "rows": rows}
+        write_table(table, out)
+    return table
+
+
+def _aggregate(combo: dict[str, Any], protocol: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    from stfn.report import summarize
+
+    metrics = {k: summarize([r["metrics"].get(k) for r in runs]) for k, _ in METRICS}
+    return {"combo": combo, "name": combo_name(combo), "slug": combo_slug(combo), "protocol": protocol,
+            "seeds": [r["seed"] for r in runs], "metrics": metrics,
+            "time_s": summarize([r["time_s"] for r in runs])["mean"]}
+
+
+def ablation_markdown(table: dict[str, Any]) -> str:
+    """One row per combination: the varied values, then mean ± std (min–max) over seeds of each metric."""
+    from stfn.report import fmt_summary, markdown_table
+
+    keys = table["keys"]
+    metrics = [(k, h) for k, h in METRICS if any(r["metrics"][k]["n"] for r in table["rows"])]
+    header = [_short(k) for k in keys] + ["protocol"] + [h for _, h in metrics] + ["seeds", "s/run"]
+    rows = []
+    for r in table["rows"]:
+        vals = [_fmt(r["combo"][k]) if k in r["combo"] else "(base)" for k in keys]
+        rows.append(vals + [r["protocol"]] + [fmt_summary(r["metrics"][k]) for k, _ in metrics]
+                    + [str(len(r["seeds"])), f"{r['time_s']:.0f}"])
+    align = "l" * (len(keys) + 1) + "r" * (len(metrics) + 2)
+    return markdown_table(header, rows, align)
+
+
+def write_table(table: dict[str, Any], out_dir: str | os.PathLike) -> None:
+    """``ablation.json`` and ``ablation.md`` in ``out_dir`` (atomic)."""
+    out = Path(out_dir)
+    atomic_write_json(out / "ablation.json", table)
+    note = ("Test accuracy (%) of the last epoch: mean ± std (min–max) over seeds"
+            + (", one axis varied at a time around the base config" if table.get("one_at_a_time") else "")
+            + ".\n\n")
+    atomic_write_text(out / "ablation.md", note + ablation_markdown(table))

@@ -1,0 +1,100 @@
+"""`stfn data-info`: classes, train/test counts per split, and which listed videos are not prepared."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+
+HELP = ("Show a dataset's classes and train/test counts per split, and which listed videos are missing or "
+        "failed in a prepared folder (exit status 1 if any are).")
+
+SHOW = 5  # names shown per problem in the text report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, choices=["ucf101", "hmdb51", "list", "folder", "synthetic"])
+    parser.add_argument("--splits", default="", metavar="DIR",
+                        help="split folder (ucfTrainTestlist, testTrainMulti_7030_splits, synthetic splits/); "
+                             "for --dataset folder the train/<class>/ test/<class>/ video tree")
+    parser.add_argument("--split", type=int, default=None, metavar="N", help="one split (default: all found)")
+    parser.add_argument("--root", default="", metavar="PREPARED_DIR", help="folder written by `stfn prepare`")
+    parser.add_argument("--train-list", default="", metavar="FILE", help="--dataset list: MMAction2 train list")
+    parser.add_argument("--test-list", default="", metavar="FILE", help="--dataset list: MMAction2 test list")
+    parser.add_argument("--class-names", default="", metavar="FILE", help="one class name per line (list, folder)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
+
+
+def _side(records, videos) -> dict:
+    from stfn.data.datasets import check_prepared
+
+    usable, missing, failed = check_prepared(records, videos)
+    return {"listed": len(records), "usable": len(usable), "missing": missing,
+            "failed": [{"video": k, "error": videos[k].get("error")} for k in failed]}
+
+
+def collect(args: argparse.Namespace) -> dict:
+    """The report as one JSON-ready dict."""
+    from stfn.data.datasets import load_prepared_manifest
+    from stfn.data.splits import available_splits, load_split
+
+    numbers = [args.split] if args.split is not None else available_splits(args.dataset, args.splits)
+    manifest = load_prepared_manifest(args.root) if args.root else None
+    report: dict = {"dataset": args.dataset, "splits_dir": args.splits, "root": args.root or None, "splits": []}
+    for n in numbers:
+        split = load_split(args.dataset, args.splits, n, train_list=args.train_list, test_list=args.test_list,
+                           class_names=args.class_names)
+        report["classes"] = split.classes
+        entry = {"split": n, "train": len(split.train), "test": len(split.test), "overlap": split.overlap(),
+                 "identity": split.identity,
+                 "per_class": {side: [Counter(r.label for r in split.records(side))[i]
+                                      for i in range(len(split.classes))] for side in ("train", "test")}}
+        if manifest is not None:
+            entry["prepared"] = {side: _side(split.records(side), manifest.videos) for side in ("train", "test")}
+        report["splits"].append(entry)
+    if manifest is not None:
+        statuses = Counter(v.get("status", "ok") for v in manifest.videos.values())
+        report["manifest"] = {"videos": len(manifest.videos), "ok": statuses.get("ok", 0),
+                              "failed": len(manifest.videos) - statuses.get("ok", 0), "flow": manifest.flow}
+    return report
+
+
+def _names(items: list, show: int = SHOW) -> str:
+    names = [i if isinstance(i, str) else f"{i['video']} ({i['error'] or 'no error recorded'})" for i in items]
+    return ", ".join(names[:show]) + (f", ... and {len(names) - show} more" if len(names) > show else "")
+
+
+def format_report(report: dict) -> str:
+    classes = report["classes"]
+    shown = ", ".join(classes[:4]) + (f", ..., {classes[-1]}" if len(classes) > 4 else "")
+    lines = [f"dataset {report['dataset']}: {len(classes)} classes ({shown})", "",
+             "split  train   test  overlap  per class (train / test)  train sha256  test sha256"]
+    for s in report["splits"]:
+        tr, te = s["per_class"]["train"], s["per_class"]["test"]
+        per_class = f"{min(tr)}-{max(tr)} / {min(te)}-{max(te)}"
+        lines.append(f"{s['split']:>5}  {s['train']:>5}  {s['test']:>5}  {len(s['overlap']):>7}  {per_class:>24}"
+                     f"  {s['identity']['train_list_sha256'][:12]}  {s['identity']['test_list_sha256'][:12]}")
+        if s["overlap"]:
+            lines.append(f"       warning: {len(s['overlap'])} videos are on both sides: {_names(s['overlap'])}")
+    if "manifest" in report:
+        m = report["manifest"]
+        flow = m["flow"] or {}
+        lines += ["", f"prepared folder {report['root']}: {m['videos']} videos ({m['ok']} ok, {m['failed']} failed), "
+                      f"flow {flow.get('algorithm', '?')} bound {flow.get('bound', '?')}"]
+        for s in report["splits"]:
+            for side in ("train", "test"):
+                p = s["prepared"][side]
+                text = f"split {s['split']} {side}: {p['usable']} of {p['listed']} usable"
+                if p["missing"]:
+                    text += f"; {len(p['missing'])} missing: {_names(p['missing'])}"
+                if p["failed"]:
+                    text += f"; {len(p['failed'])} failed: {_names(p['failed'])}"
+                lines.append(text)
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = collect(args)
+    print(json.dumps(report, indent=1) if args.json else format_report(report))
+    unusable = any(p["missing"] or p["failed"] for s in report["splits"] for p in s.get("prepared", {}).values())
+    return 1 if unusable else 0

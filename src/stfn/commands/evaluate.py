@@ -1,0 +1,76 @@
+"""``stfn eval CHECKPOINT [CHECKPOINT ...] [--split N | --splits N ...] [--crops 1|3|10] [--frames T]
+[--fusion-weights W_RGB W_FLOW] [--json FILE] [--out DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+HELP = "Evaluate checkpoints: top-1/top-5/mean class accuracy, per-class CSV, confusion PNG, predictions."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
+                        help="best.pt / last.pt; an RGB and a flow checkpoint of one split are also fused (TSN)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--split", type=int, help="split to test on (default: the split each checkpoint was trained on)")
+    group.add_argument("--splits", type=int, nargs="+", metavar="N",
+                       help="one split per checkpoint, in order (e.g. --splits 1 2 3 with three checkpoints)")
+    parser.add_argument("--crops", type=int, choices=[1, 3, 10], help="test views per frame (default: data.test_crops)")
+    parser.add_argument("--frames", type=int, help="positions per video (default: data.frames of the checkpoint)")
+    parser.add_argument("--fusion-weights", type=float, nargs="+", metavar="W",
+                        help="rgb and flow score weights for two-stream fusion (default: model.fusion_weights, 1 1.5)")
+    parser.add_argument("--batch-size", type=int, help="test videos per batch (default: about one training batch of frames)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--out", help="folder for the result files (default: eval_* next to each checkpoint)")
+    parser.add_argument("--json", help="also write the summary as JSON to this file ('-' prints JSON instead of text)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _fmt(x: float | None) -> str:
+    return "  -  " if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:6.2f}"
+
+
+def _row(name: str, split: object, r: dict) -> str:
+    return f"{name:<44} {split!s:>5} {_fmt(r.get('top1'))} {_fmt(r.get('top5'))} {_fmt(r.get('mean_class_acc'))}"
+
+
+def format_report(report: dict) -> str:
+    """The text table ``stfn eval`` prints."""
+    lines = [f"{'model':<44} {'split':>5} {'top1':>6} {'top5':>6} {'mean class':>10}"]
+    for r in report["results"]:
+        lines.append(_row(f"{r['checkpoint']} ({'+'.join(r['model_streams'])})", r["split"], r))
+        for s, m in (r.get("streams") or {}).items():
+            lines.append(_row(f"  {s} stream alone", r["split"], m))
+        lines.append(f"  -> {r['out_dir']}")
+    for f in report["fused"]:
+        w = ":".join(f"{x:g}" for x in f["weights"])
+        lines.append(_row(f"fused {'+'.join(f['streams'])} ({w})", f["split"], f))
+        lines.append(f"  -> {f['out_dir']}")
+    if "mean" in report:
+        lines.append(_row(f"mean over splits {', '.join(str(s) for s in report['mean']['splits'])}", "all",
+                          report["mean"]))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from stfn.engine import distributed
+    from stfn.engine.evaluate import evaluate_many
+    from stfn.fileio import atomic_write_json
+
+    splits = args.splits or ([args.split] * len(args.checkpoints) if args.split is not None else None)
+    try:
+        report = evaluate_many(args.checkpoints, splits=splits, views=args.crops, frames=args.frames,
+                               out_dir=args.out, fusion_weights=args.fusion_weights, batch_size=args.batch_size,
+                               device=args.device, progress=not args.no_progress)
+        if distributed.get_info().is_main:
+            if args.json == "-":
+                print(json.dumps(report, indent=2))
+            else:
+                print(format_report(report))
+                if args.json:
+                    atomic_write_json(args.json, report)
+    finally:
+        distributed.cleanup()
+    return 0

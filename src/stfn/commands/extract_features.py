@@ -1,0 +1,48 @@
+"""``stfn extract-features CHECKPOINT_OR_CONFIG --out DIR [--subsets train test] [--frames T] [--set k=v ...]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "Cache per-frame backbone features (T, C) per video and stream, for fast head training."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", metavar="CHECKPOINT_OR_CONFIG",
+                        help="a checkpoint (.pt: its trained backbones) or a YAML config (fresh/ImageNet backbones)")
+    parser.add_argument("--out", required=True, help="features folder (features.json + <subset>_<stream>.npy)")
+    parser.add_argument("--subsets", nargs="+", default=["train", "test"], choices=["train", "test"])
+    parser.add_argument("--frames", type=int, help="positions cached per video (default: data.frames; TSN: 25)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="with a YAML config: override a config key (repeatable)")
+    parser.add_argument("--data", help="prepared folder (sets data.root)")
+    parser.add_argument("--splits", help="split folder (sets data.splits)")
+    parser.add_argument("--split", type=int, help="split number (sets data.split)")
+    parser.add_argument("--batch-size", type=int, help="videos per batch (default: train.batch_size)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from stfn.config import load_config
+    from stfn.engine.features import extract_features
+    from stfn.errors import StfnError
+
+    source = Path(args.source)
+    data_keys = {"data.root": args.data, "data.splits": args.splits, "data.split": args.split}
+    if source.suffix in (".yaml", ".yml"):
+        src = load_config(source, args.overrides)
+        src.data.root = args.data or src.data.root
+        src.data.splits = args.splits or src.data.splits
+        src.data.split = args.split or src.data.split
+    else:
+        given = [k for k, v in data_keys.items() if v is not None] + (["--set"] if args.overrides else [])
+        if given:
+            raise StfnError(f"{', '.join(given)} only apply to a YAML config; a checkpoint extracts with its own "
+                            "data settings")
+        src = source
+    out = extract_features(src, args.out, tuple(args.subsets), frames=args.frames, batch_size=args.batch_size,
+                           device=args.device, progress=not args.no_progress)
+    print(f"features written to {out} (train a head on them with --set data.features={out})")
+    return 0

@@ -1,0 +1,85 @@
+"""``stfn prepare VIDEO_ROOT OUT_DIR``: frames + optical flow + manifest (MMAction2 rawframes layout)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "decode videos into JPEG frames and optical flow (parallel, resumable) with a manifest"
+
+FLOWS = ("dis", "tvl1", "farneback", "raft", "none")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size '{text}' must look like WxH, e.g. 340x256") from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"size '{text}' must be positive")
+    return w, h
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"'{text}' must be a positive integer")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("video_root", metavar="VIDEO_ROOT", help="folder of videos (searched recursively) or one video file")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="output folder: <key>/img_00001.jpg, flow_x_00001.jpg, ...")
+    p.add_argument("--flow", choices=FLOWS, default="dis", help="optical flow algorithm (default: dis)")
+    p.add_argument("--dis-preset", choices=("ultrafast", "fast", "medium"), default="fast",
+                   help="DIS preset (default: fast)")
+    p.add_argument("--bound", type=float, default=20.0, help="clip flow to +/- this many pixels (default: 20)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: the usable CPU cores; 0 runs in this process)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--short-side", type=_positive, default=None, help="resize so the short side is S (aspect kept)")
+    g.add_argument("--size", type=_size, default=None, help="resize to WxH, e.g. 340x256 (TSN)")
+    p.add_argument("--shard", default=None,
+                   help="I/N: prepare videos I, I+N, I+2N, ... (0-based); 'auto' reads Slurm array or torchrun env")
+    p.add_argument("--list", dest="list_file", default=None,
+                   help="prepare only the videos listed in FILE (first column, relative to VIDEO_ROOT)")
+    p.add_argument("--ext", default=None, help="comma-separated video extensions (default: avi,mp4,mkv,webm,mov,...)")
+    p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of frames and flow (default: 95)")
+    p.add_argument("--retry-failed", action="store_true", help="retry videos an earlier run recorded as failed")
+    p.add_argument("--raft-model", choices=("small", "large"), default="small", help="--flow raft: model size")
+    p.add_argument("--raft-weights", default="default",
+                   help="--flow raft: 'default' (pretrained, torchvision weights API), a state-dict file, or 'random'")
+    p.add_argument("--raft-iters", type=_positive, default=12, help="--flow raft: refinement iterations (default: 12)")
+    p.add_argument("--batch-size", type=_positive, default=8, help="--flow raft: frame pairs per forward pass")
+    p.add_argument("--device", default="auto",
+                   help="--flow raft: auto (GPU per worker / LOCAL_RANK when there is one), cpu, cuda, cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from stfn.data.prepare import VIDEO_EXTENSIONS, prepare_dataset
+
+    opts: dict = {}
+    if args.flow == "dis":
+        opts["preset"] = args.dis_preset
+    elif args.flow == "raft":
+        opts = {"model": args.raft_model, "weights": args.raft_weights, "iters": args.raft_iters,
+                "batch_size": args.batch_size, "device": args.device}
+    exts = tuple(e.strip() for e in args.ext.split(",") if e.strip()) if args.ext else VIDEO_EXTENSIONS
+    summary = prepare_dataset(
+        args.video_root,
+        args.out_dir,
+        flow=args.flow,
+        flow_opts=opts,
+        bound=args.bound,
+        workers=args.workers,
+        short_side=args.short_side,
+        size=args.size,
+        shard=args.shard,
+        list_file=args.list_file,
+        extensions=exts,
+        jpeg_quality=args.jpeg_quality,
+        retry_failed=args.retry_failed,
+        progress=not args.quiet,
+    )
+    print(summary)
+    return 1 if summary.failed else 0

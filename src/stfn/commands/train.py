@@ -1,0 +1,67 @@
+"""``stfn train --config FILE [--set k=v ...] [--out RUN_DIR] [--resume] [--data DIR] [--splits DIR] [--split N]``.
+
+Also under ``torchrun --nproc_per_node N -m stfn train ...`` (distributed data parallel).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "Train a network (single stream, two-stream STFN, two-stage, or a head on cached features)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML preset (configs/*.yaml); optional with --resume (the run's config.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.lr=0.001 (repeatable)")
+    parser.add_argument("--out", help="run folder (default: runs/<config name>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    parser.add_argument("--data", help="prepared folder written by `stfn prepare` (sets data.root)")
+    parser.add_argument("--splits", help="folder with the split files (sets data.splits)")
+    parser.add_argument("--split", type=int, help="split number (sets data.split)")
+    parser.add_argument("--features", help="folder written by `stfn extract-features` (sets data.features)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch)")
+
+
+def load_run_config(args: argparse.Namespace):
+    """The config of a ``stfn train`` call: the YAML (or the run's own config.yaml when resuming),
+    ``--set`` overrides, then the path shortcuts."""
+    from stfn.config import load_config
+    from stfn.errors import StfnError
+
+    path = args.config
+    if path is None:
+        saved = Path(args.out) / "config.yaml" if args.out else None
+        if not (args.resume and saved is not None and saved.is_file()):
+            raise StfnError("--config is required (or --resume with --out pointing at a run folder)")
+        path = saved
+    cfg = load_config(path, args.overrides)
+    if args.data is not None:
+        cfg.data.root = args.data
+    if args.splits is not None:
+        cfg.data.splits = args.splits
+    if args.split is not None:
+        cfg.data.split = args.split
+    if args.features is not None:
+        cfg.data.features = args.features
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from stfn.engine import distributed
+    from stfn.engine.train import train
+
+    cfg = load_run_config(args)
+    out = args.out or str(Path("runs") / cfg.name)
+    try:
+        result = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+        if distributed.get_info().is_main:
+            best = result["best"]
+            line = f"run folder {result['out_dir']}: best checkpoint {result['checkpoint']}"
+            if best:
+                line += f" (val top1 {best['top1']:.2f}, mean class {best['mean_class_acc']:.2f})"
+            print(line)
+    finally:
+        distributed.cleanup()
+    return 0

@@ -1,0 +1,280 @@
+"""Datasets of prepared videos: split lists joined with the ``stfn prepare`` manifest, as dict samples.
+
+``build_dataset(data_cfg, subset, streams, flow_length, views=None)`` reads the split
+(:mod:`stfn.data.splits`), keeps the listed videos that the manifest marks ``ok`` (missing or failed
+ones are reported once: an error, or with ``data.on_missing=skip`` a warning and they are left out),
+and returns a :class:`VideoFrameDataset`. An item is::
+
+    {"rgb": (T, 3, S, S) | (V, T, 3, S, S) float, "flow": (T, 2L, S, S) | (V, T, 2L, S, S) float,
+     "label": int (0-based), "index": int, "video": str (manifest key)}
+
+with positions from :mod:`stfn.data.sampling` and transforms from :mod:`stfn.data.transforms`.
+``build_loader`` wraps it in a ``DataLoader`` whose sampler hands every item a seed derived from
+``(seed, epoch, index)``, so training samples are the same whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from stfn.data.sampling import sample_clip
+from stfn.data.splits import Split, VideoRecord, check_prepared, load_prepared_manifest, load_split
+from stfn.data.transforms import EvalTransform, TrainTransform, build_transform
+from stfn.errors import StfnError
+
+if TYPE_CHECKING:
+    from stfn.config import DataConfig
+
+__all__ = [
+    "JPEG_DECODERS",
+    "SeededSampler",
+    "VideoFrameDataset",
+    "build_dataset",
+    "build_loader",
+    "check_prepared",
+    "load_prepared_manifest",
+    "read_jpegs",
+]
+
+log = logging.getLogger("stfn.data")
+JPEG_DECODERS = ("torchvision", "pillow")
+STREAMS = ("rgb", "flow")
+
+
+def _first(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
+
+
+def unusable_message(split: Split, subset: str, root: Path, total: int, missing: list[str], failed: list[str]) -> str:
+    """One sentence: how many listed videos are missing or failed, and the first few names."""
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing from the manifest (first: {_first(missing)})")
+    if failed:
+        parts.append(f"{len(failed)} failed in prepare (first: {_first(failed)})")
+    return (f"{len(missing) + len(failed)} of {total} {subset} videos of {split.dataset} split {split.split} "
+            f"are not usable in '{root}': " + "; ".join(parts))
+
+
+def read_jpegs(paths: list[Path], gray: bool = False, decoder: str = "torchvision") -> torch.Tensor:
+    """Decode JPEG files into uint8 ``(N, C, H, W)`` (C = 1 when ``gray``, else 3); errors name the file."""
+    if decoder not in JPEG_DECODERS:
+        raise StfnError(f"unknown JPEG decoder '{decoder}' (choose from {', '.join(JPEG_DECODERS)})")
+    datas = []
+    for p in paths:
+        try:
+            datas.append(p.read_bytes())
+        except OSError:
+            raise StfnError(f"prepared image '{p}' cannot be read; run `stfn prepare` again for this video") from None
+    try:
+        if decoder == "pillow":
+            import io
+
+            import numpy as np
+            from PIL import Image
+
+            arrays = [np.asarray(Image.open(io.BytesIO(d)).convert("L" if gray else "RGB")) for d in datas]
+            x = torch.from_numpy(np.stack(arrays))
+            return x.unsqueeze(1) if gray else x.permute(0, 3, 1, 2)
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        mode = ImageReadMode.GRAY if gray else ImageReadMode.RGB
+        tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+        return torch.stack(decode_jpeg(tensors, mode=mode))
+    except (RuntimeError, OSError, ValueError) as e:
+        raise StfnError(f"cannot decode the JPEG images of '{paths[0].parent}': {e}") from None
+
+
+class VideoFrameDataset(Dataset):
+    """Prepared videos of one subset as dict samples (see the module docstring for the item layout).
+
+    Args:
+        records: the usable videos (already joined with the manifest).
+        counts: per key, ``(frames, flows)`` from the manifest.
+        root: the prepared folder (``<root>/<key>/img_00001.jpg``, ``flow_x_00001.jpg``, ...).
+        streams: subset of ``("rgb", "flow")`` to load.
+        frames: T positions per video; flow_length: L fields per flow stack.
+        transform: a :class:`TrainTransform` (random; train items) or :class:`EvalTransform`.
+    """
+
+    def __init__(self, records: list[VideoRecord], counts: dict[str, tuple[int, int]], root: str | Path,
+                 classes: list[str], streams: list[str], frames: int, flow_length: int,
+                 transform: TrainTransform | EvalTransform, identity: dict | None = None,
+                 decoder: str = "torchvision") -> None:
+        bad = [s for s in streams if s not in STREAMS]
+        if bad or not streams:
+            raise StfnError(f"streams must be a non-empty subset of {STREAMS}, got {list(streams)}")
+        self.records, self.counts, self.root = list(records), counts, Path(root)
+        self.classes, self.streams = list(classes), list(streams)
+        self.frames, self.flow_length, self.transform = frames, flow_length, transform
+        self.train = isinstance(transform, TrainTransform)
+        self.identity = dict(identity or {})
+        self.decoder = decoder
+
+    @property
+    def videos(self) -> list[str]:
+        """Manifest keys of the items, in order (canonical: comparable across datasets of one tree)."""
+        return [r.key for r in self.records]
+
+    @property
+    def labels(self) -> list[int]:
+        return [r.label for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load_clip(self, index: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """uint8 ``rgb (T, 3, H, W)`` / ``flow (T, 2L, H, W)`` of video ``index`` before transforms."""
+        rec = self.records[index]
+        num_frames, num_flows = self.counts[rec.key]
+        idx = sample_clip(num_frames, num_flows, self.frames, self.flow_length, self.train, generator)
+        folder = self.root / rec.key
+        clip: dict[str, torch.Tensor] = {}
+        if "rgb" in self.streams:
+            clip["rgb"] = self._read(folder, "img_{:05d}.jpg", idx.rgb, gray=False)
+        if "flow" in self.streams:
+            fields = [k for stack in idx.flow for k in stack]
+            if fields:
+                x = self._read(folder, "flow_x_{:05d}.jpg", fields, gray=True)
+                y = self._read(folder, "flow_y_{:05d}.jpg", fields, gray=True)
+                xy = torch.cat([x, y], dim=1)  # (T*L, 2, H, W): x_k, y_k per field
+                clip["flow"] = xy.reshape(self.frames, 2 * self.flow_length, *xy.shape[-2:])
+            else:  # a one-frame video has no flow: zero motion (q = 128, as prepare quantises 0)
+                h, w = self._frame_size(folder, clip)
+                clip["flow"] = torch.full((self.frames, 2 * self.flow_length, h, w), 128, dtype=torch.uint8)
+        return clip
+
+    def _read(self, folder: Path, pattern: str, indices: list[int], gray: bool) -> torch.Tensor:
+        unique = sorted(set(indices))
+        images = read_jpegs([folder / pattern.format(i + 1) for i in unique], gray, self.decoder)
+        if len(unique) == len(indices) and unique == indices:
+            return images
+        where = {k: j for j, k in enumerate(unique)}
+        return images[torch.tensor([where[i] for i in indices])]
+
+    def _frame_size(self, folder: Path, clip: dict[str, torch.Tensor]) -> tuple[int, int]:
+        if "rgb" in clip:
+            return tuple(clip["rgb"].shape[-2:])
+        return tuple(read_jpegs([folder / "img_00001.jpg"], True, self.decoder).shape[-2:])
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        """``item`` is an index, or ``(index, seed)`` from :class:`SeededSampler` (reproducible sample)."""
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        generator = torch.Generator().manual_seed(seed) if seed is not None and self.train else None
+        out = self.transform(self.load_clip(index, generator), generator)
+        rec = self.records[index]
+        out.update(label=rec.label, index=index, video=rec.key)
+        return out
+
+
+def build_dataset(data_cfg: DataConfig, subset: str, streams: list[str], flow_length: int,
+                  views: int | None = None) -> VideoFrameDataset:
+    """The ``subset`` ("train" or "test") of the configured split, joined with the prepared folder.
+
+    ``views`` overrides ``data_cfg.test_crops`` for test items. ``data.on_missing`` decides what
+    listed-but-unusable videos do: ``error`` raises one :class:`StfnError` naming how many and the
+    first few, ``skip`` logs that sentence once as a warning and leaves them out.
+    """
+    from stfn.config import ConfigError
+
+    if subset not in ("train", "test"):
+        raise StfnError(f"subset must be 'train' or 'test', got '{subset}'")
+    if data_cfg.on_missing not in ("error", "skip"):
+        raise ConfigError(f"config key 'data.on_missing' must be 'error' or 'skip', got '{data_cfg.on_missing}'")
+    if data_cfg.frames < 1 or flow_length < 1:
+        raise ConfigError(f"config key 'data.frames' ({data_cfg.frames}) and flow_length ({flow_length}) must be >= 1")
+    if data_cfg.jpeg_decoder not in JPEG_DECODERS:
+        raise ConfigError(f"config key 'data.jpeg_decoder' must be one of {', '.join(JPEG_DECODERS)}, "
+                          f"got '{data_cfg.jpeg_decoder}'")
+    if not data_cfg.root:
+        raise ConfigError("config key 'data.root' is empty: set it to the folder written by `stfn prepare`")
+    split = load_split(data_cfg.dataset, data_cfg.splits, data_cfg.split, train_list=data_cfg.train_list,
+                       test_list=data_cfg.test_list, class_names=data_cfg.class_names)
+    transform = build_transform(data_cfg, train=subset == "train", views=views)
+    root = Path(data_cfg.root)
+    manifest = load_prepared_manifest(root)
+    listed = split.records(subset)
+    if not listed:
+        raise StfnError(f"the {subset} list of {split.dataset} split {split.split} is empty")
+    usable, missing, failed = check_prepared(listed, manifest.videos)
+    if missing or failed:
+        message = unusable_message(split, subset, root, len(listed), missing, failed)
+        if data_cfg.on_missing == "error" or not usable:
+            raise StfnError(message + "; prepare them, or set data.on_missing=skip to leave them out")
+        log.warning("stfn: %s; skipping them (data.on_missing=skip)", message)
+    counts = {r.key: (int(manifest.videos[r.key]["frames"]), int(manifest.videos[r.key].get("flows") or 0))
+              for r in usable}
+    return VideoFrameDataset(usable, counts, root, split.classes, list(streams), data_cfg.frames, flow_length,
+                             transform, identity=split.identity, decoder=data_cfg.jpeg_decoder)
+
+
+class SeededSampler(Sampler):
+    """Yields ``(index, seed)``: a shuffled (train) or ordered (test) pass, optionally one rank's share.
+
+    The order and the per-item seeds depend only on ``(seed, epoch)``, so a sample is the same with
+    any number of workers and after a resume. Call ``set_epoch(e)`` before each epoch (as with
+    ``DistributedSampler``); without it, every pass advances the epoch by one. With ``world_size > 1``
+    each rank takes every ``world_size``-th item; ``pad=True`` (training) repeats items so all ranks
+    get the same count, ``pad=False`` (evaluation) gives every item to exactly one rank.
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 pad: bool = True) -> None:
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world_size, self.pad = rank, world_size, pad
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        if self.pad:
+            return math.ceil(self.size / self.world_size)
+        return len(range(self.rank, self.size, self.world_size))
+
+    def __iter__(self):
+        # torch's CPU generator keeps 32 bits of a seed: hash (seed, epoch) into them
+        mixed = hashlib.sha256(f"stfn-sampler:{self.seed}:{self.epoch}".encode()).digest()
+        g = torch.Generator().manual_seed(int.from_bytes(mixed[:4], "little"))
+        self.epoch += 1
+        order = torch.randperm(self.size, generator=g) if self.shuffle else torch.arange(self.size)
+        seeds = torch.randint(0, 2**32, (self.size,), generator=g).tolist()
+        order = order.tolist()
+        if self.pad and self.size % self.world_size:
+            extra = self.world_size - self.size % self.world_size
+            order += (order * math.ceil(extra / max(self.size, 1)))[:extra]
+        return iter([(i, seeds[i]) for i in order[self.rank :: self.world_size]])
+
+
+def build_loader(dataset: Dataset, batch_size: int, train: bool, workers: int, distributed: bool = False,
+                 seed: int = 0, drop_last: bool = False) -> DataLoader:
+    """A ``DataLoader`` over ``dataset`` with a :class:`SeededSampler` (``loader.sampler.set_epoch(e)``).
+
+    Shuffles when ``train``; ``distributed`` shards over the initialised process group (padded for
+    training, exact for evaluation); pinned memory when CUDA is available; persistent workers.
+    """
+    rank, world = 0, 1
+    if distributed:
+        import torch.distributed as dist
+
+        if not dist.is_available() or not dist.is_initialized():
+            raise StfnError("build_loader(distributed=True) needs an initialised torch.distributed process group")
+        rank, world = dist.get_rank(), dist.get_world_size()
+    sampler = SeededSampler(len(dataset), shuffle=train, seed=seed, rank=rank, world_size=world, pad=train)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=workers > 0,
+        prefetch_factor=2 if workers > 0 else None,
+        drop_last=drop_last,
+    )

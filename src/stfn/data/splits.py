@@ -1,0 +1,415 @@
+"""Split-list parsers: which videos are in the train and test sets, and with which label.
+
+Every parser returns :class:`VideoRecord` lists whose ``key`` is the video's canonical manifest key
+(its path relative to the video root, without extension, ``/`` separators), so splits from any source
+are joined with the ``stfn prepare`` manifest and compared with each other by key. Labels are 0-based.
+
+Formats (``load_split`` picks one by dataset name):
+
+- ``ucf101`` / ``synthetic``: ``classInd.txt`` (``1 ApplyEyeMakeup``), ``trainlist0N.txt``
+  (``ApplyEyeMakeup/v_..._g08_c01.avi 1``, 1-based label), ``testlist0N.txt`` (path only; the label
+  comes from the class folder). CRLF or LF line ends.
+- ``hmdb51``: ``<class>_test_split<N>.txt`` with lines ``<name>.avi <tag>``, tag 1 = train, 2 = test,
+  0 = unused; keys are ``<class>/<name>``; classes are the file-name classes, sorted.
+- ``list``: MMAction2 lists, ``frame_dir total_frames label`` (rawframes) or ``path label``
+  (videos), 0-based labels; class names from ``class_names`` (one per line) or the label numbers.
+- ``folder``: ``<DIR>/train/<class>/.../<video>`` and ``<DIR>/test/<class>/...`` (``val`` counts as
+  test); ``DIR`` is the video tree or, with no video files, the manifest keys of the prepared folder.
+
+A malformed line raises :class:`SplitError` naming the file and the 1-based line number.
+``load_prepared_manifest`` and ``check_prepared`` join the records with the ``stfn prepare`` manifest
+(torch-free, so ``stfn data-info`` stays quick).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from stfn.errors import StfnError
+
+if TYPE_CHECKING:
+    from stfn.data.prepare import Manifest
+
+__all__ = [
+    "DATASETS",
+    "Split",
+    "SplitError",
+    "VideoRecord",
+    "available_splits",
+    "canonical_key",
+    "check_prepared",
+    "load_prepared_manifest",
+    "load_split",
+    "parse_class_ind",
+    "parse_class_names",
+    "parse_hmdb51",
+    "parse_mmaction_list",
+    "parse_ucf101_list",
+]
+
+DATASETS = ("ucf101", "hmdb51", "list", "folder", "synthetic")
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
+_HMDB_FILE = re.compile(r"^(?P<cls>.+)_test_split(?P<split>\d+)\.txt$")
+
+
+class SplitError(StfnError, ValueError):
+    """A split or list file is missing or malformed; the message names the file (and line)."""
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One listed video: canonical ``key``, 0-based ``label``, and its frame count if the list gives one."""
+
+    key: str
+    label: int
+    frames: int | None = None
+
+
+@dataclass
+class Split:
+    """Train and test records of one split, the class names, and the files they came from."""
+
+    dataset: str
+    split: int
+    classes: list[str]
+    train: list[VideoRecord]
+    test: list[VideoRecord]
+    sources: dict[str, list[str]] = field(default_factory=dict)  # subset -> files read
+
+    def records(self, subset: str) -> list[VideoRecord]:
+        if subset not in ("train", "test"):
+            raise SplitError(f"subset must be 'train' or 'test', got '{subset}'")
+        return self.train if subset == "train" else self.test
+
+    def overlap(self) -> list[str]:
+        """Keys listed on both sides (empty for the official splits)."""
+        test = {r.key for r in self.test}
+        return sorted({r.key for r in self.train if r.key in test})
+
+    @property
+    def identity(self) -> dict:
+        """Dataset name, split number, class count and the sha256 of each side's canonical list.
+
+        The checksum is over ``"<key> <label>\\n"`` lines sorted by key, so it depends on which videos
+        and labels a side holds, not on line endings, file order or list format.
+        """
+        return {
+            "dataset": self.dataset,
+            "split": self.split,
+            "num_classes": len(self.classes),
+            "train_list_sha256": _records_sha256(self.train),
+            "test_list_sha256": _records_sha256(self.test),
+        }
+
+
+def _records_sha256(records: list[VideoRecord]) -> str:
+    text = "".join(f"{r.key} {r.label}\n" for r in sorted(records, key=lambda r: r.key))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def canonical_key(path: str) -> str:
+    """``"./Class\\\\v_x.avi"`` -> ``"Class/v_x"``: relative, ``/`` separators, no video extension.
+
+    Returns ``""`` for a path that cannot be a key (empty, absolute, or with ``..``).
+    """
+    text = path.strip().replace("\\", "/")
+    parts = [s for s in text.split("/") if s not in (".", "")]
+    if text.startswith("/") or ".." in parts or not parts:
+        return ""
+    key = "/".join(parts)
+    suffix = PurePosixPath(key).suffix
+    if suffix.lower() in VIDEO_EXTENSIONS:
+        key = key[: -len(suffix)]
+    return key
+
+
+def _read_lines(path: Path) -> list[str]:
+    """Lines of a text file without line ends (CRLF or LF); errors name the file."""
+    if not path.is_file():
+        raise SplitError(f"split file '{path}' does not exist")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SplitError(f"split file '{path}' is not UTF-8 text (byte {e.start})") from None
+    return text.splitlines()
+
+
+def _bad(path: Path, lineno: int, line: str, expected: str) -> SplitError:
+    shown = line if len(line) <= 80 else line[:77] + "..."
+    return SplitError(f"{path}, line {lineno}: expected {expected}, got {shown!r}")
+
+
+def _int(text: str) -> int | None:
+    return int(text) if re.fullmatch(r"[+-]?\d+", text) else None
+
+
+def _check_unique(records: list[VideoRecord], lines: list[int], path: Path) -> None:
+    seen: dict[str, int] = {}
+    for rec, lineno in zip(records, lines, strict=True):
+        if rec.key in seen:
+            raise SplitError(f"{path}, line {lineno}: video '{rec.key}' is already listed on line {seen[rec.key]}")
+        seen[rec.key] = lineno
+
+
+def parse_class_ind(path: str | Path) -> list[str]:
+    """UCF101 ``classInd.txt`` (``<index> <name>``, indices 1..K in any order) -> names by 0-based label."""
+    path = Path(path)
+    by_index: dict[int, str] = {}
+    for lineno, line in enumerate(_read_lines(path), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        idx = _int(parts[0]) if len(parts) == 2 else None
+        if idx is None or idx < 1:
+            raise _bad(path, lineno, line, "'<index from 1> <class name>'")
+        if idx in by_index:
+            raise SplitError(f"{path}, line {lineno}: class index {idx} is listed twice")
+        by_index[idx] = parts[1]
+    if not by_index:
+        raise SplitError(f"class file '{path}' lists no classes")
+    if sorted(by_index) != list(range(1, len(by_index) + 1)):
+        raise SplitError(f"class file '{path}' must number its classes 1..{len(by_index)} without gaps")
+    if len(set(by_index.values())) != len(by_index):
+        raise SplitError(f"class file '{path}' lists a class name twice")
+    return [by_index[i] for i in range(1, len(by_index) + 1)]
+
+
+def parse_class_names(path: str | Path) -> list[str]:
+    """A class-names file: one name per line, line i (from 0) is label i; blank lines are ignored."""
+    path = Path(path)
+    names = [line.strip() for line in _read_lines(path) if line.strip()]
+    if not names:
+        raise SplitError(f"class-names file '{path}' lists no classes")
+    if len(set(names)) != len(names):
+        raise SplitError(f"class-names file '{path}' lists a class name twice")
+    return names
+
+
+def parse_ucf101_list(path: str | Path, classes: list[str], labelled: bool) -> list[VideoRecord]:
+    """A UCF101 ``trainlist`` (``labelled=True``: ``<Class>/<file> <label from 1>``) or ``testlist``.
+
+    The class folder of every path must be in ``classes`` and agree with the label when one is given.
+    """
+    path = Path(path)
+    index = {name: i for i, name in enumerate(classes)}
+    records, linenos = [], []
+    expected = "'<Class>/<video> <label from 1>'" if labelled else "'<Class>/<video>'"
+    for lineno, line in enumerate(_read_lines(path), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != (2 if labelled else 1) or "/" not in parts[0].replace("\\", "/"):
+            raise _bad(path, lineno, line, expected)
+        key = canonical_key(parts[0])
+        folder = key.split("/")[0]
+        if folder not in index:
+            raise SplitError(f"{path}, line {lineno}: class folder '{folder}' is not in the class list")
+        label = index[folder]
+        if labelled:
+            given = _int(parts[1])
+            if given is None or not 1 <= given <= len(classes):
+                raise _bad(path, lineno, line, f"a label from 1 to {len(classes)} after the path")
+            if given - 1 != label:
+                raise SplitError(
+                    f"{path}, line {lineno}: label {given} is class '{classes[given - 1]}' "
+                    f"but the video is in folder '{folder}'"
+                )
+        records.append(VideoRecord(key, label))
+        linenos.append(lineno)
+    _check_unique(records, linenos, path)
+    return records
+
+
+def parse_hmdb51(splits_dir: str | Path, split: int) -> tuple[list[str], list[VideoRecord], list[VideoRecord], list[str]]:
+    """HMDB51 ``testTrainMulti_7030_splits``: (classes, train, test, files read) for one split."""
+    splits_dir = Path(splits_dir)
+    files = sorted(splits_dir.glob(f"*_test_split{split}.txt"))
+    if not files:
+        raise SplitError(f"no HMDB51 split files '*_test_split{split}.txt' in '{splits_dir}'")
+    classes = sorted(_HMDB_FILE.match(f.name)["cls"] for f in files)
+    by_class = {_HMDB_FILE.match(f.name)["cls"]: f for f in files}
+    train, test, train_lines, test_lines = [], [], [], []
+    for label, name in enumerate(classes):
+        path = by_class[name]
+        for lineno, line in enumerate(_read_lines(path), 1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            tag = _int(parts[1]) if len(parts) == 2 else None
+            if tag not in (0, 1, 2):
+                raise _bad(path, lineno, line, "'<video> <0|1|2>' (0 unused, 1 train, 2 test)")
+            if tag == 0:
+                continue
+            rec = VideoRecord(f"{name}/{canonical_key(parts[0])}", label)
+            (train if tag == 1 else test).append(rec)
+            (train_lines if tag == 1 else test_lines).append((path, lineno))
+    for recs, where in ((train, train_lines), (test, test_lines)):
+        seen: dict[str, tuple[Path, int]] = {}
+        for rec, (path, lineno) in zip(recs, where, strict=True):
+            if rec.key in seen:
+                raise SplitError(f"{path}, line {lineno}: video '{rec.key}' is listed twice")
+            seen[rec.key] = (path, lineno)
+    return classes, train, test, [str(f) for f in sorted(files)]
+
+
+def parse_mmaction_list(path: str | Path) -> list[VideoRecord]:
+    """An MMAction2 list: ``frame_dir total_frames label`` or ``path label`` (0-based labels).
+
+    The format is fixed by the first non-blank line; every line must follow it. Paths may not
+    contain spaces (as in MMAction2).
+    """
+    path = Path(path)
+    records, linenos, width = [], [], None
+    for lineno, line in enumerate(_read_lines(path), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split()
+        if width is None and len(parts) in (2, 3):
+            width = len(parts)
+        expected = "'<frame_dir> <total_frames> <label>'" if width == 3 else "'<video path> <label>'"
+        if width is None or len(parts) != width:
+            raise _bad(path, lineno, line, "'<frame_dir> <total_frames> <label>' or '<video path> <label>'"
+                       if width is None else expected)
+        label = _int(parts[-1])
+        frames = _int(parts[1]) if width == 3 else None
+        if label is None or label < 0 or (width == 3 and (frames is None or frames < 1)):
+            raise _bad(path, lineno, line, expected + " with a label from 0" + (" and frames from 1" if width == 3 else ""))
+        key = canonical_key(parts[0].rstrip("/"))
+        if not key:
+            raise _bad(path, lineno, line, "a relative video path or frame folder")
+        records.append(VideoRecord(key, label, frames))
+        linenos.append(lineno)
+    if not records:
+        raise SplitError(f"list file '{path}' lists no videos")
+    _check_unique(records, linenos, path)
+    return records
+
+
+def _folder_keys(folder: Path) -> list[str]:
+    """Video keys under a video tree (files with a video extension), or under a prepared folder."""
+    keys = [canonical_key(p.relative_to(folder).as_posix()) for p in folder.rglob("*")
+            if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()]
+    if keys:
+        return sorted(keys)
+    return sorted(load_prepared_manifest(folder).videos)
+
+
+# --- the prepared folder's manifest (joined with the lists by key) ---------------------------------
+
+
+def load_prepared_manifest(root: str | Path) -> Manifest:
+    """``stfn.data.prepare.load_manifest`` (all shards merged: ``.videos``, ``.flow``, ``.flow_bound``),
+    with a clear error when the folder does not exist."""
+    root = Path(root)
+    if not root.is_dir():
+        raise StfnError(f"prepared folder '{root}' does not exist")
+    from stfn.data.prepare import load_manifest
+
+    return load_manifest(root)
+
+
+def check_prepared(records: list[VideoRecord], videos: dict[str, dict]) -> tuple[list[VideoRecord], list[str], list[str]]:
+    """Split ``records`` by the manifest's ``videos``: (usable, missing keys, failed keys)."""
+    ok, missing, failed = [], [], []
+    for rec in records:
+        info = videos.get(rec.key)
+        if info is None:
+            missing.append(rec.key)
+        elif info.get("status", "ok") != "ok" or int(info.get("frames") or 0) < 1:
+            failed.append(rec.key)
+        else:
+            ok.append(rec)
+    return ok, missing, failed
+
+
+def _load_folder(folder: Path, class_names: str) -> Split:
+    if not folder.is_dir():
+        raise SplitError(f"folder dataset '{folder}' does not exist")
+    sides: dict[str, list[tuple[str, str]]] = {"train": [], "test": []}
+    for key in _folder_keys(folder):
+        parts = key.split("/")
+        subset = {"train": "train", "test": "test", "val": "test"}.get(parts[0])
+        if subset is None or len(parts) < 3:
+            raise SplitError(
+                f"folder dataset '{folder}': video '{key}' is not under train/<class>/ or test/<class>/"
+            )
+        sides[subset].append((key, parts[1]))
+    names = sorted({c for side in sides.values() for _, c in side})
+    classes = parse_class_names(class_names) if class_names else names
+    index = {c: i for i, c in enumerate(classes)}
+    for _, cls in sides["train"] + sides["test"]:
+        if cls not in index:
+            raise SplitError(f"folder dataset '{folder}': class folder '{cls}' is not in '{class_names}'")
+    train, test = ([VideoRecord(k, index[c]) for k, c in sides[s]] for s in ("train", "test"))
+    if not train and not test:
+        raise SplitError(f"folder dataset '{folder}' holds no videos under train/<class>/ or test/<class>/")
+    return Split("folder", 1, classes, train, test, {"train": [str(folder)], "test": [str(folder)]})
+
+
+def _load_list(train_list: str, test_list: str, class_names: str, split: int) -> Split:
+    sides = {}
+    for subset, name in (("train", train_list), ("test", test_list)):
+        sides[subset] = parse_mmaction_list(name) if name else []
+    if not train_list and not test_list:
+        raise SplitError("dataset 'list' needs data.train_list and/or data.test_list (MMAction2 list files)")
+    top = max(r.label for side in sides.values() for r in side)
+    if class_names:
+        classes = parse_class_names(class_names)
+        if top >= len(classes):
+            raise SplitError(f"a list file uses label {top} but '{class_names}' names only {len(classes)} classes")
+    else:
+        classes = [str(i) for i in range(top + 1)]
+    sources = {"train": [train_list] if train_list else [], "test": [test_list] if test_list else []}
+    return Split("list", split, classes, sides["train"], sides["test"], sources)
+
+
+def available_splits(dataset: str, splits_dir: str | Path) -> list[int]:
+    """Split numbers present in ``splits_dir`` (``[1]`` for the list and folder datasets)."""
+    if dataset in ("list", "folder"):
+        return [1]
+    splits_dir = Path(splits_dir)
+    if not splits_dir.is_dir():
+        raise SplitError(f"split folder '{splits_dir}' does not exist")
+    if dataset == "hmdb51":
+        found = {int(m["split"]) for f in splits_dir.iterdir() if (m := _HMDB_FILE.match(f.name))}
+    else:
+        found = {int(m[1]) for f in splits_dir.iterdir() if (m := re.fullmatch(r"trainlist(\d+)\.txt", f.name))}
+    if not found:
+        raise SplitError(f"split folder '{splits_dir}' holds no {dataset} split files")
+    return sorted(found)
+
+
+def load_split(dataset: str, splits: str | Path = "", split: int = 1, *, train_list: str = "",
+               test_list: str = "", class_names: str = "") -> Split:
+    """Read one split of ``dataset`` (one of :data:`DATASETS`).
+
+    ``splits`` is the split folder (``ucfTrainTestlist``, ``testTrainMulti_7030_splits``, the
+    synthetic ``splits/``) or, for ``folder``, the video tree / prepared folder. ``train_list``,
+    ``test_list`` and ``class_names`` serve the ``list`` and ``folder`` datasets.
+    """
+    if dataset not in DATASETS:
+        raise SplitError(f"unknown dataset '{dataset}' (choose from {', '.join(DATASETS)})")
+    if dataset == "list":
+        return _load_list(train_list, test_list, class_names, split)
+    if not splits:
+        raise SplitError(f"dataset '{dataset}' needs data.splits (the folder with its split files)")
+    splits = Path(splits)
+    if dataset == "folder":
+        return _load_folder(splits, class_names)
+    if not splits.is_dir():
+        raise SplitError(f"split folder '{splits}' does not exist")
+    if dataset == "hmdb51":
+        classes, train, test, files = parse_hmdb51(splits, split)
+        return Split("hmdb51", split, classes, train, test, {"train": files, "test": files})
+    classes = parse_class_ind(splits / "classInd.txt")
+    train_file, test_file = splits / f"trainlist{split:02d}.txt", splits / f"testlist{split:02d}.txt"
+    if not train_file.is_file():
+        have = ", ".join(str(s) for s in available_splits(dataset, splits)) or "none"
+        raise SplitError(f"split {split} does not exist in '{splits}' (no {train_file.name}; splits there: {have})")
+    train = parse_ucf101_list(train_file, classes, labelled=True)
+    test = parse_ucf101_list(test_file, classes, labelled=False)
+    return Split(dataset, split, classes, train, test, {"train": [str(train_file)], "test": [str(test_file)]})

@@ -1,0 +1,336 @@
+"""``stfn demo``: the whole toolkit on its own synthetic benchmark, in minutes on a CPU.
+
+One call, no data or weights needed::
+
+    run_demo("runs/demo", preset="small")
+
+1. generate the synthetic benchmark (:func:`stfn.data.synthetic.generate`): real H.264 videos;
+2. ``stfn prepare``: decode, resize, DIS optical flow clipped at the benchmark's flow bound;
+3. train TSN RGB and TSN flow end to end (``cnn_small`` backbone, T frames, flow stacks of L fields);
+4. TSN two-stream: the two single-stream networks in one checkpoint, scores fused 1:1.5 (TSN);
+5. cache per-frame features of both backbones (``stfn extract-features``);
+6. train heads on the cached features: Temporal-Inception, STFN without fusion, STFN;
+7. score every model on the test split; accuracy per class group (and within-pair accuracy of the
+   temporal-order pairs), TSN's per-position margins, ``results.json``, ``report.md``, PNG plots.
+
+STFN and the head baselines use the two-stage protocol here (backbones trained per stream, then heads
+on frozen features): that is what fits the time budget. ``end_to_end=True`` adds STFN fine-tuned end
+to end from the TSN backbones. Every step resumes: re-running the same command redoes only what is
+missing. Output layout::
+
+    OUT/data/synthetic/  OUT/data/prepared/  OUT/features/
+    OUT/runs/<model>/    (config.yaml, last.pt, metrics.csv, predictions_last.json, ...)
+    OUT/results.json  OUT/report.md  OUT/curves.png  OUT/groups.png  OUT/confusion_stfn.png
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from stfn.config import Config, config_from_dict
+from stfn.errors import StfnError
+from stfn.fileio import atomic_write_json
+
+__all__ = ["PRESETS", "DemoPreset", "build_two_stream_checkpoint", "run_demo", "tsn_position_margins"]
+
+
+@dataclass(frozen=True)
+class DemoPreset:
+    """What the demo generates and trains. Times are for a 2-core CPU (see docs/demo.md)."""
+
+    synthetic: str  # preset of the generator
+    frames: int  # T: positions per video for the backbones and the heads
+    feature_frames: int  # positions cached per video (heads sample T of them: one per segment)
+    flow_length: int  # L
+    backbone_epochs: int
+    backbone_lr: float
+    head_epochs: int
+    head_lr: float
+    batch_size: int
+    workers: int
+    e2e_epochs: int  # --end-to-end: STFN fine-tuned from the TSN backbones
+
+
+PRESETS: dict[str, DemoPreset] = {
+    "tiny": DemoPreset("tiny", frames=4, feature_frames=4, flow_length=2, backbone_epochs=1,
+                       backbone_lr=1e-3, head_epochs=2, head_lr=1e-3, batch_size=8, workers=0, e2e_epochs=1),
+    "small": DemoPreset("small", frames=8, feature_frames=16, flow_length=5, backbone_epochs=10,
+                        backbone_lr=1e-3, head_epochs=30, head_lr=1e-3, batch_size=16, workers=1, e2e_epochs=4),
+}
+
+# Display name -> run folder, in table order.
+MODELS: dict[str, str] = {
+    "TSN RGB": "tsn_rgb",
+    "TSN flow": "tsn_flow",
+    "TSN two-stream": "tsn_two_stream",
+    "Temporal-Inception": "temporal_inception",
+    "STFN (no fusion)": "stfn_nofusion",
+    "STFN": "stfn",
+}
+E2E_MODEL = "STFN (end-to-end)"
+
+
+class _Steps:
+    """Numbered progress lines with the time each step took."""
+
+    def __init__(self, total: int, log: Any) -> None:
+        self.total, self.log, self.i, self.times = total, log, 0, {}
+        self._name, self._start = "", 0.0
+
+    def start(self, name: str, text: str) -> None:
+        self.end()
+        self.i += 1
+        self._name, self._start = name, time.perf_counter()
+        self.log(f"[demo {self.i}/{self.total}] {text}")
+
+    def end(self) -> None:
+        if self._name:
+            self.times[self._name] = round(time.perf_counter() - self._start, 2)
+            self.log(f"[demo {self.i}/{self.total}] done in {self.times[self._name]:.1f} s")
+            self._name = ""
+
+
+def base_config(p: DemoPreset, data_root: Path, splits: Path, size: int, seed: int) -> Config:
+    """The settings every demo model shares (data, backbone, run-time). Frames keep the generated
+    ``size`` (no resize, no crop: ``scale_size = crop_size = size``; training still crops multi-scale)."""
+    return config_from_dict({
+        "name": "demo",
+        "model": {"backbone": "cnn_small", "flow_length": p.flow_length, "pretrained": False},
+        "data": {"dataset": "synthetic", "root": str(data_root), "splits": str(splits), "split": 1,
+                 "frames": p.frames, "scale_size": size, "crop_size": size, "test_crops": 1,
+                 "num_workers": p.workers, "synthetic_preset": p.synthetic},
+        "train": {"batch_size": p.batch_size, "optimizer": "adamw", "weight_decay": 1e-4, "schedule": "cosine",
+                  "amp": "bf16", "channels_last": True, "seed": seed, "device": "cpu", "clip_grad": 20.0},
+    })
+
+
+def backbone_config(base: Config, p: DemoPreset) -> Config:
+    """TSN, trained end to end on each stream alone (step 3, :func:`train_backbones`)."""
+    cfg = copy.deepcopy(base)
+    cfg.name = "demo-tsn"
+    cfg.model.arch, cfg.model.tsn_dropout = "tsn", 0.5
+    cfg.train.epochs, cfg.train.lr = p.backbone_epochs, p.backbone_lr
+    return cfg
+
+
+def head_config(base: Config, p: DemoPreset, arch: str, fusion: str, features: Path) -> Config:
+    """A two-stream head trained on cached features (step 6)."""
+    cfg = copy.deepcopy(base)
+    cfg.name = f"demo-{arch}-{fusion}"
+    cfg.model.arch, cfg.model.streams, cfg.model.freeze_backbone = arch, ["rgb", "flow"], True
+    cfg.model.head.fusion = fusion
+    cfg.data.features = str(features)
+    cfg.train.epochs, cfg.train.lr = p.head_epochs, p.head_lr
+    return cfg
+
+
+def build_two_stream_checkpoint(rgb_ckpt: Path, flow_ckpt: Path, out_path: Path) -> Path:
+    """One TSN checkpoint holding the RGB network of ``rgb_ckpt`` and the flow network of ``flow_ckpt``.
+
+    Its ``forward`` is TSN's weighted late fusion (``model.fusion_weights``, 1:1.5); it is also the
+    source of the two-stream cached features. Written atomically; reused when it already exists.
+    """
+    from stfn.engine.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+    from stfn.models import build_model
+
+    if out_path.is_file():
+        return out_path
+    rgb, flow = load_checkpoint(rgb_ckpt), load_checkpoint(flow_ckpt)
+    if rgb["classes"] != flow["classes"] or sorted(rgb["train_videos"]) != sorted(flow["train_videos"]):
+        raise StfnError(f"'{rgb_ckpt}' and '{flow_ckpt}' were not trained on the same classes and videos")
+    cfg = config_from_dict(rgb["config"])
+    cfg.name, cfg.model.streams = "demo-tsn-two-stream", ["rgb", "flow"]
+    model = build_model(cfg.model)
+    state = {k: v for k, v in rgb["model"].items() if ".rgb." in k or k.endswith(".rgb")}
+    state.update({k: v for k, v in flow["model"].items() if ".flow." in k or k.endswith(".flow")})
+    model.load_state_dict(state, strict=True)
+    ckpt = make_checkpoint(model, cfg, rgb["classes"], 0, dataset=rgb.get("dataset"),
+                           train_videos=rgb["train_videos"], history=[])
+    save_checkpoint(ckpt, out_path)
+    return out_path
+
+
+def train_backbones(tsn: Config, runs_dir: Path, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Train single-stream TSN on RGB and on flow (``tsn`` with ``model.streams`` replaced) into
+    ``runs_dir/tsn_rgb`` and ``runs_dir/tsn_flow``; returns ``train``'s result per stream."""
+    out = {}
+    for stream in ("rgb", "flow"):
+        cfg = copy.deepcopy(tsn)
+        cfg.name, cfg.model.arch, cfg.model.streams = f"{tsn.name}-{stream}", "tsn", [stream]
+        cfg.data.features, cfg.model.freeze_backbone = "", False
+        out[stream] = _train(cfg, runs_dir / f"tsn_{stream}", progress)
+    return out
+
+
+def build_features(tsn: Config, runs_dir: Path, features_dir: Path, frames: int, progress: bool = True) -> Path:
+    """The two-stage protocol's first stage: TSN backbones per stream (:func:`train_backbones`), joined
+    into one checkpoint, whose per-frame features (``frames`` positions per video) go to ``features_dir``."""
+    from stfn.engine.features import extract_features
+
+    train_backbones(tsn, runs_dir, progress)
+    two = build_two_stream_checkpoint(runs_dir / "tsn_rgb" / "last.pt", runs_dir / "tsn_flow" / "last.pt",
+                                      runs_dir / "tsn_two_stream" / "last.pt")
+    return extract_features(two, features_dir, frames=frames, device=tsn.train.device, progress=progress)
+
+
+def tsn_position_margins(tsn_ckpt: Path, features: Path, pairs: dict[int, int]) -> dict[str, Any]:
+    """TSN's temporal-order leak check on the cached test features.
+
+    For each stream and each cached position t, the TSN classifier scores that single position; the
+    *margin* is logit[true class] - logit[pair partner]. A position whose within-pair accuracy is far
+    from 0.5 leaks the order locally (one frame or flow stack decides the pair). Returns
+    ``{stream: {"acc": [per position %], "margin": [mean per position]}}`` over temporal-order videos.
+    """
+    import torch
+
+    from stfn.engine.checkpoint import load_model
+    from stfn.engine.features import FeatureDataset, load_features_meta
+
+    model, cfg, _ = load_model(tsn_ckpt)
+    n = int(load_features_meta(features)["frames"])
+    ds = FeatureDataset(features, "test", cfg.model.streams, frames=n, train=False)
+    rows = [i for i, label in enumerate(ds.labels) if label in pairs]
+    out: dict[str, Any] = {}
+    if not rows:
+        return out
+    items = [ds[i] for i in rows]
+    labels = torch.tensor([it["label"] for it in items])
+    partners = torch.tensor([pairs[int(y)] for y in labels])
+    with torch.no_grad():
+        for s in cfg.model.streams:
+            feats = torch.stack([it[f"{s}_feat"] for it in items])  # (N, T, C)
+            accs, margins = [], []
+            for t in range(feats.shape[1]):
+                logits = model.head.stream_logits({f"{s}_feat": feats[:, t : t + 1]})[s]
+                m = logits.gather(1, labels[:, None]) - logits.gather(1, partners[:, None])
+                accs.append(round(100.0 * (m > 0).float().mean().item(), 1))
+                margins.append(round(m.mean().item(), 3))
+            out[s] = {"acc": accs, "margin": margins}
+    return out
+
+
+def _train(cfg: Config, run_dir: Path, progress: bool) -> dict[str, Any]:
+    from stfn.engine.train import train
+
+    return train(cfg, run_dir, resume=True, progress=progress)
+
+
+def _model_entry(name: str, run_dir: Path, result: dict[str, Any], protocol: str,
+                 history: list[dict] | None, groups: list[str], pairs: dict[int, int]) -> dict[str, Any]:
+    from stfn.report import group_accuracy
+
+    preds = result["predictions"]
+    acc = group_accuracy(preds, groups, pairs)
+    metrics = {k: acc.get(k) for k in ("overall", "appearance", "motion", "temporal_order", "appearance_motion",
+                                       "temporal_order_pair", "mean_class_acc")}
+    metrics["top5"] = result.get("top5")
+    return {"name": name, "run": str(run_dir), "protocol": protocol, "metrics": metrics,
+            "counts": acc["counts"], "history": history or [], "confusion": result.get("confusion")}
+
+
+def run_demo(out_dir: str | Path, preset: str = "small", seed: int = 0, end_to_end: bool = False,
+             progress: bool = True, log: Any = print) -> dict[str, Any]:
+    """Run the demo into ``out_dir``; returns what ``results.json`` holds. See the module docstring."""
+    import torch
+
+    from stfn.data.prepare import prepare_dataset
+    from stfn.data.synthetic import generate
+    from stfn.engine.evaluate import evaluate_checkpoint
+    from stfn.engine.features import extract_features
+    from stfn.report import class_groups, load_classes_meta, machine_info, temporal_pairs, write_demo_report
+
+    if preset not in PRESETS:
+        raise StfnError(f"unknown demo preset '{preset}' (choose from {', '.join(PRESETS)})")
+    p = PRESETS[preset]
+    out = Path(out_dir)
+    synth, prepared, feats, runs = out / "data" / "synthetic", out / "data" / "prepared", out / "features", out / "runs"
+    t0 = time.perf_counter()
+    steps = _Steps(7 + int(end_to_end), log)
+    log(f"stfn demo: preset '{preset}' ({asdict(p)}), seed {seed}, {torch.get_num_threads()} torch threads, "
+        f"output in '{out}'")
+
+    steps.start("generate", f"generating the synthetic benchmark (preset '{p.synthetic}') in {synth}")
+    if not (synth / "classes.json").is_file():
+        generate(synth, preset=p.synthetic, seed=seed, workers=2, progress=progress)
+    meta = load_classes_meta(synth / "classes.json")
+    bound = float(meta.get("flow_bound") or 20.0)
+    size = int(meta.get("params", {}).get("size") or 64)
+
+    steps.start("prepare", f"stfn prepare: decoding and DIS optical flow (bound {bound:g}) into {prepared}")
+    prepare_dataset(synth / "videos", prepared, flow="dis", bound=bound, progress=progress)
+
+    base = base_config(p, prepared, synth / "splits", size, seed)
+    results: dict[str, dict[str, Any]] = {}
+    histories: dict[str, list[dict]] = {}
+    trained: dict[str, dict[str, Any]] = {}
+    steps.start("backbones", f"training TSN RGB and TSN flow end to end (cnn_small, T={p.frames}, L={p.flow_length}, "
+                             f"{p.backbone_epochs} epochs each)")
+    trained.update(train_backbones(backbone_config(base, p), runs, progress))
+
+    steps.start("two_stream", "TSN two-stream: late fusion of the two networks (rgb:flow = 1:1.5)")
+    two = build_two_stream_checkpoint(runs / "tsn_rgb" / "last.pt", runs / "tsn_flow" / "last.pt",
+                                      runs / "tsn_two_stream" / "last.pt")
+    tsn2 = evaluate_checkpoint(two, out_dir=runs / "tsn_two_stream" / "eval", device="cpu", progress=progress)
+    classes = tsn2["classes"]
+    groups, pairs = class_groups(meta, classes), temporal_pairs(meta, classes)
+
+    steps.start("features", f"caching per-frame features of both backbones ({p.feature_frames} positions per video)")
+    extract_features(two, feats, frames=p.feature_frames, device="cpu", progress=progress)
+
+    steps.start("heads", f"training heads on the cached features ({p.head_epochs} epochs each)")
+    heads = {"Temporal-Inception": ("temporal_inception", "none"), "STFN (no fusion)": ("stfn", "none"),
+             "STFN": ("stfn", base.model.head.fusion)}
+    for name, (arch, fusion) in heads.items():
+        trained[name] = _train(head_config(base, p, arch, fusion, feats), runs / MODELS[name], progress)
+
+    if end_to_end:
+        steps.start("end_to_end", f"STFN end to end from the TSN backbones ({p.e2e_epochs} epochs)")
+        cfg = head_config(base, p, "stfn", base.model.head.fusion, feats)
+        cfg.name, cfg.data.features, cfg.model.freeze_backbone = "demo-stfn-e2e", "", False
+        cfg.train.epochs, cfg.train.backbone_lr_mult = p.e2e_epochs, 0.1
+        cfg.train.init_rgb, cfg.train.init_flow = str(runs / "tsn_rgb" / "last.pt"), str(runs / "tsn_flow" / "last.pt")
+        trained[E2E_MODEL] = _train(cfg, runs / "stfn_e2e", progress)
+
+    steps.start("report", "scoring, tables and plots")
+    two_stage = "two-stage: heads on frozen cached features of the TSN backbones"
+    protocols = {"TSN RGB": "end to end, RGB only", "TSN flow": "end to end, flow only",
+                 "TSN two-stream": "late fusion of TSN RGB and TSN flow (1:1.5)", "Temporal-Inception": two_stage,
+                 "STFN (no fusion)": two_stage, "STFN": two_stage,
+                 E2E_MODEL: "end to end, backbones initialised from TSN RGB / TSN flow"}
+    names = {"TSN RGB": "rgb", "TSN flow": "flow"}
+    for name in [*MODELS, E2E_MODEL]:
+        if name == "TSN two-stream":
+            results[name] = _model_entry(name, runs / MODELS[name], tsn2, protocols[name], None, groups, pairs)
+            continue
+        res = trained.get(names.get(name, name))
+        if res is None:
+            continue
+        run_dir = Path(res["out_dir"])
+        histories[name] = res["history"]
+        results[name] = _model_entry(name, run_dir, res["last"], protocols[name], res["history"], groups, pairs)
+    margins = tsn_position_margins(two, feats, pairs) if pairs else {}
+    steps.end()
+
+    summary = {
+        "stfn_demo": 1,
+        "command": f"stfn demo --out {out} --preset {preset} --seed {seed}" + (" --end-to-end" if end_to_end else ""),
+        "preset": preset, "settings": asdict(p), "seed": seed,
+        "backbone": base.model.backbone, "fusion": base.model.head.fusion, "flow": {"algorithm": "dis", "bound": bound},
+        "classes": [{"name": c, "group": g} for c, g in zip(classes, groups, strict=True)],
+        "pairs": {classes[a]: classes[b] for a, b in pairs.items()},
+        "models": results, "tsn_position_margins": margins,
+        "timings": steps.times, "time_s": round(time.perf_counter() - t0, 1), "machine": machine_info(),
+    }
+    write_demo_report(out, summary, histories)
+    atomic_write_json(out / "results.json", summary)
+    log(f"stfn demo: finished in {summary['time_s'] / 60:.1f} min; report in '{out / 'report.md'}'")
+    return summary
+
+
+def preset_with(name: str, **changes: Any) -> DemoPreset:
+    """A copy of preset ``name`` with some fields changed (tests, experiments)."""
+    return replace(PRESETS[name], **changes)

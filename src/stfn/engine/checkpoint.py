@@ -1,0 +1,208 @@
+"""Self-describing checkpoints: save atomically, load with ``weights_only=True``, rebuild the model.
+
+A checkpoint is a plain dict (see docs/interfaces.md, "Checkpoints"): ``model`` (state dict),
+``config`` (resolved config as a dict), ``classes``, ``epoch`` (epochs completed), ``optimizer``,
+``scheduler``, ``scaler``, ``rng``, ``dataset`` (the training set's identity), ``train_videos``,
+``metrics`` (last validation, without per-video predictions), ``history`` (per-epoch metrics) and
+``stfn_version``. Everything in it is a tensor or a plain Python type, so ``torch.load(...,
+weights_only=True)`` reads it without running any pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from stfn import __version__
+from stfn.config import Config, ConfigError, config_from_dict, config_to_dict
+from stfn.errors import StfnError
+from stfn.fileio import atomic_torch_save
+
+__all__ = [
+    "CheckpointError",
+    "get_rng_state",
+    "load_backbone",
+    "load_checkpoint",
+    "load_model",
+    "make_checkpoint",
+    "plain",
+    "save_checkpoint",
+    "set_rng_state",
+]
+
+REQUIRED_KEYS = ("model", "config", "classes")
+
+
+class CheckpointError(StfnError):
+    """A checkpoint file is missing, unreadable, or does not fit the model it should load into."""
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` with numpy scalars/arrays, paths and tuples turned into plain Python types."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj
+
+
+def get_rng_state() -> dict[str, Any]:
+    """Torch CPU/CUDA, Python and NumPy generator states as tensors and plain types."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` captured (CUDA states only where the GPUs match)."""
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+
+
+def make_checkpoint(
+    model: nn.Module,
+    cfg: Config,
+    classes: list[str],
+    epoch: int,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    scaler: Any = None,
+    dataset: dict | None = None,
+    train_videos: list[str] | None = None,
+    metrics: dict | None = None,
+    history: list[dict] | None = None,
+) -> dict[str, Any]:
+    """The checkpoint dict; ``model`` must be the bare module (not DDP-wrapped or compiled)."""
+    metrics = {k: v for k, v in (metrics or {}).items() if k != "predictions"}
+    return {
+        "model": model.state_dict(),
+        "config": config_to_dict(cfg),
+        "classes": list(classes),
+        "epoch": int(epoch),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        "rng": get_rng_state(),
+        "dataset": plain(dataset or {}),
+        "train_videos": list(train_videos or []),
+        "metrics": plain(metrics),
+        "history": plain(history or []),
+        "stfn_version": __version__,
+    }
+
+
+def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
+    """``torch.save`` through a temporary file and ``os.replace`` (a crash leaves the old file)."""
+    atomic_torch_save(ckpt, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; a clear :class:`CheckpointError` otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{path}' does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # unpickling errors come in many types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint '{path}' could not be read ({first[:200]})") from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
+        raise CheckpointError(
+            f"'{path}' is not an stfn checkpoint (it lacks the keys {', '.join(REQUIRED_KEYS)})"
+        )
+    return ckpt
+
+
+def checkpoint_config(ckpt: dict[str, Any], path: str | os.PathLike) -> Config:
+    """The resolved config stored in a checkpoint."""
+    try:
+        return config_from_dict(ckpt["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"checkpoint '{path}' holds a config this version cannot read: {e}") from None
+
+
+def _load_state(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """``load_state_dict(strict=True)`` with one sentence that says what does not fit."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    if wrong:
+        problems.append(f"shapes differ for {len(wrong)} tensor(s), e.g. {wrong[0]} (checkpoint vs model)")
+    if missing:
+        problems.append(f"{len(missing)} tensor(s) are missing, e.g. '{missing[0]}'")
+    if unexpected:
+        problems.append(f"{len(unexpected)} tensor(s) are unexpected, e.g. '{unexpected[0]}'")
+    if problems:
+        raise CheckpointError(f"{what} does not fit the model: {'; '.join(problems)}")
+    module.load_state_dict(state, strict=True)
+
+
+def load_model(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """Rebuild the network from the checkpoint alone: ``(model in eval mode, cfg, checkpoint)``.
+
+    ``model.pretrained`` is forced off (the weights come from the checkpoint, no download).
+    """
+    from stfn.models import build_model
+
+    ckpt = load_checkpoint(path, map_location)
+    cfg = checkpoint_config(ckpt, path)
+    cfg.model.pretrained = False
+    try:
+        model = build_model(cfg.model)
+    except StfnError as e:
+        raise CheckpointError(f"checkpoint '{path}' describes a model this version cannot build: {e}") from None
+    _load_state(model, ckpt["model"], f"checkpoint '{path}'")
+    model.eval()
+    return model, cfg, ckpt
+
+
+def load_backbone(model: nn.Module, stream: str, path: str | os.PathLike) -> None:
+    """Two-stage protocol: copy ``backbones[stream]`` from a (single-stream) checkpoint into ``model``."""
+    ckpt = load_checkpoint(path)
+    backbones = getattr(model, "backbones", None)
+    if backbones is None or stream not in backbones:
+        raise CheckpointError(f"cannot initialise the '{stream}' backbone from '{path}': the model has no such stream")
+    prefix = f"backbones.{stream}."
+    state = {k[len(prefix) :]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
+    if not state:
+        raise CheckpointError(f"checkpoint '{path}' has no '{stream}' backbone to initialise from")
+    _load_state(backbones[stream], state, f"the '{stream}' backbone of checkpoint '{path}'")

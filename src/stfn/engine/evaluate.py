@@ -1,0 +1,363 @@
+"""Video-level evaluation: every test video scored exactly once, over all its views.
+
+A test item holds ``V`` views (crops) of ``T`` frames: ``rgb (V, T, 3, H, W)``, ``flow (V, T, 2L, H, W)``
+or cached features ``rgb_feat (T, C)``. The views are flattened into clips and run through the
+network in chunks of at most ``chunk_frames`` frames (so 25 frames x 10 crops fits in memory); a
+video's score is the mean of its clips' logits (TSN). Under ``torchrun`` each rank scores its shard
+(``SeededSampler(pad=False)``: no padding) and the predictions are gathered, so
+every rank returns the metrics of the whole test set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from stfn.config import Config
+from stfn.engine import distributed as dist_utils
+from stfn.engine.checkpoint import CheckpointError, load_model
+from stfn.engine.metrics import compute_metrics, fuse_scores, write_confusion_png, write_per_class_csv
+from stfn.errors import StfnError
+from stfn.fileio import atomic_write_json, atomic_write_text
+
+__all__ = [
+    "autocast_context",
+    "bare_model",
+    "check_overlap",
+    "evaluate",
+    "evaluate_checkpoint",
+    "evaluate_many",
+    "fuse_results",
+    "make_test_loader",
+    "metrics_from_predictions",
+    "write_eval_outputs",
+]
+
+INPUT_KEYS = ("rgb", "flow", "rgb_feat", "flow_feat")
+_NDIM_NO_VIEWS = {"rgb": 5, "flow": 5, "rgb_feat": 3, "flow_feat": 3}  # batched, without a views axis
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``dtype`` on ``device``, or a no-op when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def bare_model(model: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel and/or ``torch.compile`` wrapper."""
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    return getattr(model, "_orig_mod", model)  # torch.compile
+
+
+@torch.no_grad()
+def _score_batch(
+    model: nn.Module, batch: dict[str, Any], device: torch.device, amp_dtype: torch.dtype | None, chunk_frames: int
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Video scores ``(B, K)`` (mean over views) and per-stream scores when the model has them."""
+    inputs = {k: batch[k] for k in INPUT_KEYS if k in batch}
+    if not inputs:
+        raise StfnError(f"a test batch has none of the input keys {', '.join(INPUT_KEYS)}")
+    first = next(iter(inputs))
+    B = inputs[first].shape[0]
+    has_views = inputs[first].ndim == _NDIM_NO_VIEWS[first] + 1
+    V = inputs[first].shape[1] if has_views else 1
+    clips = {k: (v.flatten(0, 1) if has_views else v) for k, v in inputs.items()}
+    T = clips[first].shape[1]
+    per_chunk = max(1, chunk_frames // max(T, 1))
+    has_streams = hasattr(model, "stream_logits")
+    outs: list[torch.Tensor] = []
+    stream_outs: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, B * V, per_chunk):
+        chunk = {k: v[start : start + per_chunk].to(device, non_blocking=True) for k, v in clips.items()}
+        with autocast_context(device, amp_dtype):
+            feats = model.forward_features(chunk)
+            outs.append(model.forward_head(feats).float().cpu())
+            if has_streams:
+                for s, logit in model.stream_logits(feats).items():
+                    stream_outs.setdefault(s, []).append(logit.float().cpu())
+    scores = torch.cat(outs).view(B, V, -1).mean(dim=1)
+    streams = {s: torch.cat(v).view(B, V, -1).mean(dim=1) for s, v in stream_outs.items()}
+    return scores, streams
+
+
+def metrics_from_predictions(predictions: list[dict[str, Any]], num_classes: int) -> dict[str, Any]:
+    """Metrics of a list of ``{"video", "label", "scores", ["stream_scores"]}`` rows."""
+    scores = torch.tensor([p["scores"] for p in predictions], dtype=torch.float32)
+    labels = torch.tensor([p["label"] for p in predictions], dtype=torch.long)
+    out = compute_metrics(scores.view(len(predictions), num_classes), labels, num_classes)
+    stream_names = list(predictions[0].get("stream_scores", {})) if predictions else []
+    if len(stream_names) > 1:  # each stream alone, next to the fused result
+        out["streams"] = {}
+        for s in stream_names:
+            m = compute_metrics(torch.tensor([p["stream_scores"][s] for p in predictions]), labels, num_classes)
+            out["streams"][s] = {k: m[k] for k in ("top1", "top5", "mean_class_acc")}
+    return out
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    *,
+    amp_dtype: torch.dtype | None = None,
+    chunk_frames: int = 256,
+    fusion_weights: list[float] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Score every video of ``loader`` once; metrics over the whole set, on every rank.
+
+    Returns ``compute_metrics`` keys (``top1``, ``top5``, ``mean_class_acc``, ``per_class``,
+    ``confusion``, ``n``) plus ``predictions`` (per video: ``video``, ``label``, ``pred``, ``scores``,
+    and ``stream_scores`` for TSN), ``streams`` (each stream alone, for two-stream TSN) and
+    ``seconds``. With ``fusion_weights`` the per-stream scores are re-fused with those weights.
+    """
+    model = bare_model(model)
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(loader), desc="eval", unit="batch", leave=False, dynamic_ncols=True)
+    for batch in loader:
+        scores, streams = _score_batch(model, batch, device, amp_dtype, chunk_frames)
+        if fusion_weights is not None and streams:
+            names = list(streams)
+            if len(names) != len(fusion_weights):
+                raise StfnError(f"{len(fusion_weights)} fusion weights given for the streams {', '.join(names)}")
+            scores = fuse_scores([streams[s] for s in names], fusion_weights)
+        for i in range(scores.shape[0]):
+            row = {
+                "index": int(batch["index"][i]),
+                "video": batch["video"][i],
+                "label": int(batch["label"][i]),
+                "pred": int(scores[i].argmax()),
+                "scores": scores[i].tolist(),
+            }
+            if streams:
+                row["stream_scores"] = {s: v[i].tolist() for s, v in streams.items()}
+            rows.append(row)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    model.train(was_training)
+    merged: dict[int, dict[str, Any]] = {}
+    for part in dist_utils.gather_objects(rows):
+        for row in part:
+            merged.setdefault(row["index"], row)  # a duplicate (padded) index is scored once
+    predictions = [merged[i] for i in sorted(merged)]
+    num_classes = len(predictions[0]["scores"]) if predictions else 0
+    out = metrics_from_predictions(predictions, num_classes) if predictions else {"n": 0}
+    out["predictions"] = predictions
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+def make_test_loader(test_set: Dataset, cfg: Config, distributed: bool, batch_size: int | None = None) -> DataLoader:
+    """Ordered test loader, sharded without padding under ``torchrun``. The default batch holds about
+    as many frames as a training batch (``train.batch_size * data.frames``), at least one video."""
+    from stfn.data.datasets import build_loader
+
+    per_video = max(1, cfg.data.test_crops * cfg.data.frames) if not cfg.data.features else cfg.data.frames
+    bs = batch_size or max(1, (cfg.train.batch_size * cfg.data.frames) // per_video)
+    return build_loader(test_set, bs, train=False, workers=cfg.data.num_workers, distributed=distributed)
+
+
+def check_overlap(train_videos: list[str], test_videos: list[str], what: str, split: int) -> None:
+    """Refuse a test list that shares videos with the training list of the checkpoint."""
+    overlap = sorted(set(train_videos) & set(test_videos))
+    if overlap:
+        raise StfnError(
+            f"{what} was trained on {len(overlap)} of the {len(test_videos)} test videos of split {split} "
+            f"(e.g. '{overlap[0]}'): evaluate it on the split it was trained for"
+        )
+
+
+def write_eval_outputs(out_dir: str | os.PathLike, result: dict[str, Any], classes: list[str], title: str = "") -> None:
+    """``metrics.json``, ``per_class.csv``, ``confusion.png`` and ``predictions.csv`` in ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {k: v for k, v in result.items() if k != "predictions"}
+    atomic_write_json(out_dir / "metrics.json", summary)
+    write_per_class_csv(out_dir / "per_class.csv", result, classes)
+    write_confusion_png(out_dir / "confusion.png", result["confusion"], classes, title=title)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    streams = list(result["predictions"][0].get("stream_scores", {})) if result["predictions"] else []
+    w.writerow(["video", "label", "label_name", "pred", "pred_name", "correct", "score"]
+               + [f"pred_{s}" for s in streams] + ["scores"])
+    for p in result["predictions"]:
+        row = [p["video"], p["label"], classes[p["label"]], p["pred"], classes[p["pred"]],
+               int(p["pred"] == p["label"]), f"{p['scores'][p['pred']]:.5f}"]
+        row += [int(torch.tensor(p["stream_scores"][s]).argmax()) for s in streams]
+        row.append(json.dumps([round(x, 5) for x in p["scores"]]))
+        w.writerow(row)
+    atomic_write_text(out_dir / "predictions.csv", buf.getvalue())
+
+
+def evaluate_checkpoint(
+    path: str | os.PathLike,
+    *,
+    split: int | None = None,
+    views: int | None = None,
+    frames: int | None = None,
+    out_dir: str | os.PathLike | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    fusion_weights: list[float] | None = None,
+    chunk_frames: int = 256,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Load a checkpoint, score its test set (``split``/``views``/``frames`` override the
+    checkpoint's data settings) and, when ``out_dir`` is given, write the files of
+    :func:`write_eval_outputs` there (rank 0). Returns :func:`evaluate`'s dict plus ``checkpoint``,
+    ``split``, ``views`` and ``frames``. Refuses a test list that overlaps the training videos.
+    """
+    from stfn.engine.features import build_engine_dataset
+    from stfn.engine.train import resolve_amp
+
+    info, dev = dist_utils.init_distributed(device)
+    model, cfg, ckpt = load_model(path)
+    if split is not None:
+        cfg.data.split = split
+    if views is not None:
+        if views not in (1, 3, 10):
+            raise StfnError(f"--crops must be 1, 3 or 10, got {views}")
+        cfg.data.test_crops = views
+    if frames is not None:
+        cfg.data.frames = frames
+    test_set = build_engine_dataset(cfg, "test")
+    classes = list(ckpt["classes"])
+    if list(test_set.classes) != classes:
+        raise CheckpointError(
+            f"checkpoint '{path}' knows {len(classes)} classes but the test set of split {cfg.data.split} "
+            f"has {len(test_set.classes)} different ones (is it the same dataset?)"
+        )
+    check_overlap(list(ckpt.get("train_videos") or []), list(test_set.videos), f"checkpoint '{path}'", cfg.data.split)
+    model.to(dev)
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    amp_dtype, _ = resolve_amp(cfg.train.amp, dev, cfg.train.channels_last)
+    loader = make_test_loader(test_set, cfg, info.distributed, batch_size)
+    result = evaluate(
+        model, loader, dev, amp_dtype=amp_dtype, chunk_frames=chunk_frames,
+        fusion_weights=fusion_weights, progress=progress and info.is_main,
+    )
+    result.update(checkpoint=str(path), split=cfg.data.split, views=cfg.data.test_crops, frames=cfg.data.frames,
+                  classes=classes, arch=cfg.model.arch, model_streams=list(cfg.model.streams),
+                  fusion_weights=list(cfg.model.fusion_weights))
+    if out_dir is not None and info.is_main:
+        write_eval_outputs(out_dir, result, classes, title=f"{Path(path).name}, split {cfg.data.split}")
+    return result
+
+
+SUMMARY_KEYS = ("top1", "top5", "mean_class_acc", "n")
+
+
+def _summary(result: dict[str, Any]) -> dict[str, Any]:
+    keep = SUMMARY_KEYS + ("checkpoint", "checkpoints", "split", "views", "frames", "arch", "model_streams",
+                           "streams", "weights", "out_dir")
+    return {k: result[k] for k in keep if k in result}
+
+
+def fuse_results(results: list[dict[str, Any]], weights: list[float] | None = None) -> dict[str, Any]:
+    """TSN late fusion of single-stream evaluations of one split (an RGB and a flow checkpoint):
+    ``w_rgb * scores_rgb + w_flow * scores_flow`` per video; ``weights`` default to the RGB model's
+    ``model.fusion_weights`` (1 : 1.5). Returns the fused metrics with ``predictions`` and ``streams``."""
+    by_stream = {r["model_streams"][0]: r for r in results}
+    order = [s for s in ("rgb", "flow") if s in by_stream]
+    weights = list(weights if weights is not None else by_stream[order[0]]["fusion_weights"])
+    if len(weights) != len(order):
+        raise StfnError(f"{len(weights)} fusion weights given for the {len(order)} streams {', '.join(order)}")
+    videos = [[p["video"] for p in by_stream[s]["predictions"]] for s in order]
+    if any(v != videos[0] for v in videos):
+        raise StfnError("the checkpoints to fuse were evaluated on different test videos (same split and dataset?)")
+    fused_scores = fuse_scores([torch.tensor([p["scores"] for p in by_stream[s]["predictions"]]) for s in order],
+                               weights)
+    predictions = []
+    for i, p in enumerate(by_stream[order[0]]["predictions"]):
+        predictions.append({"index": p["index"], "video": p["video"], "label": p["label"],
+                            "pred": int(fused_scores[i].argmax()), "scores": fused_scores[i].tolist(),
+                            "stream_scores": {s: by_stream[s]["predictions"][i]["scores"] for s in order}})
+    out = metrics_from_predictions(predictions, fused_scores.shape[1])
+    out.update(predictions=predictions, split=results[0]["split"], weights=weights,
+               checkpoints=[by_stream[s]["checkpoint"] for s in order], classes=results[0]["classes"],
+               streams={s: {k: by_stream[s][k] for k in ("top1", "top5", "mean_class_acc")} for s in order})
+    return out
+
+
+def _default_out(path: str | os.PathLike, split: int, views: int | None, frames: int | None) -> Path:
+    p = Path(path)
+    tag = f"split{split}" + (f"_{views}crops" if views else "") + (f"_{frames}f" if frames else "")
+    return p.parent / f"eval_{p.stem}_{tag}"
+
+
+def evaluate_many(
+    paths: list[str],
+    *,
+    splits: list[int] | None = None,
+    views: int | None = None,
+    frames: int | None = None,
+    out_dir: str | os.PathLike | None = None,
+    fusion_weights: list[float] | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """``stfn eval``: evaluate each checkpoint (on ``splits[i]``, default its own training split),
+    fuse an RGB and a flow checkpoint of the same split (TSN), and average over splits.
+
+    Files go to ``out_dir`` (one checkpoint) or ``out_dir/<name>`` (several); without ``out_dir``
+    next to each checkpoint (``eval_<stem>_split<N>...``). Returns ``{"results", "fused",
+    "splits": {N: final metrics}, "mean"}`` (summaries, without per-video rows).
+    """
+    from stfn.engine.checkpoint import checkpoint_config, load_checkpoint
+
+    if splits and len(splits) != len(paths):
+        raise StfnError(f"--splits lists {len(splits)} splits for {len(paths)} checkpoints: give one checkpoint "
+                        "per split, in the same order")
+    results = []
+    for i, path in enumerate(paths):
+        split = splits[i] if splits else checkpoint_config(load_checkpoint(path), path).data.split
+        if out_dir is None:
+            sub = _default_out(path, split, views, frames)
+        else:
+            sub = Path(out_dir) if len(paths) == 1 else Path(out_dir) / f"{Path(path).parent.name}_{Path(path).stem}_split{split}"
+        r = evaluate_checkpoint(path, split=split, views=views, frames=frames, out_dir=sub, **kwargs)
+        r["out_dir"] = str(sub)
+        results.append(r)
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault(r["split"], []).append(r)
+    fused, final = [], {}
+    for split, group in sorted(groups.items()):
+        singles = [r for r in group if len(r["model_streams"]) == 1]
+        if len(group) == 2 and len(singles) == 2 and {r["model_streams"][0] for r in singles} == {"rgb", "flow"}:
+            f = fuse_results(singles, fusion_weights)
+            base = Path(out_dir) if out_dir is not None else Path(singles[0]["checkpoint"]).parent
+            f["out_dir"] = str(base / f"eval_fused_split{split}")
+            if dist_utils.get_info().is_main:
+                write_eval_outputs(f["out_dir"], f, f["classes"], title=f"fused rgb+flow, split {split}")
+            fused.append(f)
+            final[split] = f
+        elif len(group) == 1:
+            final[split] = group[0]
+    out: dict[str, Any] = {"results": [_summary(r) for r in results], "fused": [_summary(f) for f in fused],
+                           "splits": {s: _summary(r) for s, r in final.items()}}
+    if len(final) > 1 and len(final) == len(groups):
+        out["mean"] = {k: sum(r[k] for r in final.values()) / len(final) for k in ("top1", "top5", "mean_class_acc")}
+        out["mean"]["splits"] = sorted(final)
+    return out

@@ -1,0 +1,393 @@
+"""Training: plain functions, no runner framework.
+
+:func:`train` runs a whole training from a :class:`~stfn.config.Config` and writes the run folder::
+
+    RUN/config.yaml                resolved config (num_classes set from the data)
+    RUN/last.pt, RUN/best.pt       checkpoints (every epoch / best validation top-1), atomic
+    RUN/metrics.jsonl, metrics.csv one row per epoch (train loss/accuracy/lr/speed, validation)
+    RUN/predictions_last.json      per-video scores of the latest validation (and _best.json)
+    RUN/tb/                        TensorBoard scalars
+
+:func:`train_one_epoch` does one pass; :func:`stfn.engine.evaluate.evaluate` scores the test set.
+Under ``torchrun`` the model is wrapped in DistributedDataParallel, the training set is sharded
+(``stfn.data.datasets.SeededSampler``), the test set is scored exactly once across ranks, and only
+rank 0 writes files. ``train.batch_size`` is per process: the effective batch is
+``batch_size * world_size * accumulate``.
+
+Reproducibility: each epoch starts from seeds derived from ``(train.seed, epoch, rank)`` and every
+training sample is drawn from a seed of ``(train.seed, epoch, index)``, so a run resumed from
+``last.pt`` continues exactly as the uninterrupted run would (bit for bit with
+``train.deterministic``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import io
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from stfn.config import Config, ConfigError, config_to_dict, save_config
+from stfn.engine import checkpoint as ckpt_lib
+from stfn.engine import distributed as dist_utils
+from stfn.engine import features as feat_lib
+from stfn.engine.evaluate import INPUT_KEYS, autocast_context, bare_model, evaluate, make_test_loader
+from stfn.engine.metrics import summary_line
+from stfn.engine.optim import build_optimizer, build_scheduler, freeze_layers, set_train_mode
+from stfn.errors import StfnError
+from stfn.fileio import atomic_write_json, atomic_write_text
+
+__all__ = ["NonFiniteLossError", "resolve_amp", "train", "train_one_epoch"]
+
+
+class NonFiniteLossError(StfnError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def resolve_amp(amp: str, device: torch.device, channels_last: bool = True) -> tuple[torch.dtype | None, bool]:
+    """``train.amp`` -> (autocast dtype or None, use a GradScaler).
+
+    ``auto``: on CUDA bfloat16 where supported, else float16 with loss scaling; on CPU bfloat16 with
+    ``channels_last`` (oneDNN kernels, ~2x faster than fp32) and fp32 without it (CPU bf16
+    convolutions in the default layout fall back to a reference kernel ~20x slower).
+    """
+    if amp == "none":
+        return None, False
+    if amp == "bf16":
+        return torch.bfloat16, False
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ConfigError("config key 'train.amp' is fp16, which needs a CUDA device; use bf16 or none on CPU")
+        return torch.float16, True
+    if amp == "auto":
+        if device.type == "cuda":
+            return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
+        return (torch.bfloat16, False) if channels_last else (None, False)
+    raise ConfigError(f"config key 'train.amp' must be auto, none, bf16 or fp16, got '{amp}'")
+
+
+def _log(info: dist_utils.DistInfo, text: str) -> None:
+    if info.is_main:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stdout)
+
+
+def _configure_determinism(deterministic: bool) -> None:
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = True
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    device: torch.device,
+    cfg: Config,
+    *,
+    epoch: int = 0,
+    scaler: torch.amp.GradScaler | None = None,
+    amp_dtype: torch.dtype | None = None,
+    progress: bool = False,
+    writer: Any = None,
+    global_step: int = 0,
+) -> dict[str, float]:
+    """One pass over ``loader``; ``scheduler.step()`` after every optimiser step.
+
+    ``model`` may be DDP-wrapped or compiled. Gradients of ``train.accumulate`` batches are summed
+    before each step (their mean loss, as one big batch), clipped to ``train.clip_grad`` (L2 norm).
+    Returns ``{"loss", "top1", "samples", "seconds", "samples_per_s", "lr", "steps"}`` summed over
+    ranks. Raises :class:`NonFiniteLossError` on a NaN/inf loss (all ranks stop together).
+    """
+    tcfg = cfg.train
+    info = dist_utils.get_info()
+    set_train_mode(bare_model(model), cfg)
+    criterion = nn.CrossEntropyLoss(label_smoothing=tcfg.label_smoothing)
+    scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    n_batches = len(loader)
+    accumulate = max(1, tcfg.accumulate)
+    loss_sum = correct = seen = 0.0
+    steps = 0
+    start = time.perf_counter()
+    bar = None
+    if progress and info.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{tcfg.epochs}", unit="batch", dynamic_ncols=True,
+                   leave=False)
+    optimizer.zero_grad(set_to_none=True)
+    for i, batch in enumerate(loader):
+        group_start = (i // accumulate) * accumulate
+        group_size = min(accumulate, n_batches - group_start)
+        step_now = i + 1 == group_start + group_size
+        inputs = {k: batch[k].to(device, non_blocking=True) for k in INPUT_KEYS if k in batch}
+        labels = torch.as_tensor(batch["label"]).to(device, non_blocking=True)
+        sync = contextlib.nullcontext()
+        if not step_now and hasattr(model, "no_sync"):
+            sync = model.no_sync()  # DDP: all-reduce gradients once per optimiser step
+        with sync:
+            with autocast_context(device, amp_dtype):
+                logits = model(inputs)
+            loss = criterion(logits.float(), labels)
+            loss_value = loss.item()
+            if not dist_utils.all_true(math.isfinite(loss_value), device):
+                if bar is not None:
+                    bar.close()
+                raise NonFiniteLossError(f"the training loss became non-finite ({loss_value}) at epoch {epoch + 1}, "
+                                         f"batch {i + 1}")
+            scaler.scale(loss / group_size).backward()
+        if step_now:
+            if tcfg.clip_grad > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, tcfg.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            steps += 1
+        n = labels.shape[0]
+        loss_sum += loss_value * n
+        correct += (logits.detach().argmax(dim=1) == labels).sum().item()
+        seen += n
+        elapsed = time.perf_counter() - start
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.1f}",
+                            lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                            rate=f"{seen * info.world_size / max(elapsed, 1e-9):.1f}/s")
+            bar.update(1)
+        if writer is not None and (i + 1) % max(1, tcfg.log_every) == 0:
+            writer.add_scalar("train/loss_step", loss_value, global_step + steps)
+            writer.add_scalar("train/lr_step", optimizer.param_groups[0]["lr"], global_step + steps)
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - start
+    loss_sum, correct, seen = dist_utils.sum_across([loss_sum, correct, seen], device)
+    return {
+        "loss": loss_sum / max(seen, 1),
+        "top1": 100.0 * correct / max(seen, 1),
+        "samples": int(seen),
+        "seconds": seconds,
+        "samples_per_s": seen / max(seconds, 1e-9),
+        "lr": optimizer.param_groups[0]["lr"],
+        "steps": steps,
+    }
+
+
+def _write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
+    """``metrics.jsonl`` and ``metrics.csv`` rewritten from the whole history (atomic)."""
+    atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    keys: list[str] = []
+    for h in history:
+        keys += [k for k in h if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(history)
+    atomic_write_text(out_dir / "metrics.csv", buf.getvalue())
+
+
+def _first_difference(a: Any, b: Any, prefix: str) -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in list(a) + [k for k in b if k not in a]:
+            d = _first_difference(a.get(k), b.get(k), f"{prefix}.{k}")
+            if d:
+                return d
+        return None
+    return None if a == b else f"{prefix} ({a!r} in the run folder, {b!r} now)"
+
+
+def _init_backbones(model: nn.Module, cfg: Config, info: dist_utils.DistInfo) -> None:
+    """Two-stage protocol (``train.init_rgb`` / ``init_flow``) and, for head training on cached
+    features, the backbones that made them (so the checkpoint also runs on videos)."""
+    for stream, path in (("rgb", cfg.train.init_rgb), ("flow", cfg.train.init_flow)):
+        if path:
+            if stream not in cfg.model.streams:
+                raise ConfigError(f"config key 'train.init_{stream}' is set but model.streams has no '{stream}'")
+            ckpt_lib.load_backbone(model, stream, path)
+            _log(info, f"initialised the {stream} backbone from '{path}'")
+    if cfg.data.features:
+        meta = feat_lib.load_features_meta(cfg.data.features)
+        if int(meta["feature_dim"]) != int(model.feature_dim):
+            raise ConfigError(f"the features in '{cfg.data.features}' have {meta['feature_dim']} channels but "
+                              f"model.backbone '{cfg.model.backbone}' gives {model.feature_dim}")
+        source = meta.get("source_checkpoint") or ""
+        if source and Path(source).is_file():
+            for stream in cfg.model.streams:
+                if not getattr(cfg.train, f"init_{stream}"):
+                    ckpt_lib.load_backbone(model, stream, source)
+        else:
+            _log(info, "note: the backbones that made these features are not in the checkpoint; "
+                       "it will only run on cached features")
+
+
+def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run the whole training described by ``cfg``; write the run folder (module docstring).
+
+    ``resume=True`` continues from ``out_dir/last.pt`` when it exists (else starts fresh); without
+    it an existing ``last.pt`` is an error, so a run is never overwritten by accident. Returns
+    ``{"best": metrics, "last": metrics, "history": [...], "checkpoint": best.pt path, "out_dir"}``
+    where metrics are :func:`~stfn.engine.evaluate.evaluate`'s (with ``predictions`` when known).
+    """
+    from stfn.data.datasets import build_loader
+    from stfn.models import build_model
+
+    cfg = copy.deepcopy(cfg)
+    out = Path(out_dir)
+    info, device = dist_utils.init_distributed(cfg.train.device)
+    _configure_determinism(cfg.train.deterministic)
+    tcfg = cfg.train
+    if tcfg.epochs < 1 or tcfg.batch_size < 1 or tcfg.accumulate < 1:
+        raise ConfigError("config keys 'train.epochs', 'train.batch_size' and 'train.accumulate' must be >= 1")
+
+    train_set = feat_lib.build_engine_dataset(cfg, "train")
+    test_set = feat_lib.build_engine_dataset(cfg, "test") if tcfg.eval_every > 0 else None
+    classes = list(train_set.classes)
+    if cfg.model.num_classes != len(classes):
+        _log(info, f"model.num_classes set to {len(classes)} (the classes of the training set)")
+        cfg.model.num_classes = len(classes)
+
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    state = None
+    if last_path.is_file():
+        if not resume:
+            raise StfnError(f"run folder '{out}' already holds a checkpoint; pass --resume to continue it "
+                            "or choose another --out")
+        state = ckpt_lib.load_checkpoint(last_path)
+        diff = _first_difference(state["config"]["model"], config_to_dict(cfg)["model"], "model")
+        if diff:
+            raise StfnError(f"cannot resume '{last_path}': the model config differs at {diff}")
+
+    dist_utils.seed_everything(tcfg.seed)  # same initial weights on every rank
+    model = build_model(cfg.model)
+    if state is None:
+        _init_backbones(model, cfg, info)
+    freeze_layers(model, cfg)
+    model.to(device)
+    if tcfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    amp_dtype, use_scaler = resolve_amp(tcfg.amp, device, tcfg.channels_last)
+
+    loader = build_loader(train_set, tcfg.batch_size, train=True, workers=cfg.data.num_workers,
+                          distributed=info.distributed, seed=tcfg.seed)
+    test_loader = make_test_loader(test_set, cfg, info.distributed) if test_set is not None else None
+    steps_per_epoch = math.ceil(len(loader) / tcfg.accumulate)
+    optimizer = build_optimizer(model, tcfg)
+    scheduler = build_scheduler(optimizer, tcfg, steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+
+    start_epoch, history, best, best_top1, last_metrics = 0, [], None, -1.0, None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler") and use_scaler:
+            scaler.load_state_dict(state["scaler"])
+        ckpt_lib.set_rng_state(state["rng"])
+        start_epoch, history = int(state["epoch"]), list(state.get("history") or [])
+        last_metrics = dict(state.get("metrics") or {}) or None
+        if best_path.is_file():
+            best = dict(ckpt_lib.load_checkpoint(best_path).get("metrics") or {}) or None
+            best_top1 = best.get("top1", -1.0) if best else -1.0
+        _log(info, f"resuming '{out}' after epoch {start_epoch}")
+    del state
+
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    writer = None
+    if info.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tb"), purge_step=start_epoch * steps_per_epoch or None)
+
+    net: nn.Module = model
+    if info.distributed:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if tcfg.compile:
+        net = torch.compile(net)
+
+    _log(info, f"{cfg.name}: {len(train_set)} training / {len(test_set) if test_set else 0} test videos, "
+               f"{len(classes)} classes, {info.world_size} process(es) on {device}, amp "
+               f"{amp_dtype or 'off'}, batch {tcfg.batch_size} x {info.world_size} x {tcfg.accumulate}")
+    run_start = time.perf_counter()
+    ckpt_common = {"dataset": getattr(train_set, "identity", {}), "train_videos": list(train_set.videos)}
+    try:
+        for epoch in range(start_epoch, tcfg.epochs):
+            dist_utils.seed_everything(tcfg.seed + 1_000_003 * (epoch + 1) + 7919 * info.rank)
+            loader.sampler.set_epoch(epoch)
+            try:
+                stats = train_one_epoch(net, loader, optimizer, scheduler, device, cfg, epoch=epoch, scaler=scaler,
+                                        amp_dtype=amp_dtype, progress=progress, writer=writer,
+                                        global_step=epoch * steps_per_epoch)
+            except NonFiniteLossError as e:
+                kept = (f"the last good checkpoint '{last_path}' (epoch {epoch}) is kept" if last_path.is_file()
+                        else "no checkpoint was written")
+                raise NonFiniteLossError(f"{e}; training stopped and {kept}; lower train.lr, raise "
+                                         "train.warmup_epochs or set train.clip_grad") from None
+            row: dict[str, Any] = {"epoch": epoch + 1, "lr": stats["lr"], "train_loss": stats["loss"],
+                                   "train_top1": stats["top1"], "train_samples": stats["samples"],
+                                   "train_samples_per_s": stats["samples_per_s"],
+                                   "train_seconds": stats["seconds"]}
+            evaluated = test_loader is not None and ((epoch + 1) % tcfg.eval_every == 0 or epoch + 1 == tcfg.epochs)
+            if evaluated:
+                dist_utils.sync_buffers(model)
+                last_metrics = evaluate(model, test_loader, device, amp_dtype=amp_dtype, progress=progress)
+                row.update(val_top1=last_metrics["top1"], val_top5=last_metrics["top5"],
+                           val_mean_class_acc=last_metrics["mean_class_acc"], val_seconds=last_metrics["seconds"])
+            history.append(row)
+            is_best = evaluated and last_metrics["top1"] > best_top1
+            if is_best:
+                best, best_top1 = last_metrics, last_metrics["top1"]
+            if info.is_main:
+                ckpt = ckpt_lib.make_checkpoint(model, cfg, classes, epoch + 1, optimizer=optimizer,
+                                                scheduler=scheduler, scaler=scaler, metrics=last_metrics,
+                                                history=history, **ckpt_common)
+                ckpt_lib.save_checkpoint(ckpt, last_path)
+                if is_best or test_loader is None:
+                    ckpt_lib.save_checkpoint(ckpt, best_path)
+                del ckpt
+                _write_history(out, history)
+                if evaluated:
+                    atomic_write_json(out / "predictions_last.json", last_metrics["predictions"], indent=None)
+                    if is_best:
+                        atomic_write_json(out / "predictions_best.json", last_metrics["predictions"], indent=None)
+                for k, v in row.items():
+                    if k != "epoch":
+                        writer.add_scalar(k.replace("train_", "train/", 1).replace("val_", "val/", 1), v, epoch + 1)
+                writer.flush()
+            done = epoch + 1 - start_epoch
+            left = (time.perf_counter() - run_start) / done * (tcfg.epochs - epoch - 1)
+            text = (f"epoch {epoch + 1}/{tcfg.epochs}  loss {stats['loss']:.4f}  train top1 {stats['top1']:.2f}  "
+                    f"{stats['samples_per_s']:.1f} samples/s")
+            if evaluated:
+                text += f"  | val {summary_line(last_metrics)}" + ("  *best*" if is_best else "")
+            _log(info, text + f"  | {left / 60:.1f} min left")
+            dist_utils.barrier()
+    finally:
+        if writer is not None:
+            writer.close()
+
+    for name, metrics in (("best", best), ("last", last_metrics)):
+        path = out / f"predictions_{name}.json"
+        if metrics is not None and "predictions" not in metrics and path.is_file():
+            metrics["predictions"] = json.loads(path.read_text())
+    return {"best": best, "last": last_metrics, "history": history, "checkpoint": str(best_path),
+            "out_dir": str(out)}

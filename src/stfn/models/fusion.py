@@ -1,0 +1,111 @@
+"""Fusion connections between the appearance (RGB) and motion (flow) temporal streams.
+
+An operator ``op(x, other) -> x'`` updates one stream's features ``x (B, C, T)`` with the other
+stream's ``other (B, C, T)``; ``x'`` has the shape of ``x``. Chosen by name (``model.head.fusion``):
+
+=========  ==========================================================================================
+none       ``x`` (no connection)
+sum        ``x + other`` (additive, as the residual connections of spatiotemporal ResNets)
+multiply   ``x * other`` (multiplicative, as spatiotemporal multiplier networks)
+concat     ``W [x; other] + b`` with a 1x1 conv ``2C -> C``, initialised to ``[I, I]`` (= sum at start)
+gated      ``x * sigmoid(W other + b)``: the other stream gates each channel and time step
+=========  ==========================================================================================
+
+A :class:`FusionConnection` applies operators in a direction (``model.head.fusion_direction``):
+``motion_to_appearance`` (flow updates RGB), ``appearance_to_motion`` or ``both``. With ``both`` each
+stream is updated from the other's *pre-fusion* features, so the result does not depend on the order.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = [
+    "DIRECTIONS",
+    "FUSION_OPS",
+    "ConcatFusion",
+    "FusionConnection",
+    "GatedFusion",
+    "MultiplyFusion",
+    "SumFusion",
+]
+
+DIRECTIONS = ("motion_to_appearance", "appearance_to_motion", "both")
+
+
+class SumFusion(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+
+    def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        return x + other
+
+
+class MultiplyFusion(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+
+    def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        return x * other
+
+
+class ConcatFusion(nn.Module):
+    """``(B, C, T), (B, C, T) -> (B, C, T)``: concatenate, then a 1x1 conv initialised as ``[I, I]``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv1d(2 * channels, channels, 1)
+        with torch.no_grad():
+            eye = torch.eye(channels).unsqueeze(-1)
+            self.proj.weight.copy_(torch.cat([eye, eye], dim=1))
+            self.proj.bias.zero_()
+
+    def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        return self.proj(torch.cat([x, other], dim=1))
+
+
+class GatedFusion(nn.Module):
+    """``x * sigmoid(W other + b)`` with a 1x1 conv ``W``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.gate = nn.Conv1d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.gate(other))
+
+
+# The one place that maps `model.head.fusion` names to classes ("none" has no operator).
+FUSION_OPS: dict[str, type[nn.Module] | None] = {
+    "none": None,
+    "sum": SumFusion,
+    "multiply": MultiplyFusion,
+    "concat": ConcatFusion,
+    "gated": GatedFusion,
+}
+
+
+class FusionConnection(nn.Module):
+    """``(a, m) -> (a', m')`` for appearance ``a`` and motion ``m`` features, both ``(B, C, T)``."""
+
+    def __init__(self, op: str, direction: str, channels: int) -> None:
+        super().__init__()
+        if op not in FUSION_OPS:
+            raise ValueError(f"fusion must be one of {tuple(FUSION_OPS)}, got {op!r}")
+        if direction not in DIRECTIONS:
+            raise ValueError(f"fusion direction must be one of {DIRECTIONS}, got {direction!r}")
+        self.op, self.direction = op, direction
+        cls = FUSION_OPS[op]
+        to_a = cls is not None and direction in ("motion_to_appearance", "both")
+        to_m = cls is not None and direction in ("appearance_to_motion", "both")
+        self.into_appearance = cls(channels) if to_a else None
+        self.into_motion = cls(channels) if to_m else None
+
+    def forward(self, a: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a_new = self.into_appearance(a, m) if self.into_appearance is not None else a
+        m_new = self.into_motion(m, a) if self.into_motion is not None else m
+        return a_new, m_new
+
+    def extra_repr(self) -> str:
+        return f"op={self.op!r}, direction={self.direction!r}"

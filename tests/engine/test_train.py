@@ -1,0 +1,137 @@
+"""Training on tiny in-memory videos with the real cnn_small STFN: overfitting, resume, NaN stop."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+import yaml
+from engine_helpers import tiny_config
+
+import stfn.models
+from stfn.engine import train as train_mod
+from stfn.engine.checkpoint import load_checkpoint
+from stfn.engine.evaluate import evaluate
+from stfn.engine.train import NonFiniteLossError, train
+from stfn.errors import StfnError
+
+
+def test_tiny_run_overfits_and_writes_the_run_folder(tmp_path, fake_data) -> None:
+    cfg = tiny_config(epochs=6, lr=3e-3, schedule="constant")
+    result = train(cfg, tmp_path / "run", progress=True)
+    run = tmp_path / "run"
+    # 100% training accuracy: the final model classifies every training video right (test-mode views)
+    from stfn.data.datasets import build_loader
+    from stfn.engine.checkpoint import load_model
+
+    model, cfg2, ckpt = load_model(run / "last.pt")
+    train_as_test = fake_data()(cfg2, "train")
+    train_as_test.subset, train_as_test.views = "test", 1
+    m = evaluate(model, build_loader(train_as_test, 4, train=False, workers=0), torch.device("cpu"))
+    assert m["top1"] == 100.0 and m["n"] == 16
+    assert result["history"][-1]["train_top1"] > result["history"][0]["train_top1"]
+    # run folder
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["train"]["epochs"] == 6 and saved["model"]["num_classes"] == 4
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert rows[0]["train_loss"] > rows[-1]["train_loss"]
+    assert {"lr", "train_top1", "train_samples_per_s", "val_top1", "val_top5", "val_mean_class_acc"} <= set(rows[0])
+    assert len(list(csv.DictReader((run / "metrics.csv").open()))) == 6
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    preds = json.loads((run / "predictions_last.json").read_text())
+    assert sorted(p["video"] for p in preds) == sorted(fake_data()(cfg, "test").videos)
+    best = load_checkpoint(run / "best.pt")
+    assert best["metrics"]["top1"] == max(r["val_top1"] for r in rows) == result["best"]["top1"]
+    assert ckpt["epoch"] == 6 and ckpt["train_videos"] == fake_data()(cfg, "train").videos
+    assert result["checkpoint"] == str(run / "best.pt") and len(result["best"]["predictions"]) == 8
+    # a second run into the same folder is refused unless resumed; resuming a finished run is a no-op
+    with pytest.raises(StfnError, match="already holds a checkpoint; pass --resume"):
+        train(cfg, run, progress=False)
+    again = train(cfg, run, resume=True, progress=False)
+    assert again["history"] == result["history"] and again["best"]["top1"] == result["best"]["top1"]
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, fake_data, monkeypatch) -> None:
+    cfg = tiny_config(epochs=2, deterministic=True, lr=3e-3)
+    cfg.model.head.dropout = 0.3  # the model's own randomness must be restored too
+    full = train(cfg, tmp_path / "full", progress=False)
+
+    real = train_mod.train_one_epoch
+
+    def killed_in_epoch_2(*args, **kwargs):
+        if kwargs["epoch"] == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_one_epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "part", progress=False)
+    assert load_checkpoint(tmp_path / "part" / "last.pt")["epoch"] == 1
+    monkeypatch.setattr(train_mod, "train_one_epoch", real)
+    resumed = train(cfg, tmp_path / "part", resume=True, progress=False)
+
+    a = load_checkpoint(tmp_path / "full" / "last.pt")
+    b = load_checkpoint(tmp_path / "part" / "last.pt")
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 8
+    for key in ("train_loss", "val_top1"):
+        assert [h[key] for h in full["history"]] == [h[key] for h in resumed["history"]]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, fake_data, monkeypatch) -> None:
+    real_build = stfn.models.build_model
+    calls = {"n": 0}
+
+    def build_with_nan_after_epoch_1(cfg):
+        model = real_build(cfg)
+
+        def poison(module, inputs, output):
+            calls["n"] += 1 if module.training else 0
+            return output * float("nan") if module.training and calls["n"] > 4 else output  # 4 batches/epoch
+
+        model.head.register_forward_hook(poison)
+        return model
+
+    monkeypatch.setattr(stfn.models, "build_model", build_with_nan_after_epoch_1)
+    cfg = tiny_config(epochs=3)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite \(nan\) at epoch 2, batch 1.*last good checkpoint "
+                                                 r"'.*last\.pt' \(epoch 1\) is kept"):
+        train(cfg, tmp_path / "run", progress=False)
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_accumulation_bf16_and_label_smoothing(tmp_path, fake_data) -> None:
+    cfg = tiny_config(epochs=1, accumulate=2, amp="bf16", label_smoothing=0.1, optimizer="sgd", lr=0.01,
+                      clip_grad=1.0, partial_bn=True, channels_last=True)
+    cfg.train.eval_every = 0  # no validation: best.pt is the last epoch
+    result = train(cfg, tmp_path / "run", progress=False)
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["scheduler"]["last_epoch"] == 2  # 4 batches, one optimiser step per 2
+    assert result["best"] is None and (tmp_path / "run" / "best.pt").is_file()
+    assert "val_top1" not in result["history"][0]
+    assert torch.isfinite(torch.tensor(result["history"][0]["train_loss"]))
+
+
+def test_two_stage_initialises_backbones_from_single_stream_runs(tmp_path, fake_data) -> None:
+    rgb = tiny_config(streams=["rgb"], epochs=1)
+    rgb.train.eval_every = 0
+    train(rgb, tmp_path / "rgb", progress=False)
+    rgb_weights = load_checkpoint(tmp_path / "rgb" / "last.pt")["model"]
+    two = tiny_config(epochs=1, lr=0.0, init_rgb=str(tmp_path / "rgb" / "last.pt"))
+    two.train.eval_every = 0
+    two.train.optimizer = "sgd"
+    train(two, tmp_path / "two", progress=False)
+    got = load_checkpoint(tmp_path / "two" / "last.pt")["model"]
+    conv = "backbones.rgb.net.features.0.weight"
+    assert torch.equal(got[conv], rgb_weights[conv])  # lr 0: still the single-stream weights
+    bad = tiny_config(epochs=1, init_flow=str(tmp_path / "rgb" / "last.pt"))
+    with pytest.raises(StfnError, match=r"rgb/last\.pt' has no 'flow' backbone"):
+        train(bad, tmp_path / "bad", progress=False)

@@ -1,0 +1,162 @@
+"""Tests of ``stfn demo`` (a reduced demo end to end) and of the per-group metrics, report and plots
+in ``stfn.report`` that it writes."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+
+from stfn.errors import StfnError
+from stfn.report import (
+    class_groups,
+    demo_markdown,
+    demo_table,
+    group_accuracy,
+    load_classes_meta,
+    plot_confusion,
+    plot_group_accuracy,
+    plot_training_curves,
+    temporal_pairs,
+)
+
+META = {
+    "flow_bound": 9.0,
+    "classes": [
+        {"name": "Square", "group": "appearance"},
+        {"name": "SlideRight", "group": "motion", "twin": "SlideLeft"},
+        {"name": "SlideLeft", "group": "motion", "twin": "SlideRight"},
+        {"name": "LeftThenRight", "group": "temporal_order", "twin": "RightThenLeft"},
+        {"name": "RightThenLeft", "group": "temporal_order", "twin": "LeftThenRight"},
+        {"name": "RedLeft", "group": "appearance_motion", "twin": "GreenLeft"},
+        {"name": "GreenLeft", "group": "appearance_motion", "twin": "RedLeft"},
+    ],
+}
+CLASSES = [c["name"] for c in META["classes"]]
+
+
+def _pred(label: int, scores: list[float]) -> dict:
+    return {"video": f"v{label}", "label": label, "scores": scores}
+
+
+def _png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+# ----------------------------------------------------------------------------- groups and pairs
+
+
+def test_class_groups_and_pairs_follow_label_order():
+    order = list(reversed(CLASSES))  # the dataset's label order need not be classes.json's
+    groups = class_groups(META, order + ["Unknown"])
+    assert groups[0] == "appearance_motion" and groups[-2] == "appearance" and groups[-1] == "other"
+    pairs = temporal_pairs(META, order)
+    i, j = order.index("LeftThenRight"), order.index("RightThenLeft")
+    assert pairs == {i: j, j: i}  # only the temporal-order twins
+
+
+def test_temporal_pairs_without_twin_keys_pair_in_listed_order():
+    meta = {"classes": [{"name": n, "group": "temporal_order"} for n in "ABCD"]}
+    assert temporal_pairs(meta, list("ABCD")) == {0: 1, 1: 0, 2: 3, 3: 2}
+
+
+def test_group_accuracy_hand_computed():
+    groups = class_groups(META, CLASSES)
+    pairs = temporal_pairs(META, CLASSES)
+    k = len(CLASSES)
+
+    def onehot(c, partner=None, second=None):
+        s = [0.0] * k
+        s[c] = 1.0
+        if partner is not None:
+            s[partner] = second
+        return s
+
+    preds = [
+        _pred(0, onehot(0)),  # appearance right
+        _pred(0, onehot(1)),  # appearance wrong
+        _pred(1, onehot(1)),  # motion right
+        # temporal order: top-1 wrong (class 0 wins) but the true class beats its partner
+        _pred(3, onehot(0, partner=3, second=0.5)),
+        # temporal order: partner beats the true class
+        _pred(4, onehot(3)),
+        _pred(5, onehot(6)),  # appearance+motion wrong
+    ]
+    acc = group_accuracy(preds, groups, pairs)
+    assert acc["appearance"] == pytest.approx(50.0)
+    assert acc["motion"] == pytest.approx(100.0)
+    assert acc["temporal_order"] == pytest.approx(0.0)
+    assert acc["temporal_order_pair"] == pytest.approx(50.0)
+    assert acc["appearance_motion"] == pytest.approx(0.0)
+    assert acc["overall"] == pytest.approx(100.0 * 2 / 6)
+    # classes 0, 1, 3, 4, 5 have videos: per-class 50, 100, 0, 0, 0
+    assert acc["mean_class_acc"] == pytest.approx(30.0)
+    assert acc["counts"] == {"appearance": 2, "motion": 1, "temporal_order": 2, "appearance_motion": 1}
+
+
+def test_load_classes_meta_errors_name_the_file(tmp_path):
+    with pytest.raises(StfnError, match="does not exist"):
+        load_classes_meta(tmp_path / "classes.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(StfnError, match="bad.json"):
+        load_classes_meta(bad)
+    bad.write_text(json.dumps({"classes": [{"name": "x"}]}))
+    with pytest.raises(StfnError, match="entry 0"):
+        load_classes_meta(bad)
+
+
+# ----------------------------------------------------------------------------- report and plots
+
+
+def _fake_summary(models: dict) -> dict:
+    return {
+        "command": "stfn demo --out x", "seed": 0, "time_s": 123.0, "preset": "small",
+        "settings": {"frames": 8}, "backbone": "cnn_small", "fusion": "sum",
+        "flow": {"algorithm": "dis", "bound": 9.0},
+        "classes": [{"name": c["name"], "group": c["group"]} for c in META["classes"]],
+        "models": models,
+        "tsn_position_margins": {"rgb": {"acc": [50.0, 48.0], "margin": [0.0, -0.1]},
+                                 "flow": {"acc": [52.0, 51.0], "margin": [0.1, 0.0]}},
+        "timings": {"generate": 1.0, "prepare": 2.0},
+        "machine": {"cpu": "Test CPU", "cores": 2, "torch": "2.x", "cuda": None},
+    }
+
+
+def _entry(overall, pair, am):
+    return {"protocol": "p", "run": "r", "metrics": {"overall": overall, "temporal_order_pair": pair,
+                                                     "appearance_motion": am, "appearance": 90.0}}
+
+
+def test_demo_markdown_reports_claims_honestly():
+    models = {
+        "TSN two-stream": _entry(70.0, 50.0, 50.0),
+        "Temporal-Inception": _entry(85.0, 90.0, 80.0),
+        "STFN (no fusion)": _entry(80.0, 95.0, 90.0),
+        "STFN": _entry(82.0, 97.0, 60.0),
+    }
+    text = demo_markdown(_fake_summary(models))
+    assert "| STFN | 90.0 | – | – | 97.0 | 60.0 | 82.0 |" in text
+    # STFN beats TSN on order pairs, but loses to no-fusion on appearance+motion: both said plainly
+    assert "STFN 97.0 vs TSN two-stream 50.0 (temporal order pair) — holds in this run" in text
+    assert "STFN 60.0 vs STFN (no fusion) 90.0 (appearance motion) — does **not** hold in this run" in text
+    assert "STFN 82.0 vs Temporal-Inception 85.0 (overall) — does **not** hold" in text
+    assert "two-stage protocol" in text and "--end-to-end" in text
+    assert "Test CPU" in text and "2 cores" in text
+    table = demo_table(models)
+    assert table.count("\n") == 2 + len(models)
+
+
+def test_plots_write_pngs(tmp_path):
+    hist = [{"epoch": e, "train_loss": 2.0 / e, "val_top1": 10.0 * e} for e in (1, 2, 3)]
+    p = plot_training_curves({"TSN RGB": hist, "STFN": hist[:2], "empty": []}, tmp_path / "curves.png")
+    assert _png_size(p)[0] > 100
+    res = {"STFN": {"appearance": 90.0, "overall": 80.0, "temporal_order_pair": None}, "TSN": {"overall": 50.0}}
+    assert _png_size(plot_group_accuracy(res, tmp_path / "groups.png"))[0] > 100
+    cm = [[5, 1], [0, 6]]
+    assert _png_size(plot_confusion(cm, ["a", "b"], tmp_path / "cm.png", title="t"))[0] > 100
+    with pytest.raises(ValueError, match="2x2"):
+        plot_confusion([[1, 2, 3]], ["a", "b"], tmp_path / "bad.png")

@@ -1,0 +1,256 @@
+"""`stfn predict`: real videos from ../shared, a tiny random-weight model, flow computed on the fly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stfn.cli import main
+from stfn.config import config_from_dict, config_to_dict
+from stfn.errors import StfnError
+from stfn.models import build_model
+from stfn.predict import Predictor, expand_inputs, parse_flow_spec, resolve_prepare_settings
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
+VIDEOS = SHARED / "videos"
+TEST_AVI = VIDEOS / "test.avi"
+CORRUPT = VIDEOS / "corrupted.mp4"
+needs_videos = pytest.mark.skipif(not TEST_AVI.is_file(), reason="../shared/videos is not available")
+
+CLASSES = ["Jump", "Run", "Walk", "Wave", "Clap"]
+
+
+def tiny_config(streams=("rgb", "flow"), **data):
+    """A cnn_small STFN with 4 frames of 32 px: fast enough for many CLI calls on one core."""
+    return config_from_dict({
+        "name": "predict-test",
+        "model": {"arch": "stfn", "streams": list(streams), "num_classes": len(CLASSES), "backbone": "cnn_small",
+                  "flow_length": 2, "head": {"hidden_dim": 16, "blocks": 1, "dropout": 0.0}},
+        "data": {"frames": 4, "scale_size": 36, "crop_size": 32, "test_crops": 1, **data},
+        "train": {"amp": "none"},
+    })
+
+
+def save_checkpoint(path: Path, cfg, extra: dict | None = None) -> Path:
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    with torch.no_grad():  # non-trivial BN statistics so the test inputs matter
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    ckpt = {"model": model.state_dict(), "config": config_to_dict(cfg), "classes": list(CLASSES), "epoch": 1}
+    ckpt.update(extra or {})
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def two_stream_ckpt(tmp_path_factory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "two_stream.pt", tiny_config())
+
+
+@pytest.fixture(scope="module")
+def rgb_ckpt(tmp_path_factory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "rgb.pt", tiny_config(streams=("rgb",)))
+
+
+@needs_videos
+def test_good_and_corrupt_video_in_one_call(two_stream_ckpt, capsys):
+    rc = main(["predict", str(two_stream_ckpt), str(TEST_AVI), str(CORRUPT), "--top-k", "3"])
+    out, err = capsys.readouterr()
+    assert rc == 1  # one file failed
+    lines = out.strip().splitlines()
+    assert lines[0] == f"{TEST_AVI}:"
+    probs = []
+    for rank, line in enumerate(lines[1:], 1):
+        num, name, prob = line.split()
+        assert num == f"{rank}." and name in CLASSES
+        probs.append(float(prob))
+    assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0 + 1e-6
+    assert "corrupted.mp4" not in out
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "corrupted.mp4" in errors[0] and "Traceback" not in err
+
+
+@needs_videos
+def test_json_output(two_stream_ckpt, capsys):
+    rc = main(["predict", str(two_stream_ckpt), str(TEST_AVI), "--json", "--top-k", "2", "--frames", "6"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 0 and doc["failed"] == 0 and doc["checkpoint"] == str(two_stream_ckpt)
+    s = doc["settings"]
+    assert s["streams"] == ["rgb", "flow"] and s["frames"] == 6 and s["crops"] == 1 and s["amp"] == "none"
+    assert s["flow"]["algorithm"] == "dis" and s["flow"]["bound"] == 20.0 and s["resize"] == {"short_side": 36}
+    (r,) = doc["results"]
+    assert r["ok"] and r["video"] == str(TEST_AVI) and r["frames"] == 164 and r["fps"] == pytest.approx(25.0)
+    assert [t["class"] for t in r["top"]] == [CLASSES[t["index"]] for t in r["top"]]
+    assert r["top"][0]["prob"] >= r["top"][1]["prob"] > 0
+    assert set(r["timings"]) == {"decode", "flow", "transform", "network", "total"}
+    assert all(v >= 0 for v in r["timings"].values()) and r["timings"]["flow"] > 0
+    parts = sum(r["timings"][k] for k in ("decode", "flow", "transform", "network"))
+    assert parts <= r["timings"]["total"] + 1e-3
+
+
+@needs_videos
+def test_scores_equal_full_decode_and_full_flow(tmp_path):
+    """Sparse decoding and flow of only the sampled stacks give what the whole video would give,
+    with the resize and flow bound that the checkpoint records for its training data."""
+    from stfn.data.flow import compute_flow, quantize_flow
+    from stfn.data.sampling import sample_clip
+    from stfn.data.transforms import build_transform
+    from stfn.data.video import read_video
+    from stfn.engine.checkpoint import load_model
+
+    prepare = {"flow": {"algorithm": "dis", "preset": "fast", "bound": 2.0}, "resize": {"short_side": 40}}
+    ckpt = save_checkpoint(tmp_path / "ckpt.pt", tiny_config(), {"dataset": {"prepare": prepare}})
+    predictor = Predictor.from_checkpoint(ckpt, crops=3, device="cpu", amp="none")
+    result = predictor.predict(TEST_AVI, top_k=len(CLASSES))
+
+    model, cfg, _ = load_model(ckpt)
+    frames = read_video(TEST_AVI, size=(53, 40))  # 320x240 -> short side 40
+    n = len(frames)
+    idx = sample_clip(n, n - 1, cfg.data.frames, 2, train=False)
+    flow = quantize_flow(compute_flow(frames, "dis", preset="fast"), 2.0)  # (N-1, H, W, 2), every field
+    clip = {
+        "rgb": torch.from_numpy(frames[idx.rgb]).permute(0, 3, 1, 2).contiguous(),
+        "flow": torch.from_numpy(np.stack([np.concatenate([flow[k].transpose(2, 0, 1) for k in s]) for s in idx.flow])),
+    }
+    got_clip = predictor.load_clip(TEST_AVI)
+    assert torch.equal(got_clip["rgb"], clip["rgb"]) and torch.equal(got_clip["flow"], clip["flow"])
+    assert clip["flow"].float().std() > 1  # real motion in the stacks, not a constant
+    views = build_transform(cfg.data, train=False, views=3)(clip)
+    with torch.no_grad():
+        expected = model({"rgb": views["rgb"], "flow": views["flow"]}).mean(0).softmax(0)
+    got = torch.zeros(len(CLASSES))
+    for t in result["top"]:
+        got[t["index"]] = t["prob"]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert result["frames"] == n == 164
+
+
+@needs_videos
+def test_only_sampled_flow_fields_are_computed(two_stream_ckpt, monkeypatch):
+    import stfn.data.flow as flow_mod
+
+    pairs = []
+    real = flow_mod.compute_flow
+
+    def counting(frames, *args, **kwargs):
+        pairs.append(len(frames) - 1)
+        return real(frames, *args, **kwargs)
+
+    monkeypatch.setattr(flow_mod, "compute_flow", counting)
+    predictor = Predictor.from_checkpoint(two_stream_ckpt, device="cpu", amp="none")
+    clip = predictor.load_clip(TEST_AVI)
+    assert clip["flow"].shape == (4, 4, 36, 48) and clip["flow"].dtype == torch.uint8
+    assert 0 < sum(pairs) <= 4 * 2  # T stacks of L fields, not the 163 fields of the video
+    assert clip["rgb"].shape == (4, 3, 36, 48)
+
+
+@needs_videos
+def test_rgb_only_model_computes_no_flow(rgb_ckpt, monkeypatch, capsys):
+    import stfn.data.flow as flow_mod
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("an RGB-only model must not compute optical flow")
+
+    monkeypatch.setattr(flow_mod, "compute_flow", forbidden)
+    rc = main(["predict", str(rgb_ckpt), str(TEST_AVI), "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 0 and doc["settings"]["streams"] == ["rgb"] and doc["settings"]["flow"] is None
+    assert doc["results"][0]["ok"]
+    clip = Predictor.from_checkpoint(rgb_ckpt, device="cpu").load_clip(TEST_AVI)
+    assert "flow" not in clip and clip["rgb"].shape == (4, 3, 36, 48)
+
+
+@needs_videos
+def test_folder_expands_to_the_videos_in_it(rgb_ckpt, tmp_path, capsys):
+    (tmp_path / "b").mkdir()
+    shutil.copy(TEST_AVI, tmp_path / "one.avi")
+    shutil.copy(TEST_AVI, tmp_path / "b" / "two.AVI")
+    (tmp_path / "notes.txt").write_text("not a video")
+    (tmp_path / "empty").mkdir()
+    assert expand_inputs([tmp_path]) == [tmp_path / "b" / "two.AVI", tmp_path / "one.avi"]
+    rc = main(["predict", str(rgb_ckpt), str(tmp_path), "--json", "--top-k", "1"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 0 and [r["video"] for r in doc["results"]] == [str(tmp_path / "b" / "two.AVI"), str(tmp_path / "one.avi")]
+    assert doc["results"][0]["top"] == doc["results"][1]["top"]  # same content, same answer
+    rc = main(["predict", str(rgb_ckpt), str(tmp_path / "empty"), str(tmp_path / "missing.mp4")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "holds no video files" in err and "missing.mp4' does not exist" in err
+
+
+def test_short_and_one_frame_videos(tmp_path, two_stream_ckpt):
+    """Fewer frames than T, and a single frame (no flow at all: zero motion), still predict."""
+    import av
+
+    for n in (1, 3):
+        path = tmp_path / f"short{n}.mp4"
+        with av.open(str(path), "w") as c:
+            s = c.add_stream("libx264", rate=25)
+            s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+            for i in range(n):
+                img = np.full((48, 64, 3), 40 * i, np.uint8)
+                img[10:20, 5 + 10 * i : 15 + 10 * i] = 255
+                c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+            c.mux(s.encode())
+        predictor = Predictor.from_checkpoint(two_stream_ckpt, device="cpu")
+        clip = predictor.load_clip(path)
+        assert clip["num_frames"] == n and clip["flow"].shape == (4, 4, 36, 48)
+        if n == 1:
+            assert bool((clip["flow"] == 128).all())
+        result = predictor.predict(path)
+        assert result["ok"] and len(result["top"]) == 5
+
+
+def test_prepare_settings_resolution(tmp_path):
+    cfg = tiny_config()
+    s = resolve_prepare_settings(cfg, {})
+    assert (s.short_side, s.size, s.flow["algorithm"], s.bound) == (36, None, "dis", 20.0)
+
+    root = tmp_path / "prepared"
+    root.mkdir()
+    (root / "manifest.json").write_text(json.dumps({
+        "version": 1, "flow": {"algorithm": "farneback", "bound": 15.0}, "resize": {"short_side": 40}, "videos": {}}))
+    cfg = tiny_config(root=str(root))
+    s = resolve_prepare_settings(cfg, {})
+    assert (s.short_side, s.flow["algorithm"], s.bound) == (40, "farneback", 15.0) and "manifest" in s.source
+
+    ckpt = {"dataset": {"prepare": {"flow": {"algorithm": "dis", "preset": "medium", "bound": 10.0},
+                                    "resize": {"size": [60, 40]}}}}
+    s = resolve_prepare_settings(cfg, ckpt)
+    assert (s.short_side, s.size, s.flow_name(), s.bound) == (None, (60, 40), "dis:medium", 10.0)
+    s = resolve_prepare_settings(cfg, ckpt, flow="tvl1")  # --flow changes the algorithm, keeps the bound
+    assert (s.flow_name(), s.bound) == ("tvl1", 10.0)
+
+
+def test_flow_spec_errors():
+    assert parse_flow_spec("dis:ultrafast") == {"algorithm": "dis", "preset": "ultrafast"}
+    assert parse_flow_spec("raft:large") == {"algorithm": "raft", "model": "large"}
+    with pytest.raises(StfnError, match="unknown flow algorithm 'lk'"):
+        parse_flow_spec("lk")
+    with pytest.raises(StfnError, match="not an option"):
+        parse_flow_spec("tvl1:fast")
+
+
+def test_bad_checkpoint_is_one_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["predict", str(bad), str(TEST_AVI)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.pt" in err and len(err.strip().splitlines()) == 1
+    assert main(["predict", str(tmp_path / "none.pt"), str(TEST_AVI)]) == 2
+    assert "does not exist" in capsys.readouterr().err
