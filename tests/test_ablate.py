@@ -3,12 +3,24 @@ the table helpers in ``stfn.report`` that it uses."""
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 
 import pytest
+import torch
 
-from stfn.ablate import combo_name, combo_overrides, combo_slug, expand_grid, parse_grid, split_values
+from stfn.ablate import (
+    combo_name,
+    combo_overrides,
+    combo_slug,
+    expand_grid,
+    parse_grid,
+    run_ablation,
+    split_values,
+)
 from stfn.config import ConfigError, config_to_dict, load_config
+from stfn.errors import StfnError
 from stfn.report import fmt_summary, markdown_table, summarize
 
 # ----------------------------------------------------------------------------- grid parsing
@@ -113,3 +125,111 @@ def test_markdown_table_shape_and_escaping():
     assert len(lines) == 4
     with pytest.raises(ValueError):
         markdown_table(["a", "b"], [["only one"]])
+
+
+# ----------------------------------------------------------------------------- the runner on a tiny grid
+
+@pytest.fixture(scope="module")
+def tiny_features(tmp_path_factory):
+    """The tiny synthetic benchmark, prepared, and features of a random ``cnn_small`` (4 positions)."""
+    from stfn.data.prepare import prepare_dataset
+    from stfn.data.synthetic import generate
+    from stfn.engine.features import extract_features
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("ablate")
+    generate(root / "synth", preset="tiny", seed=0)
+    prepare_dataset(root / "synth" / "videos", root / "prepared", flow="dis", bound=5.0, workers=1, progress=False)
+    cfg = load_config(None, [
+        "model.backbone=cnn_small", "model.flow_length=2", "model.arch=stfn", "data.dataset=synthetic",
+        f"data.root={root / 'prepared'}", f"data.splits={root / 'synth' / 'splits'}", "data.frames=4",
+        "data.scale_size=32", "data.crop_size=32", "data.num_workers=0", "train.device=cpu",
+        "train.batch_size=8", "train.epochs=1", "train.optimizer=adamw", "train.lr=0.001", "train.amp=none",
+        "model.head.hidden_dim=32",
+    ])
+    feats = extract_features(cfg, root / "features", device="cpu", progress=False)
+    yield cfg, feats, root
+    torch.set_num_threads(threads)
+
+
+def test_runner_tiny_grid_resumes_and_aggregates(tiny_features, tmp_path):
+    cfg, feats, _ = tiny_features
+    out = tmp_path / "abl"
+    lines: list[str] = []
+    axes = parse_grid(["model.head.fusion=none,sum"])
+    table = run_ablation(cfg, axes, out, seeds=2, features=feats, progress=False, log=lines.append)
+
+    assert [r["name"] for r in table["rows"]] == ["fusion=none", "fusion=sum"]
+    for row in table["rows"]:
+        assert row["seeds"] == [0, 1]
+        assert row["protocol"] == "head-only on cached features"
+        top1 = row["metrics"]["overall"]
+        assert top1["n"] == 2 and 0.0 <= top1["min"] <= top1["mean"] <= top1["max"] <= 100.0
+        # the synthetic classes.json is found: per-group accuracies and the within-pair accuracy
+        assert row["metrics"]["temporal_order_pair"]["n"] == 2
+        assert row["metrics"]["appearance"]["n"] == 2
+    results = sorted(out.glob("runs/*/seed*/result.json"))
+    assert len(results) == 4
+    first = json.loads(results[0].read_text())
+    assert first["config"]["data"]["features"] == str(feats) and first["config"]["model"]["freeze_backbone"]
+    # the two seeds really are different runs
+    seeds = {json.loads(p.read_text())["config"]["train"]["seed"] for p in results}
+    assert seeds == {0, 1}
+
+    md = (out / "ablation.md").read_text()
+    assert "| fusion | protocol | top-1 |" in md
+    assert md.count("| none |") == 1 and md.count("| sum |") == 1
+    saved = json.loads((out / "ablation.json").read_text())
+    assert saved["rows"][1]["metrics"]["overall"]["values"] == table["rows"][1]["metrics"]["overall"]["values"]
+
+    # re-running skips every finished run and gives the same table
+    stamps = [p.stat().st_mtime_ns for p in results]
+    lines.clear()
+    again = run_ablation(cfg, axes, out, seeds=2, features=feats, progress=False, log=lines.append)
+    assert sum("skipped" in line for line in lines) == 4
+    assert [p.stat().st_mtime_ns for p in results] == stamps
+    assert again["rows"] == json.loads(json.dumps(table["rows"]))
+
+    # the same folder with another base configuration is refused
+    other = copy.deepcopy(cfg)
+    other.train.lr = 0.01
+    with pytest.raises(StfnError, match="different configuration"):
+        run_ablation(other, axes, out, seeds=1, features=feats, progress=False, log=lines.append)
+
+
+def test_runner_builds_features_for_frames_and_backbone_changes(tiny_features, tmp_path):
+    cfg, feats, _ = tiny_features
+    out = tmp_path / "abl"
+    axes = parse_grid(["data.frames=2,6", "model.flow_length=3"])
+    table = run_ablation(cfg, axes, out, seeds=1, features=feats, one_at_a_time=True, progress=False,
+                         log=lambda s: None)
+    names = [r["name"] for r in table["rows"]]
+    assert names == ["base", "frames=2", "frames=6", "flow_length=3"]
+    protocols = [r["protocol"] for r in table["rows"]]
+    assert protocols[0] == protocols[1] == "head-only on cached features"  # 2 <= 4 cached positions
+    assert "6 positions" in protocols[2]
+    assert protocols[3].startswith("two-stage")
+    built = {json.loads((p / "features.json").read_text())["frames"]: json.loads((p / "features.json").read_text())
+             for p in (out / "features").iterdir()}
+    assert sorted(built) == [4, 6]  # new features: 6 positions; and 4 positions with L = 3
+    assert built[4]["model"]["flow_length"] == 3 and built[6]["model"]["flow_length"] == 2
+    run = json.loads(next((out / "runs").glob("flow_length*/seed0/result.json")).read_text())
+    assert run["config"]["model"]["flow_length"] == 3
+    assert run["config"]["data"]["features"].startswith(str(out / "features"))
+
+
+def test_runner_rejects_bad_combination_before_training(tiny_features, tmp_path):
+    cfg, feats, _ = tiny_features
+    with pytest.raises(ConfigError, match="model.head.fusion"):
+        run_ablation(cfg, [("model.head.fusion", ["sum", "bogus"])], tmp_path, features=feats, progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_ablate_errors_are_one_sentence(capsys):
+    from stfn.cli import main
+
+    assert main(["ablate", "--config", "does-not-exist.yaml", "--grid", "model.head.blocks=1,2"]) == 2
+    assert "does-not-exist.yaml" in capsys.readouterr().err
+    assert main(["ablate", "--config", "x.yaml"]) == 2
+    assert "--grid" in capsys.readouterr().err

@@ -235,6 +235,9 @@ def test_prepare_settings_resolution(tmp_path):
     assert (s.short_side, s.size, s.flow_name(), s.bound) == (None, (60, 40), "dis:medium", 10.0)
     s = resolve_prepare_settings(cfg, ckpt, flow="tvl1")  # --flow changes the algorithm, keeps the bound
     assert (s.flow_name(), s.bound) == ("tvl1", 10.0)
+    # prepared without resizing: the frames keep their source size
+    s = resolve_prepare_settings(cfg, {"prepare": {"flow": {"algorithm": "dis", "bound": 20.0}, "resize": {}}})
+    assert (s.short_side, s.size) == (None, None) and "checkpoint" in s.source
 
 
 def test_flow_spec_errors():
@@ -254,3 +257,34 @@ def test_bad_checkpoint_is_one_clear_error(tmp_path, capsys):
     assert "bad.pt" in err and len(err.strip().splitlines()) == 1
     assert main(["predict", str(tmp_path / "none.pt"), str(TEST_AVI)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@needs_videos
+def test_inputs_match_what_stfn_prepare_wrote(tmp_path):
+    """Predict's on-the-fly frames and flow equal the prepared JPEGs a model trains on (up to JPEG loss),
+    with the resize and flow settings read from the manifest in data.root."""
+    import cv2
+
+    from stfn.data.prepare import prepare_dataset
+    from stfn.data.sampling import sample_clip
+
+    (tmp_path / "videos" / "Cls").mkdir(parents=True)
+    shutil.copy(TEST_AVI, tmp_path / "videos" / "Cls" / "test.avi")
+    root = tmp_path / "prepared"
+    prepare_dataset(tmp_path / "videos", root, flow="dis", bound=4.0, short_side=40, workers=0, progress=False)
+    ckpt = save_checkpoint(tmp_path / "ckpt.pt", tiny_config(root=str(root)))
+    predictor = Predictor.from_checkpoint(ckpt, device="cpu")
+    assert predictor.prepare.short_side == 40 and predictor.prepare.bound == 4.0
+    clip = predictor.load_clip(TEST_AVI)
+
+    folder = root / "Cls" / "test"
+    n = len(list(folder.glob("img_*.jpg")))
+    idx = sample_clip(n, n - 1, 4, 2, train=False)
+    rgb = np.stack([cv2.cvtColor(cv2.imread(str(folder / f"img_{p + 1:05d}.jpg")), cv2.COLOR_BGR2RGB) for p in idx.rgb])
+    flow = np.stack([np.stack([cv2.imread(str(folder / f"flow_{c}_{k + 1:05d}.jpg"), cv2.IMREAD_GRAYSCALE)
+                               for k in stack for c in "xy"]) for stack in idx.flow])
+    assert clip["num_frames"] == n
+    rgb_err = (clip["rgb"].float() - torch.from_numpy(rgb).permute(0, 3, 1, 2).float()).abs().mean()
+    flow_err = (clip["flow"].float() - torch.from_numpy(flow).float()).abs().mean()
+    assert rgb_err < 4 and flow_err < 0.5, (rgb_err, flow_err)  # JPEG (quality 95) loss only
+    assert clip["flow"].float().std() > 2  # bound 4 px: real motion, compared value by value

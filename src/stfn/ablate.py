@@ -44,6 +44,7 @@ from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json, atomic_write_text
 
 __all__ = [
+    "ablation_markdown",
     "combo_name",
     "combo_overrides",
     "combo_slug",

@@ -178,6 +178,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
         return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
         return float(value)
@@ -262,6 +267,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         last = path[-1]
         if not isinstance(ref, dict) or last not in ref:
             raise ConfigError(f"unknown config key '{'.'.join(path)}' in override '{text}'")
+        if isinstance(ref[last], str) and not isinstance(value, str):  # 2024, yes, 1.5 stay as written
+            value = text.split("=", 1)[1].strip()
         # A string like "1,3,5" for a list key is a convenient spelling of [1, 3, 5].
         if isinstance(ref[last], list) and isinstance(value, (str, int, float)) and not isinstance(value, bool):
             value = [yaml.safe_load(v) for v in str(value).split(",") if v.strip()]

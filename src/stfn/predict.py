@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from stfn.config import Config
+from stfn.data.prepare import VIDEO_EXTENSIONS
 from stfn.errors import StfnError
 
 __all__ = [
@@ -48,7 +49,6 @@ __all__ = [
     "resolve_prepare_settings",
 ]
 
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv")
 # flow options that describe how the training flow was computed (the rest of a manifest entry is not)
 _FLOW_OPTIONS = {"dis": ("preset",), "raft": ("model", "weights", "iters")}
 
@@ -58,10 +58,10 @@ class PrepareSettings:
     """How the training data was prepared: frame resize and optical flow, and where that was read from."""
 
     short_side: int | None = None  # resize to this short side (aspect kept) ...
-    size: tuple[int, int] | None = None  # ... or to exactly (W, H)
+    size: tuple[int, int] | None = None  # ... or to exactly (W, H); neither: keep the source size
     flow: dict[str, Any] = field(default_factory=dict)  # {"algorithm": ..., options (preset, ...)}
     bound: float = 20.0  # flow clipping bound of the quantisation
-    source: str = "defaults"  # "checkpoint", "manifest '<path>'", "defaults (data.scale_size)", "--flow"
+    source: str = "defaults"  # where each came from, for the logs
 
     def flow_options(self) -> dict[str, Any]:
         algo = self.flow.get("algorithm", "dis")
@@ -90,68 +90,50 @@ def parse_flow_spec(spec: str) -> dict[str, Any]:
     return out
 
 
-def _resize_from(resize: Any) -> tuple[int | None, tuple[int, int] | None]:
-    """A manifest's ``resize`` entry -> (short_side, size); ``(None, None)`` when it says nothing usable."""
-    if not isinstance(resize, dict):
-        return None, None
-    if resize.get("short_side"):
-        return int(resize["short_side"]), None
-    size = resize.get("size")
-    if isinstance(size, (list, tuple)) and len(size) == 2:
-        return None, (int(size[0]), int(size[1]))
-    if resize.get("width") and resize.get("height"):
-        return None, (int(resize["width"]), int(resize["height"]))
-    return None, None
+def _prepare_records(cfg: Config, checkpoint: dict[str, Any]) -> list[tuple[dict, str]]:
+    """``({"flow": ..., "resize": ...}, where)`` records of how the training data was prepared, best first."""
+    from stfn.data.prepare import load_manifest
 
-
-def _manifest_prepare(root: str) -> tuple[dict | None, dict | None, str]:
-    """``(flow, resize)`` recorded by ``stfn prepare`` in ``root``'s manifest(s), if it is still there."""
-    import json
-
-    if not root or not Path(root).is_dir():
-        return None, None, ""
-    for f in sorted(Path(root).glob("manifest*.json")):
-        try:
-            data = json.loads(f.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and (data.get("flow") or data.get("resize")):
-            return data.get("flow"), data.get("resize"), f"manifest '{f}'"
-    return None, None, ""
-
-
-def resolve_prepare_settings(cfg: Config, checkpoint: dict[str, Any], flow: str | None = None) -> PrepareSettings:
-    """Resize and flow settings of the training data, from (first found wins, per item):
-
-    ``--flow`` (``flow``), the checkpoint (``checkpoint["prepare"]`` or ``checkpoint["dataset"]["prepare"]``
-    with ``flow`` and ``resize`` as in the manifest), the manifest in ``data.root`` when it still
-    exists, then defaults: short side ``data.scale_size`` and :mod:`stfn.data.flow`'s default algorithm
-    and bound.
-    """
-    from stfn.data.flow import DEFAULT_ALGORITHM, DEFAULT_BOUND, DEFAULT_DIS_PRESET
-
-    candidates: list[tuple[dict | None, dict | None, str]] = []
+    records = []
     dataset = checkpoint.get("dataset") if isinstance(checkpoint.get("dataset"), dict) else {}
     for rec in (checkpoint.get("prepare"), dataset.get("prepare")):
         if isinstance(rec, dict):
-            candidates.append((rec.get("flow"), rec.get("resize"), "checkpoint"))
-    candidates.append(_manifest_prepare(cfg.data.root))
-    flow_rec = next(((f, s) for f, _, s in candidates if isinstance(f, dict) and f.get("algorithm")), None)
-    resize_rec = next(((_resize_from(r), s) for _, r, s in candidates if _resize_from(r) != (None, None)), None)
-    sources = []
-    if resize_rec:
-        (short, size), src = resize_rec
-        sources.append(f"resize from {src}")
-    else:
-        short, size = cfg.data.scale_size, None
-        sources.append("resize to data.scale_size")
+            records.append((rec, "the checkpoint"))
+    if cfg.data.root and Path(cfg.data.root).is_dir():
+        try:
+            m = load_manifest(cfg.data.root)
+            records.append(({"flow": m.flow, "resize": m.resize}, f"the manifest in '{cfg.data.root}'"))
+        except StfnError:
+            pass  # no (valid) manifest there any more: fall back to the config
+    return records
+
+
+def resolve_prepare_settings(cfg: Config, checkpoint: dict[str, Any], flow: str | None = None) -> PrepareSettings:
+    """Resize and flow settings of the training data. Each is taken from the first of: ``flow``
+    (``--flow ALGO[:OPTION]``, algorithm only; the bound stays the training one), the checkpoint
+    (``checkpoint["prepare"]`` or ``checkpoint["dataset"]["prepare"]``, ``{"flow", "resize"}`` as in the
+    manifest), the ``stfn prepare`` manifest in ``data.root`` when it still exists, and last the
+    defaults: short side ``data.scale_size``, :mod:`stfn.data.flow`'s default algorithm and bound.
+    A recorded ``resize`` of ``{}`` means the frames kept their source size.
+    """
+    from stfn.data.flow import DEFAULT_ALGORITHM, DEFAULT_BOUND, DEFAULT_DIS_PRESET
+
+    records = _prepare_records(cfg, checkpoint)
+    short, size, sources = cfg.data.scale_size, None, ["resize to data.scale_size"]
+    resize = next(((r["resize"], src) for r, src in records if isinstance(r.get("resize"), dict)), None)
+    if resize:
+        short, size = resize[0].get("short_side"), resize[0].get("size")
+        short, size = (int(short) if short else None), (tuple(int(v) for v in size) if size else None)
+        sources = [f"resize from {resize[1]}"]
+    flow_rec = next(((r["flow"], src) for r, src in records
+                     if isinstance(r.get("flow"), dict) and r["flow"].get("algorithm") not in (None, "none")), None)
     if flow_rec:
-        flow_dict, src = dict(flow_rec[0]), flow_rec[1]
-        sources.append(f"flow from {src}")
+        flow_dict = dict(flow_rec[0])
+        sources.append(f"flow from {flow_rec[1]}")
     else:
         flow_dict = {"algorithm": DEFAULT_ALGORITHM, "preset": DEFAULT_DIS_PRESET, "bound": DEFAULT_BOUND}
         sources.append("default flow")
-    bound = float(flow_dict.get("bound") or DEFAULT_BOUND)
+    bound = float(flow_dict.pop("bound", None) or DEFAULT_BOUND)
     if flow:
         flow_dict = parse_flow_spec(flow)
         sources[-1] = "flow from --flow"
@@ -283,8 +265,8 @@ class Predictor:
             "crops": self.crops,
             "crop_size": self.cfg.data.crop_size,
             "scale_size": self.cfg.data.scale_size,
-            "resize": {"short_side": self.prepare.short_side} if self.prepare.size is None
-            else {"size": list(self.prepare.size)},
+            "resize": {"short_side": self.prepare.short_side} if self.prepare.short_side
+            else {"size": list(self.prepare.size)} if self.prepare.size else {},
             "flow": {**self.prepare.flow, "bound": self.prepare.bound} if "flow" in self.streams else None,
             "prepare_source": self.prepare.source,
             "device": str(self.device),
@@ -355,6 +337,8 @@ class Predictor:
         if not any(stacks):  # a one-frame video has no flow: zero motion, as the dataset does
             return torch.full((len(stacks), 2 * L, h, w), 128, dtype=torch.uint8)
         algo, opts = self.prepare.flow.get("algorithm", "dis"), self.prepare.flow_options()
+        if algo == "raft":
+            opts["device"] = str(self.device)
         fields: dict[int, np.ndarray] = {}
         for first, last in _runs(sorted({k for s in stacks for k in s})):
             run = frames[[at[i] for i in range(first, last + 2)]]
@@ -416,7 +400,7 @@ class Predictor:
             "ok": True,
             "frames": int(clip["num_frames"]),
             "fps": float(clip["fps"]),
-            "top": [{"class": self.classes[i], "index": int(i), "prob": float(p)} for p, i in zip(values.tolist(), indices.tolist())],
+            "top": [{"class": self.classes[i], "index": int(i), "prob": float(p)} for p, i in zip(values.tolist(), indices.tolist(), strict=True)],
             "timings": {k: round(v, 6) for k, v in timings.items()},
         }
 

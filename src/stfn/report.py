@@ -291,7 +291,7 @@ def plot_group_accuracy(
     ax.axhline(50.0, color="grey", lw=0.8, ls=":")
     ax.set_xticks(range(len(cols)), labels, fontsize=8)
     ax.set(ylabel="test accuracy (%)", ylim=(0, 105), title="accuracy per class group (dotted: pair chance)")
-    ax.legend(fontsize=7, ncol=min(3, len(models)))
+    ax.legend(fontsize=7, ncol=min(4, len(models)), loc="upper center", bbox_to_anchor=(0.5, -0.14))
     ax.grid(axis="y", alpha=0.3)
     path = _save(fig, path)
     plt.close(fig)
@@ -347,7 +347,7 @@ def _claim(text: str, a: str, b: str, key: str, models: Mapping[str, Mapping[str
     x, y = models[a]["metrics"].get(key), models[b]["metrics"].get(key)
     if x is None or y is None:
         return None
-    verdict = "holds in this run" if x > y else "does **not** hold in this run"
+    verdict = "holds in this run" if x > y else ("a tie in this run" if x == y else "does **not** hold in this run")
     return f"- {text}: {a} {fmt_pct(x)} vs {b} {fmt_pct(y)} ({key.replace('_', ' ')}) — {verdict}."
 
 

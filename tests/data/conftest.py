@@ -56,7 +56,7 @@ def video_factory(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def video_shared() -> Path:
     """The folder of real sample videos (``<repo>/../shared/videos``); skips when it is absent."""
     if not (SHARED_VIDEOS / "test.avi").is_file():

@@ -6,9 +6,10 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from torchvision.io import encode_jpeg
+from PIL import Image
 
 from stfn.cli import main as cli_main
 from stfn.config import ConfigError, DataConfig
@@ -32,6 +33,13 @@ def level(frame: int) -> int:
     return 10 + 5 * frame
 
 
+def write_jpeg(path: Path, img: torch.Tensor, quality: int = 95) -> None:
+    """uint8 ``(C, H, W)`` (C = 1 or 3) as a JPEG file, through Pillow."""
+    arr = img.numpy()
+    Image.fromarray(arr[0] if arr.shape[0] == 1 else np.ascontiguousarray(arr.transpose(1, 2, 0))).save(
+        path, format="JPEG", quality=quality)
+
+
 def write_prepared(root: Path, videos: dict[str, int], failed: tuple[str, ...] = ()) -> None:
     """A prepared folder per docs/interfaces.md: flat grey frames, flat flow (x = 100 + k, y = 200 - k)."""
     entries = {}
@@ -39,12 +47,10 @@ def write_prepared(root: Path, videos: dict[str, int], failed: tuple[str, ...] =
         folder = root / key
         folder.mkdir(parents=True, exist_ok=True)
         for k in range(n):
-            img = torch.full((3, H, W), level(k), dtype=torch.uint8)
-            (folder / f"img_{k + 1:05d}.jpg").write_bytes(encode_jpeg(img, quality=95).numpy().tobytes())
+            write_jpeg(folder / f"img_{k + 1:05d}.jpg", torch.full((3, H, W), level(k), dtype=torch.uint8))
         for k in range(n - 1):
             for comp, value in (("x", 100 + k), ("y", 200 - k)):
-                img = torch.full((1, H, W), value, dtype=torch.uint8)
-                (folder / f"flow_{comp}_{k + 1:05d}.jpg").write_bytes(encode_jpeg(img, quality=95).numpy().tobytes())
+                write_jpeg(folder / f"flow_{comp}_{k + 1:05d}.jpg", torch.full((1, H, W), value, dtype=torch.uint8))
         entries[key] = {"source": key + ".avi", "status": "ok", "frames": n, "flows": n - 1, "width": W,
                         "height": H, "fps": 25.0, "error": None}
     for key in failed:
@@ -231,8 +237,8 @@ def test_short_videos_and_corrupt_frames(tmp_path):
 def test_jpeg_decoders_agree(tmp_path):
     g = torch.Generator().manual_seed(0)
     img = (torch.rand(3, 1, 1, generator=g) * 255 + torch.randn(3, 24, 32, generator=g) * 20).clamp(0, 255)
-    (tmp_path / "a.jpg").write_bytes(encode_jpeg(img.to(torch.uint8), quality=90).numpy().tobytes())
-    (tmp_path / "g.jpg").write_bytes(encode_jpeg(img[:1].to(torch.uint8), quality=90).numpy().tobytes())
+    write_jpeg(tmp_path / "a.jpg", img.to(torch.uint8), quality=90)
+    write_jpeg(tmp_path / "g.jpg", img[:1].to(torch.uint8), quality=90)
     for gray, name in ((False, "a.jpg"), (True, "g.jpg")):
         a = read_jpegs([tmp_path / name] * 2, gray, "torchvision")
         b = read_jpegs([tmp_path / name] * 2, gray, "pillow")
@@ -257,7 +263,7 @@ def test_list_and_folder_datasets(tmp_path):
     # the folder dataset reads train/<class>/ and test/<class>/ from the prepared folder's keys
     fold = DataConfig(dataset="folder", splits=str(tmp_path / "p"), **base)
     tr = build_dataset(fold, "train", ["flow"], 2)
-    assert tr.classes == ["run", "walk"] and sorted(zip(tr.videos, tr.labels)) == [("train/run/v2", 0),
+    assert tr.classes == ["run", "walk"] and sorted(zip(tr.videos, tr.labels, strict=True)) == [("train/run/v2", 0),
                                                                                    ("train/walk/v1", 1)]
     assert tr[0]["flow"].shape == (3, 4, 32, 32)
 

@@ -14,13 +14,13 @@ from stfn.data.transforms import (
     build_transform,
     color_jitter,
     crop_resize,
+    eval_crop_boxes,
     hflip,
     hflip_flow,
     iter_view_chunks,
     multiscale_crop_box,
     normalize_flow,
     normalize_rgb,
-    eval_crop_boxes,
 )
 
 try:

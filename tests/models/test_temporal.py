@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stfn.models.temporal import RESIDUAL_INIT_SCALE, ResidualInceptionBlock, ResidualInceptionStack, TemporalPool
+from stfn.models.temporal import (
+    RESIDUAL_INIT_SCALE,
+    ResidualInceptionBlock,
+    ResidualInceptionStack,
+    TemporalPool,
+)
 
 
 @pytest.mark.parametrize("t", [1, 2, 8, 25])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
+TOLERANCE = 1e-3  # largest acceptable |logits difference| of the exported file vs PyTorch (fp32)
 HELP = "Export a trained network to ONNX or TorchScript (fixed frames and size, dynamic batch)."
 
 
@@ -31,6 +33,11 @@ def run(args: argparse.Namespace) -> int:
 
     inputs = ", ".join(f"{name} {shape(dims)}" for name, dims in info["inputs"].items())
     print(f"wrote {info['path']} ({info['format']}): inputs {inputs} -> logits (B, {info['num_classes']})")
-    if info["max_abs_diff"] is not None:
-        print(f"checked against PyTorch on a batch of 2: max |logits difference| = {info['max_abs_diff']:.2e}")
+    diff = info["max_abs_diff"]
+    if diff is not None:
+        print(f"checked against PyTorch on a batch of 2: max |logits difference| = {diff:.2e}")
+        if diff > TOLERANCE:
+            print(f"stfn export: error: the exported file's logits differ from PyTorch's by {diff:.2e} "
+                  f"(more than {TOLERANCE:g}); do not use '{info['path']}'", file=sys.stderr)
+            return 1
     return 0

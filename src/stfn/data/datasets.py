@@ -253,12 +253,22 @@ class SeededSampler(Sampler):
         return iter([(i, seeds[i]) for i in order[self.rank :: self.world_size]])
 
 
+def _worker_init(worker_id: int) -> None:
+    """One OpenCV thread per loader worker (torch already uses one), so workers do not oversubscribe."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def build_loader(dataset: Dataset, batch_size: int, train: bool, workers: int, distributed: bool = False,
                  seed: int = 0, drop_last: bool = False) -> DataLoader:
     """A ``DataLoader`` over ``dataset`` with a :class:`SeededSampler` (``loader.sampler.set_epoch(e)``).
 
     Shuffles when ``train``; ``distributed`` shards over the initialised process group (padded for
-    training, exact for evaluation); pinned memory when CUDA is available; persistent workers.
+    training, exact for evaluation: each rank then holds a different number of test videos, so gather
+    predictions, e.g. with ``all_gather_object``); pinned memory when CUDA is available; persistent
+    workers with one torch and one OpenCV thread each. Training randomness comes from the sampler's
+    per-item seeds, so the same ``seed`` gives the same samples with any number of workers.
     """
     rank, world = 0, 1
     if distributed:
@@ -276,5 +286,6 @@ def build_loader(dataset: Dataset, batch_size: int, train: bool, workers: int, d
         pin_memory=torch.cuda.is_available(),
         persistent_workers=workers > 0,
         prefetch_factor=2 if workers > 0 else None,
+        worker_init_fn=_worker_init if workers > 0 else None,
         drop_last=drop_last,
     )

@@ -179,15 +179,22 @@ class RaftFlow:
             raise StfnError(f"RAFT needs RGB frames (N, H, W, 3), got shape {frames.shape}")
         n, h, w, _ = frames.shape
         out = np.empty((max(n - 1, 0), h, w, 2), np.float32)
-        ph, pw = (-h) % 8, (-w) % 8  # RAFT needs sides divisible by 8
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2)
         x = x.float().div_(127.5).sub_(1.0)
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        # RAFT needs sides divisible by 8 and at least 128 (its correlation pyramid): pad, or enlarge
+        small = min(h, w) < 128
+        if small:
+            size = (max(128, -(-h // 8) * 8), max(128, -(-w // 8) * 8))
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            scale = torch.tensor([w / size[1], h / size[0]], device=self.device).view(1, 2, 1, 1)
+        else:
+            x = F.pad(x, (0, (-w) % 8, 0, (-h) % 8), mode="replicate")
         with torch.inference_mode():
             for s in range(0, n - 1, self.batch_size):
                 e = min(s + self.batch_size, n - 1)
                 flows = self.net(x[s:e], x[s + 1 : e + 1], num_flow_updates=self.iters)[-1]
+                if small:
+                    flows = F.interpolate(flows, size=(h, w), mode="bilinear", align_corners=False) * scale
                 out[s:e] = flows[:, :, :h, :w].permute(0, 2, 3, 1).float().cpu().numpy()
         return out
 

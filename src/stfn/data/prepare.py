@@ -566,6 +566,7 @@ def _run(
             import cv2
 
             threads = cv2.getNumThreads()
+            cv2.setNumThreads(1)  # same work per process as a worker; restored below
             _RUNTIME.clear()
             _RUNTIME.update(runtime)
             try:

@@ -45,13 +45,13 @@ __all__ = [
     "build_transform",
     "color_jitter",
     "crop_resize",
+    "eval_crop_boxes",
     "hflip",
     "hflip_flow",
     "iter_view_chunks",
     "multiscale_crop_box",
     "normalize_flow",
     "normalize_rgb",
-    "eval_crop_boxes",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -179,7 +179,7 @@ def check_model_config(cfg: ModelConfig) -> list[str]:
     if not 0.0 <= cfg.tsn_dropout < 1.0:
         raise ConfigError(f"config key 'model.tsn_dropout' must be in [0, 1), got {cfg.tsn_dropout}")
     w = cfg.fusion_weights
-    if len(w) != 2 or any(x < 0 for x in w) or sum(x for x, s in zip(w, STREAMS) if s in cfg.streams) <= 0:
+    if len(w) != 2 or any(x < 0 for x in w) or sum(w[STREAMS.index(s)] for s in set(cfg.streams)) <= 0:
         raise ConfigError(
             f"config key 'model.fusion_weights' must be two weights >= 0 (rgb, flow) with a positive sum, got {w}"
         )

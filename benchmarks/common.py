@@ -1,0 +1,288 @@
+"""Shared helpers of the benchmark scripts: timing, the machine, peak memory, tables and JSON.
+
+Every benchmark compares variants *in the same run*: :func:`interleaved` times them round-robin
+(A, B, A, B, ...) so that a burst of load from other processes hits all of them alike, and reports
+medians. Absolute figures on a shared machine are lower bounds; ratios are what to read. Each result
+file records the machine, the load average before and after, the command and the date.
+
+Results go to ``bench_results/<name>.json`` (git-ignored) through an atomic write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "bench_results"
+
+__all__ = [
+    "REPO",
+    "RESULTS_DIR",
+    "base_parser",
+    "bf16_native",
+    "command_line",
+    "current_rss_mb",
+    "interleaved",
+    "loadavg",
+    "machine_info",
+    "md_table",
+    "peak_rss_mb",
+    "pick_device",
+    "run_child",
+    "stats",
+    "sync",
+    "write_results",
+]
+
+
+# ---------------------------------------------------------------- the machine
+
+def loadavg() -> list[float]:
+    """1, 5 and 15 minute load averages (``/proc/loadavg``); ``[]`` where unavailable."""
+    try:
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return []
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def bf16_native() -> bool:
+    """Whether this CPU runs bfloat16 matmuls/convolutions in hardware (AVX512-BF16 or AMX).
+
+    Without it, PyTorch's CPU bf16 kernels are emulated and 20-100x slower than fp32.
+    """
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers were measured on: CPU, ISA, threads, libraries, GPU, memory, load, date."""
+    import torch
+
+    flags = _cpu_flags()
+    info: dict[str, Any] = {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": _cpu_model(),
+        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "isa": torch.backends.cpu.get_cpu_capability(),
+        "avx512": "avx512f" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx": "amx_tile" in flags,
+        "bf16_native": bf16_native(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "loadavg": loadavg(),
+    }
+    try:
+        import torchvision
+
+        info["torchvision"] = torchvision.__version__
+    except ImportError:
+        pass
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        info["memory_gb"] = round(pages / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name()
+    return info
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    """One line for a table caption: CPU, cores, ISA, bf16 support, torch, load."""
+    load = "/".join(f"{v:.2f}" for v in info.get("loadavg", []))
+    gpu = f", GPU {info['cuda_device']}" if info.get("cuda_device") else ""
+    return (f"{info['cpu']}, {info['cpus']} cores ({info['isa']}, bf16 "
+            f"{'native' if info['bf16_native'] else 'emulated'}){gpu}, torch {info['torch']}, "
+            f"{info['torch_threads']} threads; load {load}; {info['date']}")
+
+
+# ---------------------------------------------------------------- devices and timing
+
+def pick_device(name: str = "auto") -> Any:
+    """``auto`` -> CUDA when present, else CPU."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def sync(device: Any) -> None:
+    """Wait for queued GPU work (no-op on CPU), so wall-clock timing covers the work itself."""
+    import torch
+
+    if getattr(device, "type", str(device)).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], Any], device: Any) -> float:
+    """Seconds of one call of ``fn``."""
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def interleaved(
+    fns: dict[str, Callable[[], Any]], rounds: int, device: Any = "cpu", warmup: int = 1, calls: int = 1
+) -> dict[str, list[float]]:
+    """Time each of ``fns`` round-robin: ``warmup`` untimed calls each, then ``rounds`` rounds in which
+    every function is timed over ``calls`` consecutive calls. Returns seconds per call, per round.
+
+    The order within a round alternates (A B C, then C B A, ...), so no variant always runs right
+    after the same neighbour.
+    """
+    names = list(fns)
+    for _ in range(warmup):
+        for n in names:
+            fns[n]()
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names if r % 2 == 0 else names[::-1]:
+            def many(f: Callable[[], Any] = fns[n]) -> None:
+                for _ in range(calls):
+                    f()
+            out[n].append(timed(many, device) / calls)
+    return out
+
+
+def stats(seconds: list[float]) -> dict[str, float]:
+    """Median, min, max and count of a list of timings (seconds)."""
+    return {"median": statistics.median(seconds), "min": min(seconds), "max": max(seconds), "n": len(seconds)}
+
+
+# ---------------------------------------------------------------- memory
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MiB (Linux ``ru_maxrss`` is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now, MiB."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return peak_rss_mb()
+
+
+def run_child(argv: list[str], timeout: float = 600) -> dict[str, Any]:
+    """Run ``python argv...`` in a fresh process (so its peak memory is its own) and parse the JSON
+    object it prints on its last stdout line. Raises ``RuntimeError`` with its stderr on failure."""
+    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO, env=_child_env())
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{' '.join(argv[:1])} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    src = str(REPO / "src")
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+# ---------------------------------------------------------------- arguments, tables, results
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """Arguments every benchmark takes: ``--quick``, ``--out``, ``--threads``, ``--device``."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny sizes, a few seconds: a smoke test, not a measurement")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the JSON results")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all the cores this process may use)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    return p
+
+
+def setup_torch(threads: int) -> int:
+    """Set torch's intra-op threads (0: every core this process may use); returns the count."""
+    import torch
+
+    n = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    return n
+
+
+def command_line() -> str:
+    """The command that produced the results, relative to the repository root."""
+    script = Path(sys.argv[0]).resolve()
+    with contextlib.suppress(ValueError):
+        script = script.relative_to(REPO)
+    return " ".join(["python", shlex.quote(str(script)), *map(shlex.quote, sys.argv[1:])])
+
+
+def md_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub markdown table; floats get 3 significant digits unless already formatted."""
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results(name: str, payload: dict[str, Any], out_dir: Path = RESULTS_DIR,
+                  load_before: list[float] | None = None) -> Path:
+    """Write ``out_dir/<name>.json``: ``payload`` plus ``machine``, ``command``, ``loadavg_before/after``."""
+    from stfn.fileio import atomic_write_json
+
+    doc = {"benchmark": name, "command": command_line(), "machine": machine_info(),
+           "loadavg_before": load_before if load_before is not None else [], "loadavg_after": loadavg(), **payload}
+    path = Path(out_dir) / f"{name}.json"
+    atomic_write_json(path, doc)
+    return path
+
+
+@contextlib.contextmanager
+def section(title: str) -> Iterator[None]:
+    """Print a heading to stderr and the seconds the block took (progress for long runs)."""
+    start = time.perf_counter()
+    print(f"[{title}] ...", file=sys.stderr, flush=True)
+    yield
+    print(f"[{title}] {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)

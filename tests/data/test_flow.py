@@ -1,0 +1,147 @@
+"""Optical flow: numbering and sign conventions, quantisation, accuracy on synthetic ground truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stfn.data import flow as F
+from stfn.errors import StfnError
+
+pytestmark = pytest.mark.timeout(120)
+
+SIZE = (128, 96)  # small enough for TV-L1 (~1 pair/s at 320x240) in the default suite
+
+# mean end-point error bounds (pixels) on the synthetic pairs; measured values are 2-4x lower,
+# and predicting zero flow scores 1.9-4 px
+EPE_BOUNDS = {
+    ("dis", "ultrafast"): 0.9,
+    ("dis", "fast"): 0.7,
+    ("dis", "medium"): 0.25,
+    ("farneback", None): 0.3,
+    ("tvl1", None): 0.2,
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import cv2
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    yield
+    cv2.setNumThreads(threads)
+
+
+def test_quantise_round_trip_within_one_step() -> None:
+    rng = np.random.default_rng(0)
+    for bound in (20.0, 5.0):
+        v = rng.uniform(-bound, bound, (1000, 2)).astype(np.float32)
+        q = F.quantize_flow(v, bound)
+        assert q.dtype == np.uint8
+        step = 2 * bound / 255
+        assert np.abs(F.dequantize_flow(q, bound) - v).max() <= step / 2 + 1e-5
+    # end points, clipping, zero
+    q = F.quantize_flow(np.array([-20.0, -100.0, 0.0, 20.0, 1e9]), 20.0)
+    assert q.tolist() == [0, 0, 128, 255, 255]
+    assert F.dequantize_flow(np.array([0, 255], np.uint8), 20.0).tolist() == [-20.0, 20.0]
+    with pytest.raises(StfnError):
+        F.quantize_flow(np.zeros(2), 0.0)
+
+
+def test_flip_of_a_flow_x_image_equals_the_negated_flow() -> None:
+    """Flipping a video horizontally negates flow-x: on stored images, q -> 255 - q."""
+    rng = np.random.default_rng(1)
+    v = rng.uniform(-25, 25, (40, 30)).astype(np.float32)
+    q = F.quantize_flow(v)
+    flipped = 255 - q[:, ::-1]
+    expected = F.quantize_flow(-v[:, ::-1])
+    assert np.abs(flipped.astype(int) - expected).max() <= 1  # exact but for ties at .5
+    assert (flipped == expected).mean() > 0.99
+    # and physically: flow computed on flipped frames is the flipped flow with x negated
+    frames, gt, valid = F.synthetic_pair("rotate", size=SIZE)
+    flow = F.compute_flow(frames, "farneback")[0]
+    flow_flipped = F.compute_flow(np.ascontiguousarray(frames[:, :, ::-1]), "farneback")[0]
+    m = valid & valid[:, ::-1]
+    assert np.abs(flow_flipped[..., 0] + flow[:, ::-1, 0])[m].mean() < 0.05
+    assert np.abs(flow_flipped[..., 1] - flow[:, ::-1, 1])[m].mean() < 0.05
+
+
+@pytest.mark.parametrize("algorithm", ["dis", "farneback", "tvl1"])
+def test_n_frames_give_n_minus_1_fields_from_frame_k_to_k_plus_1(algorithm: str) -> None:
+    pair, gt, valid = F.synthetic_pair("shift", size=SIZE)  # frame 1 = frame 0 moved by (+3.4, -2.3)
+    frames = np.concatenate([pair, pair[:1]])  # 0 -> 1 -> back to 0
+    flow = F.compute_flow(frames, algorithm)
+    assert flow.shape == (2, SIZE[1], SIZE[0], 2) and flow.dtype == np.float32
+    fwd = np.median(flow[0][valid], axis=0)
+    back = np.median(flow[1][valid], axis=0)
+    np.testing.assert_allclose(fwd, [3.4, -2.3], atol=0.3)  # x then y, pixels, motion k -> k+1
+    np.testing.assert_allclose(back, [-3.4, 2.3], atol=0.5)
+    assert F.compute_flow(frames[:1], algorithm).shape == (0, SIZE[1], SIZE[0], 2)
+    if algorithm == "dis":  # grayscale input works too
+        gray = np.stack([f.mean(-1).astype(np.uint8) for f in frames])
+        assert F.compute_flow(gray, algorithm).shape == flow.shape
+
+
+@pytest.mark.parametrize(("algorithm", "preset"), list(EPE_BOUNDS))
+@pytest.mark.parametrize("motion", F.MOTIONS)
+def test_end_point_error_on_synthetic_ground_truth(algorithm: str, preset: str | None, motion: str) -> None:
+    frames, gt, valid = F.synthetic_pair(motion, size=SIZE, seed=3)
+    opts = {"preset": preset} if preset else {}
+    epe = F.endpoint_error(F.compute_flow(frames, algorithm, **opts)[0], gt, valid)
+    zero = F.endpoint_error(np.zeros_like(gt), gt, valid)
+    assert zero > 1.5
+    assert epe < EPE_BOUNDS[(algorithm, preset)], f"{algorithm}/{preset} on {motion}: EPE {epe:.3f}"
+
+
+def test_bad_names_and_inputs_raise() -> None:
+    with pytest.raises(StfnError, match="unknown flow algorithm 'pwc'"):
+        F.compute_flow(np.zeros((2, 8, 8), np.uint8), "pwc")
+    with pytest.raises(StfnError, match="DIS preset"):
+        F.create_estimator("dis", preset="slow")
+    with pytest.raises(StfnError, match="no option"):
+        F.create_estimator("tvl1", preset="fast")
+    with pytest.raises(StfnError, match="uint8"):
+        F.compute_flow(np.zeros((2, 8, 8), np.float32))
+    with pytest.raises(StfnError, match="motion"):
+        F.synthetic_pair("shear")
+
+
+def test_missing_tvl1_fails_clearly(monkeypatch) -> None:
+    import cv2
+
+    monkeypatch.delattr(cv2, "optflow", raising=False)
+    with pytest.raises(StfnError, match="contrib"):
+        F.create_estimator("tvl1")
+
+
+def test_raft_shapes_batching_and_padding() -> None:
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    frames = F.synthetic_pair("shift", size=(52, 36))[0]  # sides not multiples of 8
+    frames = np.concatenate([frames, frames[:1]])
+    one = F.RaftFlow("small", weights="random", device="cpu", iters=2, batch_size=1)
+    two = F.RaftFlow("small", weights="random", device="cpu", iters=2, batch_size=2)
+    two.net.load_state_dict(one.net.state_dict())
+    a, b = one(frames), two(frames)
+    assert a.shape == (2, 36, 52, 2) and a.dtype == np.float32 and np.isfinite(a).all()
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    with pytest.raises(StfnError, match="RGB"):
+        one(frames[..., 0])
+
+
+def test_raft_weights_offline_is_a_clear_error(monkeypatch, tmp_path) -> None:
+    pytest.importorskip("torch")
+    from urllib.error import URLError
+
+    from torchvision.models._api import WeightsEnum
+
+    def offline(self, *args, **kwargs):
+        raise URLError("Name or service not known")
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
+    with pytest.raises(StfnError, match="could not be downloaded"):
+        F.create_estimator("raft", model="small", device="cpu")
+    with pytest.raises(StfnError, match="cannot load RAFT-small weights"):
+        F.create_estimator("raft", weights=str(tmp_path / "missing.pth"), device="cpu")

@@ -1,0 +1,158 @@
+"""Decoding: counts and metadata on real files, sparse == full, backend parity, clean errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stfn.data import video as V
+from stfn.errors import StfnError
+
+pytestmark = pytest.mark.timeout(120)
+
+# file -> (decoded frames, fps, width, height)
+REAL = {
+    "test.avi": (164, 25.0, 320, 240),
+    "demo.mp4": (280, 28.0, 340, 256),
+    "flipping_a_pancake.mkv": (310, 30.0, 426, 240),
+}
+
+
+@pytest.fixture(scope="module")
+def video_decoded(video_shared: Path) -> dict[str, np.ndarray]:
+    """Full PyAV decodes of the real files, shared by the tests of this module."""
+    return {name: V.read_video(video_shared / name, backend="pyav") for name in REAL}
+
+
+@pytest.mark.parametrize("name", list(REAL))
+def test_probe_and_full_decode_of_real_files(video_shared: Path, video_decoded, name: str) -> None:
+    frames, fps, w, h = REAL[name]
+    info = V.probe(video_shared / name)
+    assert (info.fps, info.width, info.height) == (fps, w, h)
+    assert abs(info.frames - frames) <= 2  # the MKV has no count in its header: duration * fps
+    assert info.frames_exact == (name != "flipping_a_pancake.mkv")
+    full = video_decoded[name]
+    assert full.shape == (frames, h, w, 3) and full.dtype == np.uint8
+    assert full.std() > 10  # real pictures, not blank frames
+    # streaming decode gives the same frames
+    for k, frame in enumerate(V.iter_frames(video_shared / name, threads=1)):
+        if k in (0, frames // 2, frames - 1):
+            np.testing.assert_array_equal(frame, full[k])
+    assert k == frames - 1
+
+
+@pytest.mark.parametrize("name", list(REAL))
+def test_sparse_decode_equals_full_decode(video_shared: Path, video_decoded, name: str) -> None:
+    full = video_decoded[name]
+    n = len(full)
+    indices = [n - 1, 0, 7, 7, n // 2, 1, n - 2, n // 3]  # unsorted, repeated, both ends
+    sparse = V.read_frames(video_shared / name, indices, backend="pyav")
+    np.testing.assert_array_equal(sparse, full[indices])
+
+
+def test_sparse_decode_seeks_on_generated_h264(video_factory) -> None:
+    path = video_factory("seek.mp4", n=60)  # H.264 with B-frames, a key frame every 8 frames
+    full = V.read_video(path, backend="pyav")
+    assert len(full) == 60
+    indices = [55, 3, 30, 31, 59, 0, 44]
+    np.testing.assert_array_equal(V.read_frames(path, indices, backend="pyav"), full[indices])
+
+    # the seek path is taken (not the sequential fallback) and skips most of the file
+    container, stream = V._open(path)
+    scan = V._scan_packets(container, stream)
+    assert scan.pts is not None and len(scan.keys) >= 6
+
+    class Counting:
+        def __init__(self, c):
+            self.c, self.decoded = c, 0
+
+        def seek(self, *a, **k):
+            return self.c.seek(*a, **k)
+
+        def decode(self, s):
+            for frame in self.c.decode(s):
+                self.decoded += 1
+                yield frame
+
+    counting = Counting(container)
+    got = V._seek_decode(counting, stream, scan, [50, 51])
+    container.close()
+    assert got is not None and sorted(got) == [50, 51]
+    np.testing.assert_array_equal(got[50], full[50])
+    assert counting.decoded < 20  # from the key frame before 50, not from frame 0
+
+
+def test_resize_on_decode(video_factory) -> None:
+    path = video_factory("r.mp4", n=5, size=(64, 48))
+    assert V.resize_shape(64, 48, short_side=24) == (32, 24)
+    assert V.resize_shape(320, 240, short_side=256) == (341, 256)
+    assert V.resize_shape(64, 48, size=(40, 30)) == (40, 30)
+    assert V.resize_shape(64, 48) == (64, 48)
+    with pytest.raises(StfnError):
+        V.resize_shape(64, 48, short_side=24, size=(40, 30))
+    out = V.read_video(path, size=(32, 24), backend="pyav")
+    assert out.shape == (5, 24, 32, 3)
+    sparse = V.read_frames(path, [4, 0], size=(32, 24), backend="pyav")
+    np.testing.assert_array_equal(sparse, out[[4, 0]])
+
+
+@pytest.mark.skipif("torchcodec" not in V.available_backends(),
+                    reason="torchcodec is not installed or cannot load the FFmpeg shared libraries")
+@pytest.mark.parametrize("name", list(REAL) + ["generated.mp4"])
+def test_torchcodec_gives_the_same_frames_as_pyav(video_shared: Path, video_decoded, video_factory, name: str) -> None:
+    if name == "generated.mp4":
+        path = video_factory(name, n=40)
+        full = V.read_video(path, backend="pyav")
+    else:
+        path, full = video_shared / name, video_decoded[name]
+    if name in ("generated.mp4", "demo.mp4"):  # whole-file decode (the AVI goes to PyAV by design)
+        np.testing.assert_array_equal(V.read_video(path, backend="torchcodec"), full)
+    indices = [len(full) - 1, 0, 5, 5, len(full) // 2]
+    np.testing.assert_array_equal(V.read_frames(path, indices, backend="torchcodec"), full[indices])
+
+
+def test_backend_names() -> None:
+    with pytest.raises(StfnError, match="unknown video backend"):
+        V.read_frames("x.mp4", [0], backend="decord")
+    assert V.available_backends()[0] == "pyav"
+
+
+def _truncate(src: Path, dst: Path, fraction: float) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * fraction)])
+    return dst
+
+
+@pytest.mark.parametrize("backend", ["pyav", "torchcodec"])
+def test_bad_files_raise_one_clear_error(video_shared: Path, tmp_path: Path, backend: str) -> None:
+    if backend not in V.available_backends():
+        pytest.skip("torchcodec is not installed or cannot load the FFmpeg shared libraries")
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.avi"
+    text.write_text("not a video\n" * 100)
+    cases = {
+        video_shared / "corrupted.mp4": "corrupt",
+        _truncate(video_shared / "test.avi", tmp_path / "half.avi", 0.5): "truncated",
+        _truncate(video_shared / "flipping_a_pancake.mkv", tmp_path / "half.mkv", 0.5): "truncated",
+        _truncate(video_shared / "demo.mp4", tmp_path / "half.mp4", 0.9): "not a readable video",
+        empty: "is empty",
+        text: "not a readable video",
+        tmp_path / "missing.mp4": "does not exist",
+    }
+    for path, words in cases.items():
+        with pytest.raises(V.VideoError, match=words) as err:
+            V.read_video(path, backend=backend)
+        assert str(path) in str(err.value)
+        assert "\n" not in str(err.value)
+    with pytest.raises(V.VideoError, match="out of range"):
+        V.read_frames(video_shared / "test.avi", [0, 164], backend=backend)
+    for path in [empty, text, tmp_path / "missing.mp4"]:
+        with pytest.raises(V.VideoError, match=str(path)):
+            V.probe(path)
+    # a copy with nothing cut off still decodes whole
+    whole = shutil.copy(video_shared / "test.avi", tmp_path / "copy.avi")
+    assert len(V.read_video(whole, backend=backend)) == 164
