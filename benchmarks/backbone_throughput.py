@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:  # smoke test: the whole path at toy sizes, no compilation
         args.backbones, args.size, args.batch, args.rounds = ["resnet18"], 32, 2, 1
         args.variants = [v for v in args.variants if not v.startswith("compile")]
+        args.threads = args.threads or 1
     common.setup_torch(args.threads)
     device = common.pick_device(args.device)
     load_before = common.loadavg()

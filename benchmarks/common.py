@@ -32,6 +32,7 @@ RESULTS_DIR = REPO / "bench_results"
 __all__ = [
     "REPO",
     "RESULTS_DIR",
+    "atomic_text",
     "base_parser",
     "bf16_native",
     "command_line",
@@ -39,12 +40,16 @@ __all__ = [
     "interleaved",
     "loadavg",
     "machine_info",
+    "machine_line",
     "md_table",
     "peak_rss_mb",
     "pick_device",
     "run_child",
+    "section",
+    "setup_torch",
     "stats",
     "sync",
+    "timed",
     "write_results",
 ]
 
@@ -277,6 +282,13 @@ def write_results(name: str, payload: dict[str, Any], out_dir: Path = RESULTS_DI
     path = Path(out_dir) / f"{name}.json"
     atomic_write_json(path, doc)
     return path
+
+
+def atomic_text(path: Path, text: str) -> None:
+    """Write a text file atomically (tmp file + ``os.replace``)."""
+    from stfn.fileio import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 @contextlib.contextmanager

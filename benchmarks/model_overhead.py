@@ -195,11 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--child-backbone", help=argparse_hidden())
     p.add_argument("--child-size", type=int, help=argparse_hidden())
     args = p.parse_args(argv)
+    if args.quick:
+        args.backbones, args.sizes, args.batch, args.frames, args.rounds, args.head_calls = ["resnet18"], [32], 2, 2, 1, 2
+        args.threads = args.threads or 1
     common.setup_torch(args.threads)
     if args.child_arch:
         return child(args)
-    if args.quick:
-        args.backbones, args.sizes, args.batch, args.frames, args.rounds, args.head_calls = ["resnet18"], [32], 1, 2, 1, 2
     device = common.pick_device(args.device)
     load_before = common.loadavg()
     rows = [run_config(b, s, args, device) for b in args.backbones for s in args.sizes]

@@ -88,13 +88,16 @@ def test_good_and_corrupt_video_in_one_call(two_stream_ckpt, capsys):
 
 @needs_videos
 def test_json_output(two_stream_ckpt, capsys):
-    rc = main(["predict", str(two_stream_ckpt), str(TEST_AVI), "--json", "--top-k", "2", "--frames", "6"])
-    doc = json.loads(capsys.readouterr().out)
-    assert rc == 0 and doc["failed"] == 0 and doc["checkpoint"] == str(two_stream_ckpt)
+    rc = main(["predict", str(two_stream_ckpt), str(TEST_AVI), str(CORRUPT), "--json", "--top-k", "2", "--frames", "6"])
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert rc == 1 and doc["failed"] == 1 and doc["checkpoint"] == str(two_stream_ckpt)
+    r, bad = doc["results"]
+    assert bad == {"video": str(CORRUPT), "ok": False, "error": bad["error"]} and "corrupted.mp4" in bad["error"]
+    assert bad["error"] in captured.err  # the error line is printed too
     s = doc["settings"]
     assert s["streams"] == ["rgb", "flow"] and s["frames"] == 6 and s["crops"] == 1 and s["amp"] == "none"
     assert s["flow"]["algorithm"] == "dis" and s["flow"]["bound"] == 20.0 and s["resize"] == {"short_side": 36}
-    (r,) = doc["results"]
     assert r["ok"] and r["video"] == str(TEST_AVI) and r["frames"] == 164 and r["fps"] == pytest.approx(25.0)
     assert [t["class"] for t in r["top"]] == [CLASSES[t["index"]] for t in r["top"]]
     assert r["top"][0]["prob"] >= r["top"][1]["prob"] > 0
@@ -288,3 +291,17 @@ def test_inputs_match_what_stfn_prepare_wrote(tmp_path):
     flow_err = (clip["flow"].float() - torch.from_numpy(flow).float()).abs().mean()
     assert rgb_err < 4 and flow_err < 0.5, (rgb_err, flow_err)  # JPEG (quality 95) loss only
     assert clip["flow"].float().std() > 2  # bound 4 px: real motion, compared value by value
+
+
+def test_autocast_precisions(two_stream_ckpt):
+    fp32 = Predictor.from_checkpoint(two_stream_ckpt, device="cpu", amp="none")
+    bf16 = Predictor.from_checkpoint(two_stream_ckpt, device="cpu", amp="bf16")
+    assert fp32.settings()["amp"] == "none" and bf16.settings()["amp"] == "bfloat16"
+    clip = fp32.load_clip(TEST_AVI) if TEST_AVI.is_file() else None
+    if clip is not None:
+        views = fp32.transform({s: clip[s] for s in fp32.streams})
+        a, b = fp32.scores(views), bf16.scores(views)
+        assert a.dtype == b.dtype == torch.float32 and not torch.equal(a, b)  # bf16 really ran
+        torch.testing.assert_close(b, a, atol=0.05, rtol=0.05)
+    with pytest.raises(StfnError, match="fp16 needs a CUDA device"):
+        Predictor.from_checkpoint(two_stream_ckpt, device="cpu", amp="fp16")

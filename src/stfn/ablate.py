@@ -307,7 +307,8 @@ def run_ablation(
     combos = expand_grid(axes, base=base_dict if one_at_a_time else None)
     cfgs = []
     for combo in combos:  # every combination is checked before anything trains
-        cfg = config_from_dict(apply_overrides(base_dict, combo_overrides(combo)))
+        # a deep copy: config.apply_overrides writes into the nested sections of the dict it is given
+        cfg = config_from_dict(apply_overrides(copy.deepcopy(base_dict), combo_overrides(combo)))
         check_model_config(cfg.model)
         cfgs.append(cfg)
     feature_source = _FeatureSource(Path(base.data.features), out, progress, log) if base.data.features else None

@@ -215,6 +215,7 @@ class Predictor:
         crops: test views, 1, 3 or 10 (default ``data.test_crops``).
         device: ``auto | cpu | cuda | cuda:N``.
         amp: ``auto | none | bf16 | fp16`` (see :func:`resolve_amp`).
+        channels_last: NHWC weights, as evaluation uses them (default ``train.channels_last``).
         chunk_frames: frames per network call; views are batched up to this many (memory bound).
     """
 
@@ -229,6 +230,7 @@ class Predictor:
         crops: int | None = None,
         device: str = "auto",
         amp: str = "auto",
+        channels_last: bool | None = None,
         chunk_frames: int = 256,
     ) -> None:
         from stfn.data.transforms import build_transform
@@ -236,6 +238,9 @@ class Predictor:
         self.device = resolve_device(device)
         self.amp_dtype = resolve_amp(amp, self.device)
         self.model = model.eval().to(self.device)
+        self.channels_last = cfg.train.channels_last if channels_last is None else bool(channels_last)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.cfg, self.classes, self.prepare = cfg, list(classes), prepare
         self.streams = [s for s in getattr(model, "streams", cfg.model.streams) if s in ("rgb", "flow")]
         self.flow_length = int(getattr(model, "flow_length", cfg.model.flow_length))
@@ -271,6 +276,7 @@ class Predictor:
             "prepare_source": self.prepare.source,
             "device": str(self.device),
             "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "none",
+            "channels_last": self.channels_last,
         }
 
     # --- one video -> uint8 clip ----------------------------------------------------------------

@@ -14,11 +14,14 @@ SHARED_VIDEOS = SHARED / "videos"
 
 
 def video_frames(n: int, size: tuple[int, int] = (64, 48), seed: int = 0) -> np.ndarray:
-    """``(n, H, W, 3)`` uint8: a textured square moving right by 2 px per frame over noise."""
+    """``(n, H, W, 3)`` uint8: a textured patch moving right by 2 px per frame over a smooth texture."""
+    import cv2
+
     w, h = size
     rng = np.random.default_rng(seed)
-    bg = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    patch = rng.integers(0, 256, (h // 2, w // 3, 3), dtype=np.uint8)
+    bg = cv2.resize(rng.integers(0, 256, (h // 6, w // 6, 3), dtype=np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+    patch = rng.integers(0, 256, (h // 8, w // 12, 3), dtype=np.uint8)
+    patch = cv2.resize(patch, (w // 3, h // 2), interpolation=cv2.INTER_CUBIC)
     frames = np.repeat(bg[None], n, axis=0)
     for i in range(n):
         x = (2 * i) % (w - patch.shape[1])

@@ -32,14 +32,15 @@ def test_torchrun_two_processes_train_and_evaluate_exactly_once(tmp_path, tiny_d
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "stfn", "train", "--config", str(REPO / "configs" / "tiny.yaml"), "--data", tiny_data["root"],
            "--splits", tiny_data["splits_odd"], "--out", str(run), "--no-progress",
-           "--set", "train.epochs=2", "--set", "train.batch_size=3"]
+           "--set", "train.epochs=1", "--set", "train.batch_size=3"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert proc.stdout.count("epoch 2/2") == 1  # only rank 0 reports
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower() and "error_file" not in line]
+    assert proc.returncode == 0, "\n".join(errors[:10]) + proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stdout.count("epoch 1/1") == 1  # only rank 0 reports
     assert "2 process(es)" in proc.stdout
 
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [h["epoch"] for h in history] == [1, 2]
+    assert [h["epoch"] for h in history] == [1]
     assert all(h["train_samples"] == 24 for h in history)  # 12 per rank, summed
     preds = json.loads((run / "predictions_last.json").read_text())
     ckpt = load_checkpoint(run / "last.pt")

@@ -355,8 +355,8 @@ def prepare_dataset(
         known: dict[str, dict[str, Any]] = {}
         for jp in sorted(state.glob("journal*.jsonl")):
             known.update({k: r for k, r in _read_journal(jp).items() if k not in known or r["status"] == "ok"})
-        own = _read_journal(journal_path)
-        records = {k: r for k, r in own.items() if k not in dict(mine)}  # earlier lists: keep their records
+        assigned = {k for k, _ in mine}
+        records = {k: r for k, r in _read_journal(journal_path).items() if k not in assigned}  # earlier lists
         tasks = []
         for key, rel in mine:
             rec, src = known.get(key), root / rel
@@ -394,8 +394,7 @@ def prepare_dataset(
                 atomic_write_json(manifest_path, _manifest_dict(settings, records))
         shutil.rmtree(tmp_root, ignore_errors=True)
         _write_lists(out)
-    mine_keys = [k for k, _ in mine]
-    failures = [(k, records[k]["error"]) for k in mine_keys if records[k]["status"] != "ok"]
+    failures = [(k, records[k]["error"]) for k, _ in mine if records[k]["status"] != "ok"]
     return PrepareSummary(
         out_dir=str(out),
         manifest=str(manifest_path),

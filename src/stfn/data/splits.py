@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 DATASETS = ("ucf101", "hmdb51", "list", "folder", "synthetic")
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv")
 _HMDB_FILE = re.compile(r"^(?P<cls>.+)_test_split(?P<split>\d+)\.txt$")
 
 
@@ -205,6 +205,8 @@ def parse_ucf101_list(path: str | Path, classes: list[str], labelled: bool) -> l
         if len(parts) != (2 if labelled else 1) or "/" not in parts[0].replace("\\", "/"):
             raise _bad(path, lineno, line, expected)
         key = canonical_key(parts[0])
+        if not key:
+            raise _bad(path, lineno, line, "a relative path " + expected)
         folder = key.split("/")[0]
         if folder not in index:
             raise SplitError(f"{path}, line {lineno}: class folder '{folder}' is not in the class list")

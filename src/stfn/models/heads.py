@@ -60,20 +60,16 @@ class STFNHead(nn.Module):
                 for s in self.streams
             }
         )
-        two = len(self.streams) == 2
-        self.fusion_op = cfg.fusion if two else "none"
         if cfg.blocks == 0:
             self.fuse_after = {0}  # fuse the projected frame features
         elif cfg.fusion_place == "each":
             self.fuse_after = set(range(1, cfg.blocks + 1))
         else:
             self.fuse_after = {cfg.blocks}
-        if two and cfg.fusion != "none":
-            self.fusions = nn.ModuleDict(
-                {str(i): FusionConnection(cfg.fusion, cfg.fusion_direction, cfg.hidden_dim) for i in sorted(self.fuse_after)}
-            )
-        else:
-            self.fusions = nn.ModuleDict()
+        self.fusions = nn.ModuleDict()  # after block i (as a string key); none with one stream
+        if len(self.streams) == 2 and cfg.fusion != "none":
+            for i in sorted(self.fuse_after):
+                self.fusions[str(i)] = FusionConnection(cfg.fusion, cfg.fusion_direction, cfg.hidden_dim)
         self.pools = nn.ModuleDict({s: TemporalPool(cfg.hidden_dim, cfg.pooling) for s in self.streams})
         self.num_features = cfg.hidden_dim * len(self.streams)
         self.drop = nn.Dropout(cfg.dropout)

@@ -1,0 +1,208 @@
+"""Optical flow for `stfn prepare`: speed and accuracy per algorithm, and prepare's worker scaling.
+
+One table per question, all measured in the same run:
+
+1. **Flow**: frame pairs per second at 320x240 (UCF101's size) on one thread, as a prepare worker runs
+   it (pairs from the real ``../shared/videos/test.avi``; algorithms timed round-robin, medians), and
+   mean end-point error (pixels) on synthetic pairs with exact ground truth: a textured image shifted,
+   rotated and zoomed (:func:`stfn.data.flow.synthetic_pair`), at normal strength (up to ~8 px) and
+   3x (up to ~25 px, "large"). RAFT runs with random weights unless pretrained ones are in the torch
+   hub cache: its speed is real, its EPE is then n/a.
+2. **Prepare**: end-to-end frames/s of ``prepare_dataset`` (decode + resize-free + flow + 3 JPEG writes
+   per frame) on generated 320x240 XviD-style AVIs, with 1 and 2 workers (runs alternated), and the
+   projected time for UCF101 (2.5 M frames) on this machine.
+
+Usage::
+
+    python benchmarks/flow.py                 # ~3-5 minutes on 2 cores
+    python benchmarks/flow.py --quick         # smoke test
+    python benchmarks/flow.py --skip-raft --videos 16
+
+Results: printed tables and ``bench_results/flow.json``. On a machine shared with other jobs the
+absolute figures are lower bounds; read the ratios (same run, interleaved).
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import common
+import numpy as np
+
+from stfn.data import flow as F
+from stfn.data.prepare import prepare_dataset
+from stfn.data.video import read_video
+from stfn.errors import StfnError
+
+UCF101_FRAMES = 2.5e6
+SHARED = common.REPO / ".." / "shared" / "videos"
+ALGOS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dis-ultrafast": ("dis", {"preset": "ultrafast"}),
+    "dis-fast": ("dis", {"preset": "fast"}),
+    "dis-medium": ("dis", {"preset": "medium"}),
+    "farneback": ("farneback", {}),
+    "tvl1": ("tvl1", {}),
+    "raft-small": ("raft", {"model": "small", "iters": 12, "batch_size": 1, "device": "cpu"}),
+    "raft-large": ("raft", {"model": "large", "iters": 12, "batch_size": 1, "device": "cpu"}),
+}
+SLOW = {"tvl1", "raft-small", "raft-large"}  # about 1 pair/s or less on one core
+
+
+def _frames(n: int, quick: bool) -> np.ndarray:
+    path = SHARED / "test.avi"
+    if path.is_file():
+        frames = read_video(path, backend="pyav")[: n + 1]
+    else:  # no shared folder: synthetic motion
+        frames = np.concatenate([F.synthetic_pair("shift", seed=s)[0] for s in range(n // 2 + 1)])[: n + 1]
+    return frames[:, :120, :160].copy() if quick else frames
+
+
+def _estimators(skip_raft: bool) -> dict[str, tuple[Any, bool]]:
+    """name -> (estimator, accuracy meaningful)."""
+    out: dict[str, tuple[Any, bool]] = {}
+    for name, (algo, opts) in ALGOS.items():
+        if algo == "raft":
+            if skip_raft:
+                continue
+            try:
+                out[name] = (F.create_estimator(algo, **opts), True)
+            except StfnError:  # offline: no pretrained weights; random ones give the real speed
+                out[name] = (F.create_estimator(algo, **{**opts, "weights": "random"}), False)
+        else:
+            out[name] = (F.create_estimator(algo, **opts), True)
+    return out
+
+
+def bench_flow(args) -> tuple[list[dict[str, Any]], list[list[Any]]]:
+    size = (160, 120) if args.quick else (320, 240)
+    frames = _frames(args.pairs, args.quick)
+    ests = _estimators(args.skip_raft)
+    fns = {}
+    for name, (est, _) in ests.items():
+        k = args.slow_pairs if name in SLOW else args.pairs
+        fns[name] = (lambda e=est, k=k: e(frames[: k + 1]), k)
+    with common.section("flow speed (round-robin)"):
+        times = common.interleaved({n: f for n, (f, _) in fns.items()}, rounds=args.rounds, warmup=1)
+    results, rows = [], []
+    for name, (est, accurate) in ests.items():
+        per_pair = statistics.median(times[name]) / fns[name][1]
+        epe: dict[str, float | None] = {}
+        with common.section(f"EPE {name}"):
+            for strength, tag in ((1.0, ""), (3.0, "_large")):
+                for motion in F.MOTIONS:
+                    pair, gt, valid = F.synthetic_pair(motion, size=size, seed=7, strength=strength)
+                    epe[motion + tag] = F.endpoint_error(est(pair)[0], gt, valid) if accurate else None
+        large = [epe[m + "_large"] for m in F.MOTIONS]
+        res = {"algorithm": name, "pairs_per_s": 1 / per_pair, "seconds_per_pair": per_pair,
+               "timed_pairs": fns[name][1] * args.rounds, "epe": epe, "pretrained": accurate,
+               "flow_only_ucf101_hours_2cores": UCF101_FRAMES * per_pair / 2 / 3600}
+        results.append(res)
+        fmt = (lambda v: f"{v:.3f}" if v is not None else "n/a")
+        rows.append([name, f"{1 / per_pair:.1f}", *(fmt(epe[m]) for m in F.MOTIONS),
+                     fmt(statistics.mean(large)) if accurate else "n/a",
+                     f"{res['flow_only_ucf101_hours_2cores']:.1f}"])
+    return results, rows
+
+
+def _write_avi(path: Path, frames: np.ndarray, fps: int = 25) -> None:
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=Fraction(fps, 1))
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        s.bit_rate = 600_000
+        for image in frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        c.mux(s.encode())
+
+
+def _dataset(root: Path, videos: int, length: int, size: tuple[int, int]) -> None:
+    """Videos of a real clip (test.avi, or synthetic motion) cut at different offsets."""
+    base = _frames(200, quick=False)
+    if size != (base.shape[2], base.shape[1]):
+        import cv2
+
+        base = np.stack([cv2.resize(f, size) for f in base])
+    for v in range(videos):
+        start = (v * 11) % max(1, len(base) - length)
+        _write_avi(root / f"Class{v % 4}" / f"v_{v:03d}.avi", base[start : start + length])
+
+
+def bench_prepare(args, work: Path) -> tuple[list[dict[str, Any]], list[list[Any]]]:
+    size = (160, 120) if args.quick else (320, 240)
+    root = work / "videos"
+    _dataset(root, args.videos, args.length, size)
+    configs = [(algo, preset, w) for (algo, preset) in args.prepare_algos for w in (1, 2)]
+    runs: dict[tuple, list[float]] = {c: [] for c in configs}
+    frames = args.videos * args.length
+    with common.section("prepare scaling"):
+        for r in range(args.rounds):
+            for algo, preset, w in configs if r % 2 == 0 else configs[::-1]:
+                out = work / f"out-{algo}-{preset}-{w}-{r}"
+                opts = {"preset": preset} if algo == "dis" else {}
+                t = time.perf_counter()
+                s = prepare_dataset(root, out, flow=algo, flow_opts=opts, workers=w, progress=False)
+                runs[(algo, preset, w)].append(time.perf_counter() - t)
+                assert s.ok == args.videos and s.frames == frames, s
+                shutil.rmtree(out)
+    results, rows = [], []
+    for algo, preset in args.prepare_algos:
+        fps = {w: frames / statistics.median(runs[(algo, preset, w)]) for w in (1, 2)}
+        name = f"{algo}-{preset}" if preset else algo
+        hours = UCF101_FRAMES / fps[2] / 3600
+        results.append({"algorithm": name, "frames_per_s_1_worker": fps[1], "frames_per_s_2_workers": fps[2],
+                        "speedup": fps[2] / fps[1], "ucf101_hours_2_workers": hours,
+                        "seconds": {str(w): runs[(algo, preset, w)] for w in (1, 2)}})
+        rows.append([name, f"{fps[1]:.0f}", f"{fps[2]:.0f}", f"{fps[2] / fps[1]:.2f}x", f"{hours:.1f}"])
+    return results, rows
+
+
+def main() -> int:
+    p = common.base_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--pairs", type=int, default=40, help="pairs per timing round, fast algorithms")
+    p.add_argument("--slow-pairs", type=int, default=1, help="pairs per timing round: TV-L1, RAFT")
+    p.add_argument("--rounds", type=int, default=3, help="timing rounds (medians reported)")
+    p.add_argument("--skip-raft", action="store_true")
+    p.add_argument("--videos", type=int, default=8, help="videos for the prepare scaling runs")
+    p.add_argument("--length", type=int, default=60, help="frames per video for the prepare runs")
+    args = p.parse_args()
+    if args.quick:
+        args.pairs, args.rounds, args.videos, args.length = 4, 1, 4, 12
+    args.prepare_algos = [("dis", "fast"), ("dis", "medium")] if not args.quick else [("dis", "fast")]
+    load_before = common.loadavg()
+    import cv2
+    import torch
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    flow_results, flow_rows = bench_flow(args)
+    work = Path(tempfile.mkdtemp(prefix="stfn-bench-flow-"))
+    try:
+        prep_results, prep_rows = bench_prepare(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    info = common.machine_info()
+    print(f"\nOptical flow at {'160x120' if args.quick else '320x240'}, 1 thread; EPE in pixels "
+          f"(synthetic ground truth); {common.machine_line(info)}\n")
+    print(common.md_table(["algorithm", "pairs/s", "EPE shift", "EPE rotate", "EPE zoom", "EPE large (mean)",
+                           "flow-only h for UCF101, 2 cores"], flow_rows))
+    print(f"\n`stfn prepare` end to end ({args.videos} AVIs x {args.length} frames; decode + flow + 3 JPEGs/frame)\n")
+    print(common.md_table(["flow", "frames/s 1 worker", "frames/s 2 workers", "speed-up",
+                           "UCF101 (2.5 M frames) hours, 2 workers"], prep_rows))
+    path = common.write_results("flow", {"flow": flow_results, "prepare": prep_results,
+                                          "settings": {k: v for k, v in vars(args).items() if k != "out"}},
+                                args.out, load_before)
+    print(f"\nwrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
