@@ -85,16 +85,18 @@ def _cpu_flags() -> set[str]:
 
 
 def bf16_native() -> bool:
-    """Whether this CPU runs bfloat16 matmuls/convolutions in hardware (AVX512-BF16 or AMX).
+    """Whether this CPU has bfloat16 arithmetic in hardware (AVX512-BF16 or AMX).
 
-    Without it, PyTorch's CPU bf16 kernels are emulated and 20-100x slower than fp32.
+    Without it, CPU bf16 matmuls and convolutions are emulated: on AVX2-only CPUs PyTorch's bf16
+    kernels run 20-100x slower than fp32 (see the matmul peaks of ``backbone_throughput.py``).
     """
     import torch
 
-    try:
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(c is None for c in checks):
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+    return any(bool(c()) for c in checks if c is not None)
 
 
 def machine_info() -> dict[str, Any]:

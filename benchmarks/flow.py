@@ -171,8 +171,8 @@ def main() -> int:
     p.add_argument("--slow-pairs", type=int, default=1, help="pairs per timing round: TV-L1, RAFT")
     p.add_argument("--rounds", type=int, default=3, help="timing rounds (medians reported)")
     p.add_argument("--skip-raft", action="store_true")
-    p.add_argument("--videos", type=int, default=8, help="videos for the prepare scaling runs")
-    p.add_argument("--length", type=int, default=60, help="frames per video for the prepare runs")
+    p.add_argument("--videos", type=int, default=12, help="videos for the prepare scaling runs")
+    p.add_argument("--length", type=int, default=80, help="frames per video for the prepare runs")
     args = p.parse_args()
     if args.quick:
         args.pairs, args.rounds, args.videos, args.length = 4, 1, 4, 12

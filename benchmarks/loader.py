@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--batches", type=int, default=8, help="timed batches per loader setting")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--decoders", nargs="+", default=["torchvision", "pillow"])
+    parser.add_argument("--decoders", nargs="+", default=["opencv", "torchvision", "pillow"])
     parser.add_argument("--seconds", type=float, default=2.0, help="time per raw-decode measurement")
     parser.add_argument("--repeats", type=int, default=2, help="best of this many rounds per measurement")
     parser.add_argument("--json", help="also write the results to this file")

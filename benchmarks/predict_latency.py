@@ -101,14 +101,12 @@ def make_checkpoint(preset: str, out: Path) -> Path:
 
 def full_flow_seconds(predictor, clip: Path, rounds: int) -> float:
     """Median seconds to compute the flow of every frame pair of ``clip`` (the non-sparse baseline)."""
-    from stfn.data.flow import compute_flow
     from stfn.data.video import probe, read_video, resize_shape
 
     info = probe(clip)
     p = predictor.prepare
     frames = read_video(clip, size=resize_shape(info.width, info.height, p.short_side, p.size))
-    algo = p.flow.get("algorithm", "dis")
-    times = interleaved({"full": lambda: compute_flow(frames, algo, **p.flow_options())}, rounds, warmup=0)
+    times = interleaved({"full": lambda: predictor._flow_estimator()(frames)}, rounds, warmup=0)
     return stats(times["full"])["median"]
 
 

@@ -160,3 +160,68 @@ def test_plots_write_pngs(tmp_path):
     assert _png_size(plot_confusion(cm, ["a", "b"], tmp_path / "cm.png", title="t"))[0] > 100
     with pytest.raises(ValueError, match="2x2"):
         plot_confusion([[1, 2, 3]], ["a", "b"], tmp_path / "bad.png")
+
+
+# ----------------------------------------------------------------------------- the tiny demo, end to end
+
+
+def test_tiny_demo_end_to_end(tmp_path):
+    """`stfn demo --preset tiny --end-to-end`: every step runs for real (generation, decoding, DIS flow,
+    training, features, heads); the report files exist and the table has the documented structure."""
+    import torch
+
+    from stfn.cli import main
+    from stfn.demo import E2E_MODEL, MODELS
+
+    threads = torch.get_num_threads()
+    try:
+        code = main(["demo", "--preset", "tiny", "--out", str(tmp_path), "--end-to-end", "--threads", "1",
+                     "--no-progress"])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    for name in ("results.json", "report.md", "curves.png", "groups.png", "confusion_stfn.png"):
+        assert (tmp_path / name).is_file(), name
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert list(res["models"]) == [*MODELS, E2E_MODEL]
+    tiny_classes = 8  # the generator's tiny preset: 2 classes per group
+    assert len(res["classes"]) == tiny_classes
+    assert {c["group"] for c in res["classes"]} == {"appearance", "motion", "temporal_order", "appearance_motion"}
+    assert len(res["pairs"]) == 2  # the temporal-order pair, both ways
+    for name, entry in res["models"].items():
+        m = entry["metrics"]
+        for key in ("appearance", "motion", "temporal_order", "temporal_order_pair", "appearance_motion", "overall"):
+            assert m[key] is not None and 0.0 <= m[key] <= 100.0, (name, key)
+        assert sum(entry["counts"].values()) == 16  # every test video scored once
+        assert len(entry["confusion"]) == tiny_classes
+        assert sum(map(sum, entry["confusion"])) == 16
+    assert len(res["models"]["STFN"]["history"]) == 2  # head epochs of the tiny preset
+    assert res["models"]["TSN RGB"]["protocol"].startswith("end to end")
+    assert res["models"]["STFN"]["protocol"].startswith("two-stage")
+    margins = res["tsn_position_margins"]
+    assert set(margins) == {"rgb", "flow"} and len(margins["rgb"]["acc"]) == res["settings"]["feature_frames"]
+    assert res["machine"]["cores"] >= 1 and res["time_s"] > 0
+    assert set(res["timings"]) >= {"generate", "prepare", "backbones", "features", "heads"}
+
+    report = (tmp_path / "report.md").read_text()
+    table = [line for line in report.splitlines() if line.startswith("| ")]
+    header = table[0]
+    assert header == ("| model | appearance | motion | temporal order | order, within pair (chance 50) | "
+                      "appearance+motion | overall |")
+    rows = table[2 : 2 + len(res["models"])]
+    assert [r.split(" | ")[0][2:] for r in rows] == list(res["models"])
+    assert all(len(r.split(" | ")) == 7 for r in rows)
+    stfn_row = rows[list(res["models"]).index("STFN")]
+    assert stfn_row.endswith(f"| {res['models']['STFN']['metrics']['overall']:.1f} |")
+    assert "two-stage protocol" in report and "Machine" in report
+
+    # the two-stream TSN checkpoint holds both single-stream networks, unchanged
+    from stfn.engine.checkpoint import load_checkpoint
+
+    two = load_checkpoint(tmp_path / "runs" / "tsn_two_stream" / "last.pt")["model"]
+    rgb = load_checkpoint(tmp_path / "runs" / "tsn_rgb" / "last.pt")["model"]
+    flow = load_checkpoint(tmp_path / "runs" / "tsn_flow" / "last.pt")["model"]
+    for part in (rgb, flow):
+        for k, v in part.items():
+            assert torch.equal(two[k], v), k
+    assert set(two) == set(rgb) | set(flow)

@@ -111,7 +111,7 @@ def test_json_output(two_stream_ckpt, capsys):
 def test_scores_equal_full_decode_and_full_flow(tmp_path):
     """Sparse decoding and flow of only the sampled stacks give what the whole video would give,
     with the resize and flow bound that the checkpoint records for its training data."""
-    from stfn.data.flow import compute_flow, quantize_flow
+    from stfn.data.flow import create_estimator, quantize_flow
     from stfn.data.sampling import sample_clip
     from stfn.data.transforms import build_transform
     from stfn.data.video import read_video
@@ -126,7 +126,7 @@ def test_scores_equal_full_decode_and_full_flow(tmp_path):
     frames = read_video(TEST_AVI, size=(53, 40))  # 320x240 -> short side 40
     n = len(frames)
     idx = sample_clip(n, n - 1, cfg.data.frames, 2, train=False)
-    flow = quantize_flow(compute_flow(frames, "dis", preset="fast"), 2.0)  # (N-1, H, W, 2), every field
+    flow = quantize_flow(create_estimator("dis", preset="fast")(frames), 2.0)  # a fresh DIS: see below  # (N-1, H, W, 2), every field
     clip = {
         "rgb": torch.from_numpy(frames[idx.rgb]).permute(0, 3, 1, 2).contiguous(),
         "flow": torch.from_numpy(np.stack([np.concatenate([flow[k].transpose(2, 0, 1) for k in s]) for s in idx.flow])),
@@ -149,13 +149,17 @@ def test_only_sampled_flow_fields_are_computed(two_stream_ckpt, monkeypatch):
     import stfn.data.flow as flow_mod
 
     pairs = []
-    real = flow_mod.compute_flow
+    real = flow_mod.create_estimator
 
-    def counting(frames, *args, **kwargs):
-        pairs.append(len(frames) - 1)
-        return real(frames, *args, **kwargs)
+    def counting(*args, **kwargs):
+        estimator = real(*args, **kwargs)
 
-    monkeypatch.setattr(flow_mod, "compute_flow", counting)
+        def run(frames):
+            pairs.append(len(frames) - 1)
+            return estimator(frames)
+        return run
+
+    monkeypatch.setattr(flow_mod, "create_estimator", counting)
     predictor = Predictor.from_checkpoint(two_stream_ckpt, device="cpu", amp="none")
     clip = predictor.load_clip(TEST_AVI)
     assert clip["flow"].shape == (4, 4, 36, 48) and clip["flow"].dtype == torch.uint8
@@ -171,6 +175,7 @@ def test_rgb_only_model_computes_no_flow(rgb_ckpt, monkeypatch, capsys):
         raise AssertionError("an RGB-only model must not compute optical flow")
 
     monkeypatch.setattr(flow_mod, "compute_flow", forbidden)
+    monkeypatch.setattr(flow_mod, "create_estimator", forbidden)
     rc = main(["predict", str(rgb_ckpt), str(TEST_AVI), "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert rc == 0 and doc["settings"]["streams"] == ["rgb"] and doc["settings"]["flow"] is None
@@ -268,12 +273,16 @@ def test_inputs_match_what_stfn_prepare_wrote(tmp_path):
     with the resize and flow settings read from the manifest in data.root."""
     import cv2
 
+    import stfn.data.flow as flow_mod
     from stfn.data.prepare import prepare_dataset
     from stfn.data.sampling import sample_clip
 
     (tmp_path / "videos" / "Cls").mkdir(parents=True)
     shutil.copy(TEST_AVI, tmp_path / "videos" / "Cls" / "test.avi")
     root = tmp_path / "prepared"
+    # stfn.data.flow caches one DIS object per process, and DIS keeps a lowered pyramid depth after
+    # a smaller frame (earlier tests): start from a fresh one, as a new `stfn prepare` process would.
+    flow_mod._cached.cache_clear()
     prepare_dataset(tmp_path / "videos", root, flow="dis", bound=4.0, short_side=40, workers=0, progress=False)
     ckpt = save_checkpoint(tmp_path / "ckpt.pt", tiny_config(root=str(root)))
     predictor = Predictor.from_checkpoint(ckpt, device="cpu")
@@ -305,3 +314,23 @@ def test_autocast_precisions(two_stream_ckpt):
         torch.testing.assert_close(b, a, atol=0.05, rtol=0.05)
     with pytest.raises(StfnError, match="fp16 needs a CUDA device"):
         Predictor.from_checkpoint(two_stream_ckpt, device="cpu", amp="fp16")
+
+
+@needs_videos
+def test_flow_does_not_depend_on_earlier_videos(two_stream_ckpt, tmp_path):
+    """A small video before a large one must not change the large one's flow (OpenCV DIS keeps state)."""
+    import av
+
+    small = tmp_path / "small.mp4"
+    with av.open(str(small), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 16, 16, "yuv420p"
+        for i in range(6):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(np.full((16, 16, 3), 30 * i, np.uint8), format="rgb24")))
+        c.mux(s.encode())
+    prepare = {"flow": {"algorithm": "dis", "preset": "fast", "bound": 2.0}, "resize": {}}  # source sizes
+    ckpt = save_checkpoint(tmp_path / "native.pt", tiny_config(), {"prepare": prepare})
+    first = Predictor.from_checkpoint(ckpt, device="cpu").load_clip(TEST_AVI)["flow"]
+    predictor = Predictor.from_checkpoint(ckpt, device="cpu")
+    predictor.load_clip(small)
+    assert torch.equal(predictor.load_clip(TEST_AVI)["flow"], first)

@@ -6,7 +6,7 @@ For each video, :class:`Predictor` does what training saw, in the same order and
    segment centres and, for the motion stream, a stack of ``L`` flow fields around each;
 2. decode only the frames those need (:func:`stfn.data.video.read_frames`), resized as ``stfn prepare``
    resized them (its manifest's ``resize``, else a short side of ``data.scale_size``);
-3. optical flow of just the sampled fields (:func:`stfn.data.flow.compute_flow`, the training
+3. optical flow of just the sampled fields (:func:`stfn.data.flow.create_estimator`, the training
    algorithm), quantised to uint8 with the training bound (:func:`stfn.data.flow.quantize_flow`), so the
    network sees the input distribution it was trained on; no flow for a model without a flow stream;
 4. the evaluation transform (:func:`stfn.data.transforms.build_transform`: 1, 3 or 10 crops);
@@ -250,6 +250,7 @@ class Predictor:
         self.crops = int(crops or cfg.data.test_crops)
         self.transform = build_transform(cfg.data, train=False, views=self.crops)
         self.chunk_frames = max(1, int(chunk_frames))
+        self._raft = None
         if len(self.classes) != cfg.model.num_classes:
             raise StfnError(f"the checkpoint names {len(self.classes)} classes but its model has {cfg.model.num_classes} outputs")
 
@@ -334,21 +335,33 @@ class Predictor:
                     needed.update((k, k + 1))  # field k: frame k -> frame k + 1
         return idx, sorted(needed)
 
+    def _flow_estimator(self):
+        """The flow estimator for one video. OpenCV's DIS keeps a lowered pyramid depth after it has
+        seen a small frame (10x slower and different flow on later, larger frames), so OpenCV
+        estimators are built fresh per video, as a fresh ``stfn prepare`` worker would; RAFT (weights,
+        no per-size state) is built once."""
+        from stfn.data.flow import create_estimator
+
+        algo, opts = self.prepare.flow.get("algorithm", "dis"), self.prepare.flow_options()
+        if algo != "raft":
+            return create_estimator(algo, **opts)
+        if self._raft is None:
+            self._raft = create_estimator(algo, **opts, device=str(self.device))
+        return self._raft
+
     def _flow_stacks(self, frames: np.ndarray, at: dict[int, int], stacks: list[list[int]]) -> torch.Tensor:
         """Quantised flow ``(T, 2L, H, W)`` uint8 (x1, y1, x2, y2, ...) of the sampled stacks only."""
-        from stfn.data.flow import compute_flow, quantize_flow
+        from stfn.data.flow import quantize_flow
 
         h, w = frames.shape[1:3]
         L = self.flow_length
         if not any(stacks):  # a one-frame video has no flow: zero motion, as the dataset does
             return torch.full((len(stacks), 2 * L, h, w), 128, dtype=torch.uint8)
-        algo, opts = self.prepare.flow.get("algorithm", "dis"), self.prepare.flow_options()
-        if algo == "raft":
-            opts["device"] = str(self.device)
+        estimator = self._flow_estimator()
         fields: dict[int, np.ndarray] = {}
         for first, last in _runs(sorted({k for s in stacks for k in s})):
-            run = frames[[at[i] for i in range(first, last + 2)]]
-            flow = quantize_flow(compute_flow(run, algo, **opts), self.prepare.bound)  # (n, H, W, 2)
+            run = frames[[at[i] for i in range(first, last + 2)]]  # frames first .. last + 1
+            flow = quantize_flow(estimator(run), self.prepare.bound)  # (last - first + 1, H, W, 2)
             for j in range(len(flow)):
                 fields[first + j] = flow[j]
         out = np.stack([np.concatenate([fields[k].transpose(2, 0, 1) for k in s]) for s in stacks])

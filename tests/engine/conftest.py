@@ -7,6 +7,15 @@ import torch
 from engine_helpers import fake_builder
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread per test: the suite shares 2 cores, and oversubscribed threads spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def fake_data(monkeypatch: pytest.MonkeyPatch):
     """Serve :class:`FakeVideos` wherever the engine builds a dataset."""
@@ -14,7 +23,6 @@ def fake_data(monkeypatch: pytest.MonkeyPatch):
 
     monkeypatch.setattr(features, "build_engine_dataset", fake_builder())
     monkeypatch.setattr(features, "_extraction_dataset", lambda cfg, subset: fake_builder()(cfg, subset, views=1))
-    torch.set_num_threads(1)
     return fake_builder
 
 

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from stfn.cli import main
 
@@ -16,7 +15,6 @@ TINY = str(REPO / "configs" / "tiny.yaml")
 
 
 def test_train_eval_extract_and_head_training_chain(tmp_path, tiny_data, capsys) -> None:
-    torch.set_num_threads(1)
     run = tmp_path / "run"
     data = ["--data", tiny_data["root"], "--splits", tiny_data["splits"]]
     assert main(["train", "--config", TINY, *data, "--out", str(run), "--no-progress", "--set", "train.epochs=1"]) == 0

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from stfn.engine.checkpoint import load_checkpoint
 from stfn.engine.distributed import DistInfo, all_true, gather_objects, init_distributed, sum_across
@@ -48,7 +47,6 @@ def test_torchrun_two_processes_train_and_evaluate_exactly_once(tmp_path, tiny_d
     assert len(videos) == len(set(videos)) == 15  # every test video exactly once, no padding duplicate
     assert not set(videos) & set(ckpt["train_videos"]) and len(ckpt["train_videos"]) == 24
 
-    torch.set_num_threads(1)
     single = evaluate_checkpoint(run / "last.pt", progress=False)
     assert [p["video"] for p in single["predictions"]] == videos
     assert single["top1"] == pytest.approx(history[-1]["val_top1"])

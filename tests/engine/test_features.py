@@ -38,7 +38,6 @@ def test_feature_dataset_samples_segments(tmp_path) -> None:
 
 
 def test_head_trains_on_cached_features(tmp_path) -> None:
-    torch.set_num_threads(1)
     root = write_features(tmp_path / "f", n_train=32, n_test=16, frames=6, dim=256)
     cfg = tiny_config(epochs=8, lr=1e-2, schedule="constant")
     cfg.data.features = str(root)

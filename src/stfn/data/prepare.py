@@ -449,8 +449,8 @@ def _prepare_video(task: dict[str, Any]) -> dict[str, Any]:
         estimator = None
         if fl["algorithm"] != "none":
             opts = {k: v for k, v in rt["flow_opts"].items() if k != "device"}
-            if fl["algorithm"] == "raft":
-                opts["device"] = rt.get("device", "auto")
+            if fl["algorithm"] == "raft":  # the worker's GPU, or the one asked for
+                opts["device"] = rt.get("device") or rt["flow_opts"].get("device", "auto")
             estimator = flowlib._cached(fl["algorithm"], tuple(sorted(opts.items())))
         params = [cv2.IMWRITE_JPEG_QUALITY, rt["jpeg_quality"]]
         chunk = max(16, int(rt["flow_opts"].get("batch_size", 0)))
@@ -549,7 +549,8 @@ def _run(
     from tqdm import tqdm
 
     workers = _default_workers() if workers is None else max(0, int(workers))
-    bar = tqdm(total=len(tasks), desc=desc, unit="video", disable=not progress or not tasks, file=sys.stderr)
+    bar = tqdm(total=len(tasks), desc=desc, unit="video", disable=not progress or not tasks, file=sys.stderr,
+               mininterval=0.5)
     t0, frames, failed = time.monotonic(), 0, 0
 
     def done(task: dict[str, Any], rec: dict[str, Any]) -> None:

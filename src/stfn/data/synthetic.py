@@ -392,6 +392,6 @@ def contact_sheet(root: str | os.PathLike, out_png: str | os.PathLike, frames: i
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_png.with_name(f".{out_png.name}.tmp")
-    sheet.quantize(256, method=Image.Quantize.MEDIANCUT).save(tmp, format="PNG", optimize=True)
+    sheet.quantize(256, method=Image.Quantize.FASTOCTREE).save(tmp, format="PNG", optimize=True)
     os.replace(tmp, out_png)
     return out_png

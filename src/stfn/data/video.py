@@ -272,7 +272,9 @@ def read_frames(
     Equal to ``read_video(path)[indices]``. Seeks to the key frame before each target when the
     container has reliable timestamps (MP4, MKV, WebM, ...), so a sparse read does not decode the whole
     file; otherwise (AVI, whose timestamps are frame counters) decodes up to the last index without
-    converting the frames it skips. An index past the end raises :class:`VideoError`.
+    converting the frames it skips. An index past the end raises :class:`VideoError`. Only the
+    frames needed are decoded, so damage elsewhere in the file goes unnoticed here (``read_video``
+    and ``stfn prepare`` decode everything and reject such files).
     """
     idx = [int(i) for i in indices]
     if not idx:

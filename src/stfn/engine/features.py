@@ -123,7 +123,12 @@ def build_engine_dataset(cfg: Config, subset: str, views: int | None = None) -> 
     """The dataset training and evaluation read: cached features when ``data.features`` is set,
     else ``stfn.data.datasets.build_dataset`` (test views: ``views`` or ``data.test_crops``)."""
     if cfg.data.features:
-        return FeatureDataset(cfg.data.features, subset, cfg.model.streams, cfg.data.frames, train=subset == "train")
+        ds = FeatureDataset(cfg.data.features, subset, cfg.model.streams, cfg.data.frames, train=subset == "train")
+        made_for = ds.identity.get("split")
+        if made_for is not None and int(made_for) != cfg.data.split:
+            raise StfnError(f"the features in '{cfg.data.features}' were extracted for split {made_for}, "
+                            f"not split {cfg.data.split}")
+        return ds
     from stfn.data.datasets import build_dataset
 
     if subset == "test" and views is None:
