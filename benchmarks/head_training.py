@@ -97,7 +97,8 @@ class Limited:
 
 
 def make_step(cfg: Any, device: torch.device) -> Any:
-    """The engine's training step (autocast forward, loss, backward, clip, SGD) on one in-memory batch."""
+    """The engine's training step (autocast forward, loss, backward, clip, SGD) on one in-memory batch;
+    the model goes through ``torch.compile`` with ``train.compile``, as in the engine."""
     from stfn.engine.evaluate import autocast_context
     from stfn.engine.optim import build_optimizer
     from stfn.engine.train import resolve_amp
@@ -106,6 +107,7 @@ def make_step(cfg: Any, device: torch.device) -> Any:
     dtype = resolve_amp(cfg.train.amp, device, cfg.train.channels_last)[0]
     opt = build_optimizer(model, cfg.train)
     params = [p for p in model.parameters() if p.requires_grad]
+    net = torch.compile(model) if cfg.train.compile else model
     g = torch.Generator().manual_seed(0)
     b, t = cfg.train.batch_size, cfg.data.frames
     x = {f"{s}_feat": torch.randn(b, t, model.feature_dim, generator=g).to(device) for s in STREAMS}
@@ -114,7 +116,7 @@ def make_step(cfg: Any, device: torch.device) -> Any:
 
     def step() -> None:
         with autocast_context(device, dtype):
-            logits = model(x)
+            logits = net(x)
         crit(logits.float(), y).backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.train.clip_grad)
         opt.step()
@@ -125,21 +127,30 @@ def make_step(cfg: Any, device: torch.device) -> Any:
 
 
 def compute_rates(root: Path, args: Any, device: torch.device) -> dict[str, Any]:
-    """Videos/s of the training step on an in-memory batch, per (amp, batch, frames), round-robin.
-    Emulated bf16 (no native support) is timed one step per round: it is that slow."""
+    """Videos/s of the training step on an in-memory batch, per (amp, batch, frames, compile),
+    round-robin. Emulated bf16 (no hardware support) is timed once, one step: it is that slow."""
     fns, info = {}, {}
-    for amp, batch, frames in ((a, b, t) for a in args.amp for b in args.batch for t in args.train_frames):
-        key = f"{amp}/b{batch}/T{frames}"
-        fns[key] = make_step(make_cfg(root, args, amp, batch, frames), device)
-        info[key] = {"amp": amp, "dtype": fns[key].dtype, "batch": batch, "frames": frames}
+    compiles = [False, True] if args.compile else [False]
+    for amp, batch, frames, comp in ((a, b, t, c) for a in args.amp for b in args.batch for t in args.train_frames
+                                     for c in compiles):
+        key = f"{amp}/b{batch}/T{frames}" + ("/compile" if comp else "")
+        cfg = make_cfg(root, args, amp, batch, frames)
+        cfg.train.compile = comp
+        fns[key] = make_step(cfg, device)
+        info[key] = {"amp": amp, "dtype": fns[key].dtype, "batch": batch, "frames": frames, "compile": comp}
     native = device.type == "cuda" or common.bf16_native()
-    calls = {k: 1 if info[k]["dtype"] == "bfloat16" and not native else args.calls for k in fns}
+    slow = {k for k in fns if info[k]["dtype"] == "bfloat16" and not native}
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():  # warm-up
-        fn()
+    for k, fn in fns.items():  # warm-up (compiles)
+        if k not in slow:
+            with common.section(f"warm-up {k}"):
+                fn()
     for r in range(args.rounds):
         for k in fns if r % 2 == 0 else list(fns)[::-1]:
-            times[k].append(common.timed(lambda fn=fns[k], n=calls[k]: [fn() for _ in range(n)], device) / calls[k])
+            if k in slow and r > 0:
+                continue
+            n = 1 if k in slow else args.calls
+            times[k].append(common.timed(lambda fn=fns[k], n=n: [fn() for _ in range(n)], device) / n)
     out = {}
     for k, ts in times.items():
         s = common.stats(ts)
@@ -242,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loader-batches", type=int, default=40)
     p.add_argument("--epoch-batches", type=int, default=0, help="cap on the epoch's batches (0: the whole epoch)")
     p.add_argument("--cache", type=Path, help="keep the features folder here (reused when it matches)")
+    p.add_argument("--compile", action="store_true", help="also time each setting with train.compile (torch.compile)")
     p.add_argument("--profile", action="store_true", help="add a torch.profiler table of the training step")
     args = p.parse_args(argv)
     if args.quick:
@@ -278,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nSTFN head training on cached features: {args.videos} videos x {args.frames} frames x {args.dim}-d "
           f"x 2 streams ({gb:.2f} GB float16, written in {write_s:.1f} s); training FLOPs per video: "
           + ", ".join(f"T={t}: {f / 1e6:.0f} M" for t, f in flops.items()) + f"; {common.machine_line(info)}\n")
-    rows = [[v["amp"], v["batch"], v["frames"], v["dtype"] if v["dtype"] != "None" else "fp32",
+    rows = [[v["amp"] + (" + compile" if v["compile"] else ""), v["batch"], v["frames"],
+             v["dtype"] if v["dtype"] != "None" else "fp32",
              f"{v['videos_per_s']:.0f}", f"{v['epoch_s_compute']:.1f}",
              f"{v['videos_per_s'] * flops[v['frames']] / 1e9:.1f}"] for v in compute.values()]
     print(common.md_table(["train.amp", "batch", "data.frames", "compute dtype", "compute videos/s",

@@ -316,6 +316,18 @@ def test_autocast_precisions(two_stream_ckpt):
         Predictor.from_checkpoint(two_stream_ckpt, device="cpu", amp="fp16")
 
 
+def test_auto_precision_uses_bf16_only_where_native(monkeypatch):
+    import stfn.predict as predict_mod
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(predict_mod, "cpu_supports_bf16", lambda: False)
+    assert predict_mod.resolve_amp("auto", cpu) is None  # emulated bf16 (AVX2) would be slower
+    monkeypatch.setattr(predict_mod, "cpu_supports_bf16", lambda: True)
+    assert predict_mod.resolve_amp("auto", cpu) == torch.bfloat16
+    assert predict_mod.resolve_amp("auto", cpu, channels_last=False) is None
+    assert predict_mod.resolve_amp("none", cpu) is None
+
+
 @needs_videos
 def test_flow_does_not_depend_on_earlier_videos(two_stream_ckpt, tmp_path):
     """A small video before a large one must not change the large one's flow (OpenCV DIS keeps state)."""
@@ -334,3 +346,11 @@ def test_flow_does_not_depend_on_earlier_videos(two_stream_ckpt, tmp_path):
     predictor = Predictor.from_checkpoint(ckpt, device="cpu")
     predictor.load_clip(small)
     assert torch.equal(predictor.load_clip(TEST_AVI)["flow"], first)
+
+
+@needs_videos
+def test_container_without_exact_frame_count(rgb_ckpt):
+    """MKV headers hold no frame count: the whole file is decoded once to know N, then sampled."""
+    mkv = VIDEOS / "flipping_a_pancake.mkv"
+    result = Predictor.from_checkpoint(rgb_ckpt, device="cpu").predict(mkv, top_k=1)
+    assert result["ok"] and result["frames"] == 310 and result["top"][0]["class"] in CLASSES

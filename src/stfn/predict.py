@@ -172,11 +172,16 @@ def resolve_device(device: str) -> torch.device:
         raise StfnError(f"--device must be auto, cpu, cuda or cuda:N, got '{device}'")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise StfnError(f"--device {device} asked for CUDA but no CUDA device is available")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise StfnError(f"--device must be auto, cpu, cuda or cuda:N, got '{device}'") from None
 
 
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """``auto``: bf16 on a CPU with native bf16 or a GPU that supports it, fp16 on other GPUs, else fp32."""
+def resolve_amp(amp: str, device: torch.device, channels_last: bool = True) -> torch.dtype | None:
+    """``auto``: bf16 on a GPU that supports it (else fp16), and on a CPU with native bf16 when the
+    weights are channels_last (bf16 convolutions in the default layout take a slow reference kernel);
+    fp32 otherwise, e.g. on AVX2 CPUs, where bf16 is emulated and many times slower."""
     if amp == "none":
         return None
     if amp == "bf16":
@@ -188,7 +193,7 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_supports_bf16() else None
+        return torch.bfloat16 if channels_last and cpu_supports_bf16() else None
     raise StfnError(f"--amp must be auto, none, bf16 or fp16, got '{amp}'")
 
 
@@ -216,6 +221,8 @@ class Predictor:
         device: ``auto | cpu | cuda | cuda:N``.
         amp: ``auto | none | bf16 | fp16`` (see :func:`resolve_amp`).
         channels_last: NHWC weights, as evaluation uses them (default ``train.channels_last``).
+        video_backend: decoder for :mod:`stfn.data.video` (default: ``$STFN_VIDEO_BACKEND``, else
+            ``pyav``: importing torchcodec costs seconds, more than a whole prediction of a short clip).
         chunk_frames: frames per network call; views are batched up to this many (memory bound).
     """
 
@@ -231,14 +238,15 @@ class Predictor:
         device: str = "auto",
         amp: str = "auto",
         channels_last: bool | None = None,
+        video_backend: str | None = None,
         chunk_frames: int = 256,
     ) -> None:
         from stfn.data.transforms import build_transform
 
         self.device = resolve_device(device)
-        self.amp_dtype = resolve_amp(amp, self.device)
-        self.model = model.eval().to(self.device)
         self.channels_last = cfg.train.channels_last if channels_last is None else bool(channels_last)
+        self.amp_dtype = resolve_amp(amp, self.device, self.channels_last)
+        self.model = model.eval().to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.cfg, self.classes, self.prepare = cfg, list(classes), prepare
@@ -251,6 +259,7 @@ class Predictor:
         self.transform = build_transform(cfg.data, train=False, views=self.crops)
         self.chunk_frames = max(1, int(chunk_frames))
         self._raft = None
+        self.video_backend = video_backend or os.environ.get("STFN_VIDEO_BACKEND") or "pyav"
         if len(self.classes) != cfg.model.num_classes:
             raise StfnError(f"the checkpoint names {len(self.classes)} classes but its model has {cfg.model.num_classes} outputs")
 
@@ -278,6 +287,7 @@ class Predictor:
             "device": str(self.device),
             "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "none",
             "channels_last": self.channels_last,
+            "video_backend": self.video_backend,
         }
 
     # --- one video -> uint8 clip ----------------------------------------------------------------
@@ -297,16 +307,16 @@ class Predictor:
         n = info.frames
         decoded: np.ndarray | None = None
         if not info.frames_exact or n < 1:  # estimated count: decode all to know it
-            decoded = read_video(path, size=size)
+            decoded = read_video(path, size=size, backend=self.video_backend)
             n = len(decoded)
         idx, needed = self._indices(n)
         if decoded is None:
             try:
-                frames = read_frames(path, needed, size=size)
+                frames = read_frames(path, needed, size=size, backend=self.video_backend)
             except StfnError as e:
                 if "out of range" not in str(e):  # corrupt: report; header count too high: decode all
                     raise
-                decoded = read_video(path, size=size)
+                decoded = read_video(path, size=size, backend=self.video_backend)
                 n = len(decoded)
                 idx, needed = self._indices(n)
         if decoded is not None:

@@ -15,7 +15,6 @@ from torch.utils.data import Dataset
 
 from stfn.config import Config
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 COLOURS = torch.tensor([[1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0], [1.0, 1.0, -1.0]])
 
 

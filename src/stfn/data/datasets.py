@@ -114,6 +114,15 @@ def read_jpegs(paths: list[Path], gray: bool = False, decoder: str = "opencv") -
     return x.unsqueeze(1) if gray else x.permute(0, 3, 1, 2)
 
 
+def _unique(indices: list[int]) -> tuple[list[int], torch.Tensor | None]:
+    """Sorted distinct indices (each image decoded once) and where each original index lies in them."""
+    unique = sorted(set(indices))
+    if unique == indices:
+        return unique, None
+    pos = {k: j for j, k in enumerate(unique)}
+    return unique, torch.tensor([pos[i] for i in indices])
+
+
 class VideoFrameDataset(Dataset):
     """Prepared videos of one subset as dict samples (see the module docstring for the item layout).
 
@@ -160,26 +169,21 @@ class VideoFrameDataset(Dataset):
         folder = self.root / rec.key
         clip: dict[str, torch.Tensor] = {}
         if "rgb" in self.streams:
-            clip["rgb"] = self._read(folder, "img_{:05d}.jpg", idx.rgb, gray=False)
+            unique, where = _unique(idx.rgb)
+            rgb = read_jpegs([folder / f"img_{i + 1:05d}.jpg" for i in unique], False, self.decoder)
+            clip["rgb"] = rgb if where is None else rgb.index_select(0, where)
         if "flow" in self.streams:
             fields = [k for stack in idx.flow for k in stack]
             if fields:
-                x = self._read(folder, "flow_x_{:05d}.jpg", fields, gray=True)
-                y = self._read(folder, "flow_y_{:05d}.jpg", fields, gray=True)
-                xy = torch.cat([x, y], dim=1)  # (T*L, 2, H, W): x_k, y_k per field
+                unique, where = _unique(fields)
+                paths = [folder / f"flow_{c}_{k + 1:05d}.jpg" for k in unique for c in "xy"]
+                xy = read_jpegs(paths, True, self.decoder)  # (2U, 1, H, W): x_k, y_k, x_k', y_k', ...
+                xy = xy if where is None else xy.view(len(unique), 2, *xy.shape[-2:]).index_select(0, where)
                 clip["flow"] = xy.reshape(self.frames, 2 * self.flow_length, *xy.shape[-2:])
             else:  # a one-frame video has no flow: zero motion (q = 128, as prepare quantises 0)
                 h, w = self._frame_size(folder, clip)
                 clip["flow"] = torch.full((self.frames, 2 * self.flow_length, h, w), 128, dtype=torch.uint8)
         return clip
-
-    def _read(self, folder: Path, pattern: str, indices: list[int], gray: bool) -> torch.Tensor:
-        unique = sorted(set(indices))
-        images = read_jpegs([folder / pattern.format(i + 1) for i in unique], gray, self.decoder)
-        if len(unique) == len(indices) and unique == indices:
-            return images
-        where = {k: j for j, k in enumerate(unique)}
-        return images[torch.tensor([where[i] for i in indices])]
 
     def _frame_size(self, folder: Path, clip: dict[str, torch.Tensor]) -> tuple[int, int]:
         if "rgb" in clip:

@@ -125,19 +125,26 @@ def eval_crop_boxes(height: int, width: int, scale_size: int, crop_size: int, vi
 
 
 def crop_resize(x: torch.Tensor, box: Box, size: int) -> torch.Tensor:
-    """Cut ``box`` from uint8 ``x`` ``(T, C, H, W)`` and resize it to uint8 ``(T, C, size, size)``.
+    """Cut ``box`` from uint8 ``x`` ``(T, C, H, W)`` and resize it to uint8 ``(T, C, size, size)`` (maybe a view).
 
-    OpenCV per plane: bilinear (``INTER_LINEAR``), or area averaging (``INTER_AREA``, anti-aliased)
-    when the box shrinks by more than 1.25x. No resize when the box is already ``size`` square.
+    OpenCV: bilinear (``INTER_LINEAR``), or area averaging (``INTER_AREA``, anti-aliased) when the
+    box shrinks by more than 1.25x; per frame when ``x`` is a view of ``(T, H, W, 3)`` memory (as
+    decoders return RGB), else per plane. No resize when the box is already ``size`` square.
     """
     top, left, h, w = box
     if (h, w) == (size, size):
-        return x[..., top : top + h, left : left + w].contiguous()
+        return x[..., top : top + h, left : left + w]
     import cv2
 
+    interp = cv2.INTER_AREA if min(h, w) > 1.25 * size else cv2.INTER_LINEAR
+    if x.dim() == 4 and x.shape[1] == 3 and x.permute(0, 2, 3, 1).is_contiguous():
+        frames = x.permute(0, 2, 3, 1).numpy()
+        out = np.empty((frames.shape[0], size, size, 3), dtype=np.uint8)
+        for i in range(frames.shape[0]):
+            cv2.resize(frames[i, top : top + h, left : left + w], (size, size), dst=out[i], interpolation=interp)
+        return torch.from_numpy(out).permute(0, 3, 1, 2)
     planes = x.contiguous().reshape(-1, *x.shape[-2:]).numpy()
     out = np.empty((planes.shape[0], size, size), dtype=np.uint8)
-    interp = cv2.INTER_AREA if min(h, w) > 1.25 * size else cv2.INTER_LINEAR
     for i in range(planes.shape[0]):
         cv2.resize(planes[i, top : top + h, left : left + w], (size, size), dst=out[i], interpolation=interp)
     return torch.from_numpy(out).view(*x.shape[:-2], size, size)
@@ -187,12 +194,12 @@ def normalize_rgb(rgb: torch.Tensor) -> torch.Tensor:
     """0..255 RGB ``(..., 3, H, W)`` -> ImageNet-normalised float."""
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255
-    return rgb.to(torch.float32, copy=True).sub_(mean).div_(std)
+    return rgb.to(torch.float32, memory_format=torch.contiguous_format, copy=True).sub_(mean).div_(std)
 
 
 def normalize_flow(flow: torch.Tensor) -> torch.Tensor:
     """Quantised flow 0..255 -> ``(q - 127.5) / 127.5`` = ``v / bound`` in [-1, 1]."""
-    return flow.to(torch.float32, copy=True).sub_(127.5).div_(127.5)
+    return flow.to(torch.float32, memory_format=torch.contiguous_format, copy=True).sub_(127.5).div_(127.5)
 
 
 def _check(clip: dict[str, torch.Tensor]) -> tuple[int, int]:

@@ -22,6 +22,7 @@ __all__ = [
     "compute_metrics",
     "confusion_matrix",
     "fuse_scores",
+    "summary_line",
     "topk_accuracy",
     "write_confusion_png",
     "write_per_class_csv",

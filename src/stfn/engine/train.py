@@ -271,7 +271,9 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
             raise StfnError(f"run folder '{out}' already holds a checkpoint; pass --resume to continue it "
                             "or choose another --out")
         state = ckpt_lib.load_checkpoint(last_path)
-        diff = _first_difference(state["config"]["model"], config_to_dict(cfg)["model"], "model")
+        saved, now = dict(state["config"]["model"]), config_to_dict(cfg)["model"]
+        saved["pretrained"] = now["pretrained"]  # only matters before the first epoch
+        diff = _first_difference(saved, now, "model")
         if diff:
             raise StfnError(f"cannot resume '{last_path}': the model config differs at {diff}")
 
