@@ -4,13 +4,17 @@ Builds a small prepared tree in a temporary folder (``--videos`` videos of ``--l
 ``--size`` WxH, RGB JPEGs plus flow_x / flow_y grayscale JPEGs and a manifest.json, as ``stfn prepare``
 writes them), then measures:
 
-1. raw decode: images per second of ``read_jpegs`` (file read + decode) for RGB frames and gray flow
-   images, with torchvision.io and with Pillow, in this process (1 thread), best of ``--repeats``
-   interleaved rounds;
-2. the decode bound: samples/s if a sample cost only its JPEG decodes (T RGB + 2*T*L gray images);
-3. the training loader: samples/s of ``build_loader(build_dataset(...), train=True)`` (sampling,
-   decode, multi-scale crop, flip, normalisation, collation) with 0, 1 and 2 workers, best of
-   ``--repeats``. On a machine shared with other jobs the figures are lower bounds.
+1. raw decode: images per CPU-second of ``read_jpegs`` (file read + decode) for RGB frames and gray
+   flow images, with OpenCV, torchvision.io and Pillow (1 thread), best of ``--repeats`` interleaved
+   rounds;
+2. the decode bound: samples per CPU-second if a sample cost only its JPEG decodes (T RGB + 2*T*L
+   gray images);
+3. the training loader, ``build_loader(build_dataset(...), train=True)`` (sampling, decode, multi-scale
+   crop, flip, normalisation, collation): samples per CPU-second with 0 workers (everything in this
+   process), and samples per wall-second with 0, 1 and 2 workers, best of ``--repeats``.
+
+CPU-second rates do not depend on what else runs on the machine; wall-second rates (the worker
+scaling) do, so on a shared machine they are lower bounds.
 
 Usage::
 
@@ -70,17 +74,18 @@ def make_tree(root: Path, videos: int, length: int, width: int, height: int) -> 
 
 
 def decode_rate(root: Path, decoder: str, gray: bool, seconds: float) -> float:
-    """Images per second of read_jpegs over the tree's images, batches of 8."""
+    """Images per CPU-second of read_jpegs (one thread) over the tree's images, batches of 8."""
     from stfn.data.datasets import read_jpegs
 
     pattern = "flow_x_*.jpg" if gray else "img_*.jpg"
     paths = sorted(root.rglob(pattern))
-    done, start, i = 0, time.perf_counter(), 0
+    done, i = 0, 0
+    start, cpu = time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         batch = [paths[(i + j) % len(paths)] for j in range(8)]
         read_jpegs(batch, gray=gray, decoder=decoder)
         done, i = done + len(batch), i + 8
-    return done / (time.perf_counter() - start)
+    return done / (time.process_time() - cpu)
 
 
 def best_decode_rates(root: Path, decoders: list[str], seconds: float, repeats: int) -> dict:
@@ -92,8 +97,8 @@ def best_decode_rates(root: Path, decoders: list[str], seconds: float, repeats: 
     return best
 
 
-def loader_rate(root: Path, decoder: str, workers: int, args: argparse.Namespace) -> float:
-    """Training samples per second of build_loader, after one warm-up batch."""
+def loader_rate(root: Path, decoder: str, workers: int, args: argparse.Namespace) -> tuple[float, float]:
+    """Training samples per wall-second and per CPU-second of this process, after a warm-up batch."""
     from stfn.config import DataConfig
     from stfn.data.datasets import build_dataset, build_loader
 
@@ -103,7 +108,7 @@ def loader_rate(root: Path, decoder: str, workers: int, args: argparse.Namespace
     loader = build_loader(ds, args.batch_size, train=True, workers=workers, seed=0)
     it = iter(loader)
     next(it)
-    start, samples = time.perf_counter(), 0
+    samples, start, cpu = 0, time.perf_counter(), time.process_time()
     for _ in range(args.batches):
         try:
             batch = next(it)
@@ -111,9 +116,9 @@ def loader_rate(root: Path, decoder: str, workers: int, args: argparse.Namespace
             it = iter(loader)
             batch = next(it)
         samples += len(batch["label"])
-    rate = samples / (time.perf_counter() - start)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     del it, loader
-    return rate
+    return samples / wall, samples / cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,18 +151,20 @@ def main(argv: list[str] | None = None) -> int:
               f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
         print(f"\nT={args.frames} L={args.flow_length} streams={'+'.join(args.streams)} crop {args.crop_size}, "
               f"batch {args.batch_size}; torch {torch.__version__}, 1 thread per process\n")
-        print("| decoder | RGB img/s | flow img/s | decode-bound samples/s | "
+        print("| decoder | RGB img/CPU-s | flow img/CPU-s | decode-bound samples/CPU-s | loader 0w samples/CPU-s | "
               + " | ".join(f"loader {w}w samples/s" for w in args.workers) + " |")
-        print("| --- " * (4 + len(args.workers)) + "|")
+        print("| --- " * (5 + len(args.workers)) + "|")
         decode = best_decode_rates(root, args.decoders, args.seconds, args.repeats)
         for dec in args.decoders:
             rgb, gray = decode[(dec, False)], decode[(dec, True)]
             cost = sum(per_sample[s] / (rgb if s == "rgb" else gray) for s in args.streams)
-            rates = [max(loader_rate(root, dec, w, args) for _ in range(args.repeats)) for w in args.workers]
-            results["decode"][dec] = {"rgb_img_s": rgb, "flow_img_s": gray, "bound_samples_s": 1 / cost}
-            results["loader"][dec] = {str(w): r for w, r in zip(args.workers, rates, strict=True)}
-            print(f"| {dec} | {rgb:.0f} | {gray:.0f} | {1 / cost:.1f} | "
-                  + " | ".join(f"{r:.1f}" for r in rates) + " |", flush=True)
+            runs = {w: [loader_rate(root, dec, w, args) for _ in range(args.repeats)] for w in args.workers}
+            wall = {w: max(r[0] for r in rs) for w, rs in runs.items()}
+            cpu0 = max(r[1] for r in runs[0]) if 0 in runs else float("nan")
+            results["decode"][dec] = {"rgb_img_cpu_s": rgb, "flow_img_cpu_s": gray, "bound_samples_cpu_s": 1 / cost}
+            results["loader"][dec] = {"0w_samples_cpu_s": cpu0, **{f"{w}w_samples_s": r for w, r in wall.items()}}
+            print(f"| {dec} | {rgb:.0f} | {gray:.0f} | {1 / cost:.1f} | {cpu0:.1f} | "
+                  + " | ".join(f"{r:.1f}" for r in wall.values()) + " |", flush=True)
     if args.json:
         from stfn.fileio import atomic_write_json
 

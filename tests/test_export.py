@@ -19,10 +19,10 @@ CLASSES = ["a", "b", "c"]
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\.load.* is deprecated:FutureWarning")
 
 
-def save_tiny(path: Path, streams=("rgb", "flow"), arch="stfn") -> Path:
+def save_tiny(path: Path, streams=("rgb", "flow"), arch="stfn", backbone="cnn_small", **head) -> Path:
     cfg = config_from_dict({
-        "model": {"arch": arch, "streams": list(streams), "num_classes": len(CLASSES), "backbone": "cnn_small",
-                  "flow_length": 2, "head": {"hidden_dim": 16, "blocks": 2, "dropout": 0.0}},
+        "model": {"arch": arch, "streams": list(streams), "num_classes": len(CLASSES), "backbone": backbone,
+                  "flow_length": 2, "head": {"hidden_dim": 16, "blocks": 2, "dropout": 0.0, **head}},
         "data": {"frames": 4, "scale_size": 36, "crop_size": 32},
     })
     torch.manual_seed(0)
@@ -125,3 +125,26 @@ def test_clear_error_without_onnx(ckpt, tmp_path, monkeypatch):
 def test_missing_checkpoint(tmp_path, capsys):
     assert main(["export", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "m.onnx")]) == 2
     assert "nope.pt' does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch, backbone, head", [
+    ("stfn", "cnn_small", {"fusion": "none"}),
+    ("stfn", "cnn_small", {"fusion": "multiply", "fusion_direction": "both"}),
+    ("stfn", "cnn_small", {"fusion": "concat", "fusion_direction": "appearance_to_motion"}),
+    ("stfn", "cnn_small", {"fusion": "gated", "pooling": "attention"}),
+    ("stfn", "cnn_small", {"fusion": "sum", "pooling": "max", "fusion_place": "end"}),
+    ("tsn", "cnn_small", {}),
+    ("temporal_inception", "cnn_small", {}),
+    ("stfn", "resnet18", {}),
+])
+def test_every_head_exports(tmp_path, arch, backbone, head):
+    pytest.importorskip("onnxruntime")
+    path = save_tiny(tmp_path / "m.pt", arch=arch, backbone=backbone, **head)
+    rgb, flow = example_inputs(["rgb", "flow"], 8, 64, 2, batch=2, seed=5)
+    expected = reference(path, {"rgb": rgb, "flow": flow})
+    for fmt in ("onnx", "torchscript"):
+        out = tmp_path / f"m.{fmt}"
+        export_checkpoint(path, out, fmt=fmt, frames=8, size=64)
+        got = run_exported(out, fmt, {"rgb": rgb, "flow": flow})
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)

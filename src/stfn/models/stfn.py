@@ -96,7 +96,15 @@ class TwoStreamNet(nn.Module):
         return out
 
     def forward_head(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits ``(B, num_classes)`` from per-frame features ``{"<stream>_feat": (B, T, C)}``."""
+        """Logits ``(B, num_classes)`` from per-frame features ``{"<stream>_feat": (B, T, C)}``.
+
+        Under CPU bfloat16 autocast the head runs in float32: PyTorch's CPU ``Conv1d`` has no fast
+        bfloat16 kernel (it falls back to a reference convolution, ~20x slower), and the head is a
+        small fraction of the FLOPs, so float32 is both faster and more accurate there.
+        """
+        if torch.is_autocast_enabled("cpu") and any(f.device.type == "cpu" for f in features.values()):
+            with torch.autocast("cpu", enabled=False):
+                return self.head({k: v.float() for k, v in features.items()})
         return self.head(features)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
