@@ -1,29 +1,32 @@
 """Optical flow for `stfn prepare`: speed and accuracy per algorithm, and prepare's worker scaling.
 
-One table per question, all measured in the same run:
+Two tables, all measured in the same run:
 
 1. **Flow**: frame pairs per second at 320x240 (UCF101's size) on one thread, as a prepare worker runs
-   it (pairs from the real ``../shared/videos/test.avi``; algorithms timed round-robin, medians), and
-   mean end-point error (pixels) on synthetic pairs with exact ground truth: a textured image shifted,
-   rotated and zoomed (:func:`stfn.data.flow.synthetic_pair`), at normal strength (up to ~8 px) and
-   3x (up to ~25 px, "large"). RAFT runs with random weights unless pretrained ones are in the torch
-   hub cache: its speed is real, its EPE is then n/a.
-2. **Prepare**: end-to-end frames/s of ``prepare_dataset`` (decode + resize-free + flow + 3 JPEG writes
-   per frame) on generated 320x240 XviD-style AVIs, with 1 and 2 workers (runs alternated), and the
-   projected time for UCF101 (2.5 M frames) on this machine.
+   it (pairs from the real ``../shared/videos/test.avi``; algorithms timed round-robin, medians), in
+   wall-clock and in CPU time (what an idle core would give), and the mean end-point error (pixels) on
+   synthetic pairs with exact ground truth: a textured image shifted, rotated and zoomed
+   (:func:`stfn.data.flow.synthetic_pair`), at normal strength (up to ~8 px) and 3x (up to ~25 px,
+   "large"). RAFT runs with random weights unless pretrained ones are in the torch hub cache: its speed
+   is real, its EPE is then n/a.
+2. **Prepare**: ``prepare_dataset`` end to end (decode + flow + 3 JPEG writes per frame) on generated
+   320x240 MPEG-4 AVIs (UCF101's format): CPU milliseconds per frame (``workers=0``, in this process,
+   so no pool start-up), wall-clock frames/s with 1 and 2 workers (runs alternated), and the time
+   UCF101 (2.5 M frames) takes on 2 cores projected from the CPU cost.
 
 Usage::
 
-    python benchmarks/flow.py                 # ~3-5 minutes on 2 cores
+    python benchmarks/flow.py                 # ~5 minutes on 2 idle cores
     python benchmarks/flow.py --quick         # smoke test
     python benchmarks/flow.py --skip-raft --videos 16
 
 Results: printed tables and ``bench_results/flow.json``. On a machine shared with other jobs the
-absolute figures are lower bounds; read the ratios (same run, interleaved).
+wall-clock figures are lower bounds; read the ratios (same run, interleaved) and the CPU-time columns.
 """
 
 from __future__ import annotations
 
+import resource
 import shutil
 import statistics
 import sys
@@ -80,19 +83,36 @@ def _estimators(skip_raft: bool) -> dict[str, tuple[Any, bool]]:
     return out
 
 
+def _fmt(v: float | None) -> str:
+    return f"{v:.3f}" if v is not None else "n/a"
+
+
+def _round_robin(fns: dict[str, Any], rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Wall and CPU seconds per call of each function, timed round-robin (one warm-up call each)."""
+    for f in fns.values():
+        f()
+    out = {n: {"wall": [], "cpu": []} for n in fns}
+    for r in range(rounds):
+        for n in list(fns) if r % 2 == 0 else list(fns)[::-1]:
+            w, c = time.perf_counter(), time.process_time()
+            fns[n]()
+            out[n]["wall"].append(time.perf_counter() - w)
+            out[n]["cpu"].append(time.process_time() - c)
+    return out
+
+
 def bench_flow(args) -> tuple[list[dict[str, Any]], list[list[Any]]]:
     size = (160, 120) if args.quick else (320, 240)
     frames = _frames(args.pairs, args.quick)
     ests = _estimators(args.skip_raft)
-    fns = {}
-    for name, (est, _) in ests.items():
-        k = args.slow_pairs if name in SLOW else args.pairs
-        fns[name] = (lambda e=est, k=k: e(frames[: k + 1]), k)
+    pairs = {n: args.slow_pairs if n in SLOW else args.pairs for n in ests}
+    fns = {n: (lambda e=e, k=pairs[n]: e(frames[: k + 1])) for n, (e, _) in ests.items()}
     with common.section("flow speed (round-robin)"):
-        times = common.interleaved({n: f for n, (f, _) in fns.items()}, rounds=args.rounds, warmup=1)
+        times = _round_robin(fns, args.rounds)
     results, rows = [], []
     for name, (est, accurate) in ests.items():
-        per_pair = statistics.median(times[name]) / fns[name][1]
+        wall = statistics.median(times[name]["wall"]) / pairs[name]
+        cpu = statistics.median(times[name]["cpu"]) / pairs[name]
         epe: dict[str, float | None] = {}
         with common.section(f"EPE {name}"):
             for strength, tag in ((1.0, ""), (3.0, "_large")):
@@ -100,13 +120,12 @@ def bench_flow(args) -> tuple[list[dict[str, Any]], list[list[Any]]]:
                     pair, gt, valid = F.synthetic_pair(motion, size=size, seed=7, strength=strength)
                     epe[motion + tag] = F.endpoint_error(est(pair)[0], gt, valid) if accurate else None
         large = [epe[m + "_large"] for m in F.MOTIONS]
-        res = {"algorithm": name, "pairs_per_s": 1 / per_pair, "seconds_per_pair": per_pair,
-               "timed_pairs": fns[name][1] * args.rounds, "epe": epe, "pretrained": accurate,
-               "flow_only_ucf101_hours_2cores": UCF101_FRAMES * per_pair / 2 / 3600}
+        res = {"algorithm": name, "pairs_per_s_wall": 1 / wall, "pairs_per_s_cpu": 1 / cpu,
+               "cpu_ms_per_pair": 1e3 * cpu, "timed_pairs": pairs[name] * args.rounds, "epe": epe,
+               "pretrained": accurate, "flow_only_ucf101_hours_2cores": UCF101_FRAMES * cpu / 2 / 3600}
         results.append(res)
-        fmt = (lambda v: f"{v:.3f}" if v is not None else "n/a")
-        rows.append([name, f"{1 / per_pair:.1f}", *(fmt(epe[m]) for m in F.MOTIONS),
-                     fmt(statistics.mean(large)) if accurate else "n/a",
+        rows.append([name, f"{1 / wall:.1f}", f"{1 / cpu:.1f}", *(_fmt(epe[m]) for m in F.MOTIONS),
+                     _fmt(statistics.mean(large)) if accurate else "n/a",
                      f"{res['flow_only_ucf101_hours_2cores']:.1f}"])
     return results, rows
 
@@ -136,32 +155,45 @@ def _dataset(root: Path, videos: int, length: int, size: tuple[int, int]) -> Non
         _write_avi(root / f"Class{v % 4}" / f"v_{v:03d}.avi", base[start : start + length])
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and its reaped children (the prepare workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def bench_prepare(args, work: Path) -> tuple[list[dict[str, Any]], list[list[Any]]]:
+    """Workers 0 (in this process: CPU cost per frame, no pool start-up), 1 and 2 (wall-clock scaling)."""
     size = (160, 120) if args.quick else (320, 240)
     root = work / "videos"
     _dataset(root, args.videos, args.length, size)
-    configs = [(algo, preset, w) for (algo, preset) in args.prepare_algos for w in (1, 2)]
-    runs: dict[tuple, list[float]] = {c: [] for c in configs}
+    configs = [(algo, preset, w) for (algo, preset) in args.prepare_algos for w in (0, 1, 2)]
+    wall: dict[tuple, list[float]] = {c: [] for c in configs}
+    cpu: dict[tuple, list[float]] = {c: [] for c in configs}
     frames = args.videos * args.length
     with common.section("prepare scaling"):
-        for r in range(args.rounds):
+        for r in range(args.prepare_rounds):
             for algo, preset, w in configs if r % 2 == 0 else configs[::-1]:
                 out = work / f"out-{algo}-{preset}-{w}-{r}"
                 opts = {"preset": preset} if algo == "dis" else {}
-                t = time.perf_counter()
+                t, c = time.perf_counter(), _cpu()
                 s = prepare_dataset(root, out, flow=algo, flow_opts=opts, workers=w, progress=False)
-                runs[(algo, preset, w)].append(time.perf_counter() - t)
+                wall[(algo, preset, w)].append(time.perf_counter() - t)
+                cpu[(algo, preset, w)].append(_cpu() - c)
                 assert s.ok == args.videos and s.frames == frames, s
                 shutil.rmtree(out)
     results, rows = [], []
     for algo, preset in args.prepare_algos:
-        fps = {w: frames / statistics.median(runs[(algo, preset, w)]) for w in (1, 2)}
+        fps = {w: frames / statistics.median(wall[(algo, preset, w)]) for w in (0, 1, 2)}
+        cpu_ms = 1e3 * statistics.median(cpu[(algo, preset, 0)]) / frames
+        hours = UCF101_FRAMES * cpu_ms / 1e3 / 2 / 3600  # two workers, one core each
         name = f"{algo}-{preset}" if preset else algo
-        hours = UCF101_FRAMES / fps[2] / 3600
-        results.append({"algorithm": name, "frames_per_s_1_worker": fps[1], "frames_per_s_2_workers": fps[2],
-                        "speedup": fps[2] / fps[1], "ucf101_hours_2_workers": hours,
-                        "seconds": {str(w): runs[(algo, preset, w)] for w in (1, 2)}})
-        rows.append([name, f"{fps[1]:.0f}", f"{fps[2]:.0f}", f"{fps[2] / fps[1]:.2f}x", f"{hours:.1f}"])
+        results.append({"algorithm": name, "cpu_ms_per_frame": cpu_ms,
+                        "frames_per_s": {str(w): fps[w] for w in (0, 1, 2)}, "speedup_2_vs_1": fps[2] / fps[1],
+                        "ucf101_hours_2_cores_from_cpu": hours,
+                        "wall_s": {str(w): wall[(algo, preset, w)] for w in (0, 1, 2)},
+                        "cpu_s": {str(w): cpu[(algo, preset, w)] for w in (0, 1, 2)}})
+        rows.append([name, f"{cpu_ms:.2f}", f"{fps[1]:.0f}", f"{fps[2]:.0f}", f"{fps[2] / fps[1]:.2f}x",
+                     f"{hours:.1f}"])
     return results, rows
 
 
@@ -170,12 +202,13 @@ def main() -> int:
     p.add_argument("--pairs", type=int, default=40, help="pairs per timing round, fast algorithms")
     p.add_argument("--slow-pairs", type=int, default=1, help="pairs per timing round: TV-L1, RAFT")
     p.add_argument("--rounds", type=int, default=3, help="timing rounds (medians reported)")
+    p.add_argument("--prepare-rounds", type=int, default=2, help="rounds of the prepare runs")
     p.add_argument("--skip-raft", action="store_true")
-    p.add_argument("--videos", type=int, default=12, help="videos for the prepare scaling runs")
+    p.add_argument("--videos", type=int, default=10, help="videos for the prepare scaling runs")
     p.add_argument("--length", type=int, default=80, help="frames per video for the prepare runs")
     args = p.parse_args()
     if args.quick:
-        args.pairs, args.rounds, args.videos, args.length = 4, 1, 4, 12
+        args.pairs, args.rounds, args.videos, args.length, args.prepare_rounds = 4, 1, 4, 12, 1
     args.prepare_algos = [("dis", "fast"), ("dis", "medium")] if not args.quick else [("dis", "fast")]
     load_before = common.loadavg()
     import cv2
@@ -192,11 +225,11 @@ def main() -> int:
     info = common.machine_info()
     print(f"\nOptical flow at {'160x120' if args.quick else '320x240'}, 1 thread; EPE in pixels "
           f"(synthetic ground truth); {common.machine_line(info)}\n")
-    print(common.md_table(["algorithm", "pairs/s", "EPE shift", "EPE rotate", "EPE zoom", "EPE large (mean)",
-                           "flow-only h for UCF101, 2 cores"], flow_rows))
+    print(common.md_table(["algorithm", "pairs/s (wall)", "pairs/s (CPU time)", "EPE shift", "EPE rotate",
+                           "EPE zoom", "EPE large (mean)", "flow-only h for UCF101, 2 cores"], flow_rows))
     print(f"\n`stfn prepare` end to end ({args.videos} AVIs x {args.length} frames; decode + flow + 3 JPEGs/frame)\n")
-    print(common.md_table(["flow", "frames/s 1 worker", "frames/s 2 workers", "speed-up",
-                           "UCF101 (2.5 M frames) hours, 2 workers"], prep_rows))
+    print(common.md_table(["flow", "CPU ms/frame", "frames/s 1 worker", "frames/s 2 workers", "speed-up",
+                           "UCF101 (2.5 M frames) h, 2 cores (from CPU time)"], prep_rows))
     path = common.write_results("flow", {"flow": flow_results, "prepare": prep_results,
                                           "settings": {k: v for k, v in vars(args).items() if k != "out"}},
                                 args.out, load_before)

@@ -121,6 +121,10 @@ def main() -> int:
     if args.quick:
         args.rounds, args.seconds = 1, 2.0
     threads = setup_torch(args.threads)
+    if args.threads:
+        import cv2
+
+        cv2.setNumThreads(args.threads)  # DIS flow runs on OpenCV's thread pool
     load_before = loadavg()
 
     from stfn.predict import Predictor

@@ -354,3 +354,22 @@ def test_container_without_exact_frame_count(rgb_ckpt):
     mkv = VIDEOS / "flipping_a_pancake.mkv"
     result = Predictor.from_checkpoint(rgb_ckpt, device="cpu").predict(mkv, top_k=1)
     assert result["ok"] and result["frames"] == 310 and result["top"][0]["class"] in CLASSES
+
+
+def test_one_failing_file_does_not_stop_the_others(rgb_ckpt, tmp_path, monkeypatch):
+    predictor = Predictor.from_checkpoint(rgb_ckpt, device="cpu")
+    fake = tmp_path / "notavideo.mp4"
+    fake.write_text("hello")
+    real = predictor.load_clip
+
+    def flaky(path, timings=None):
+        if Path(path).name == "boom.avi":
+            raise RuntimeError("decoder exploded")
+        return real(path, timings)
+
+    monkeypatch.setattr(predictor, "load_clip", flaky)
+    good = [TEST_AVI] if TEST_AVI.is_file() else []
+    results = list(predictor.predict_many([fake, tmp_path / "boom.avi", *good], top_k=1))
+    assert [r["ok"] for r in results] == [False, False] + [True] * len(good)
+    assert "notavideo.mp4" in results[0]["error"]
+    assert results[1]["error"] == f"'{tmp_path / 'boom.avi'}' could not be processed (RuntimeError: decoder exploded)"

@@ -442,6 +442,6 @@ class Predictor:
                 yield self.predict(p, top_k)
             except StfnError as e:
                 yield {"video": str(p), "ok": False, "error": str(e)}
-            except (RuntimeError, ValueError, OSError, MemoryError) as e:
+            except Exception as e:  # a decoder or flow library failing on this one file (cv2.error, ...)
                 yield {"video": str(p), "ok": False, "error": f"'{p}' could not be processed ({type(e).__name__}: {e})"}
 

@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--amp", default="auto", choices=["auto", "none", "bf16", "fp16"],
                         help="autocast: auto = bf16 where the hardware does it natively, else fp32")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for torch and OpenCV (default 0: their defaults, all cores)")
     parser.add_argument("--verbose", "-v", action="store_true",
                         help="print the settings and a decode / flow / network time breakdown per video")
 
@@ -50,6 +52,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise StfnError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.threads < 0:
+        raise StfnError(f"--threads must be 0 (default) or more, got {args.threads}")
+    if args.threads:
+        import cv2
+
+        torch.set_num_threads(args.threads)
+        cv2.setNumThreads(args.threads)
     predictor = Predictor.from_checkpoint(args.checkpoint, flow=args.flow, frames=args.frames, crops=args.crops,
                                           device=args.device, amp=args.amp)
     settings = predictor.settings()

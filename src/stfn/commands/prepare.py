@@ -30,8 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("video_root", metavar="VIDEO_ROOT", help="folder of videos (searched recursively) or one video file")
     p.add_argument("out_dir", metavar="OUT_DIR", help="output folder: <key>/img_00001.jpg, flow_x_00001.jpg, ...")
     p.add_argument("--flow", choices=FLOWS, default="dis", help="optical flow algorithm (default: dis)")
-    p.add_argument("--dis-preset", choices=("ultrafast", "fast", "medium"), default="fast",
-                   help="DIS preset (default: fast)")
+    p.add_argument("--dis-preset", choices=("ultrafast", "fast", "medium"), default=None,
+                   help="DIS preset (default: stfn.data.flow.DEFAULT_DIS_PRESET, fast)")
     p.add_argument("--bound", type=float, default=20.0, help="clip flow to +/- this many pixels (default: 20)")
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes (default: the usable CPU cores; 0 runs in this process)")
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from stfn.data.prepare import VIDEO_EXTENSIONS, prepare_dataset
 
     opts: dict = {}
-    if args.flow == "dis":
+    if args.flow == "dis" and args.dis_preset:
         opts["preset"] = args.dis_preset
     elif args.flow == "raft":
         opts = {"model": args.raft_model, "weights": args.raft_weights, "iters": args.raft_iters,

@@ -100,7 +100,8 @@ class PrepareSummary:
             f"manifest {self.manifest}"
         ]
         if self.failures:
-            lines.append(f"{len(self.failures)} videos failed (recorded in the manifest):")
+            n = len(self.failures)
+            lines.append(f"{n} video{'s' if n > 1 else ''} failed (recorded in the manifest):")
             lines += [f"  {k}: {e}" for k, e in self.failures[:20]]
             if len(self.failures) > 20:
                 lines.append(f"  ... and {len(self.failures) - 20} more")
