@@ -8,16 +8,41 @@
 
 Padding keeps every length, so any ``T >= 1`` works (downsampling uses ``ceil_mode``: 25 -> 13 -> 7,
 and 1 stays 1). Kernel lengths must be odd.
+
+Speed: every tensor here is *logically* ``(B, C, T)`` but stored as ``(B, T, C)`` (a ``.mT`` view of a
+contiguous ``(B, T, C)`` tensor, which is what the heads' frame features already are). On that layout
+a 1x1 convolution is one matrix product over channels, a length-``k`` convolution one matrix product
+over the ``k*C`` values of each window, BatchNorm is the vectorised ``(N, C)`` kernel and max-pooling a
+few element-wise maxima. :class:`TemporalConv1d`, :class:`TemporalBatchNorm1d` and
+:class:`TemporalMaxPool1d` are ``nn.Conv1d`` / ``nn.BatchNorm1d`` / ``nn.MaxPool1d`` with the same
+parameters, state_dict keys, initialisation and results (to float rounding), computed that way; on
+CPU PyTorch's own kernels fall back to a reference convolution for small batches, and are 3-20x
+slower. :func:`to_reference` gives back a copy that runs PyTorch's own kernels (for checks and
+benchmarks). Inputs in the ordinary contiguous ``(B, C, T)`` layout work too (one copy each).
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["POOLINGS", "ResidualInceptionBlock", "ResidualInceptionStack", "TemporalPool", "conv_bn_relu"]
+__all__ = [
+    "POOLINGS",
+    "ResidualInceptionBlock",
+    "ResidualInceptionStack",
+    "TemporalBatchNorm1d",
+    "TemporalConv1d",
+    "TemporalMaxPool1d",
+    "TemporalPool",
+    "cat_channels",
+    "conv_bn_relu",
+    "to_reference",
+]
 
 POOLINGS = ("avg", "max", "attention")
 
@@ -27,14 +52,98 @@ POOLINGS = ("avg", "max", "attention")
 RESIDUAL_INIT_SCALE = 0.1
 
 
+class TemporalConv1d(nn.Conv1d):
+    """Length-preserving ``nn.Conv1d`` (odd kernel, stride 1, zero padding ``d*(k-1)/2``, no groups):
+    ``(B, C_in, T) -> (B, C_out, T)``, the output stored as ``(B, T, C_out)``.
+
+    Computed as one matrix product: ``(B*T, C_in*k)`` windows (for ``k = 1`` the input itself) times the
+    weight ``(C_out, C_in, k)`` flattened to ``(C_out, C_in*k)``.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int = 1, dilation: int = 1, bias: bool = False) -> None:
+        if kernel_size % 2 != 1:
+            raise ValueError(f"temporal kernel sizes must be odd, got {kernel_size}")
+        super().__init__(c_in, c_out, kernel_size, padding=dilation * (kernel_size - 1) // 2, dilation=dilation,
+                         bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xt = x.mT  # (B, T, C_in)
+        k, d = self.kernel_size[0], self.dilation[0]
+        if k > 1:
+            b, t, c = xt.shape
+            pad = d * (k - 1) // 2
+            # (B, T, C_in, span) windows, every d-th step, flattened channel-major like the weight
+            windows = F.pad(xt, (0, 0, pad, pad)).unfold(1, d * (k - 1) + 1, 1)[..., ::d]
+            xt = windows.reshape(b, t, c * k)
+        return F.linear(xt, self.weight.flatten(1), self.bias).mT
+
+
+class TemporalBatchNorm1d(nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` over ``(B, C, T)`` (statistics over ``B`` and ``T``) computed on the ``(B*T, C)``
+    view of the ``(B, T, C)`` layout; ``(B, C)`` inputs as usual. Output: the input's shape."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 3:
+            return super().forward(x)
+        b, c, t = x.shape
+        return super().forward(x.mT.reshape(b * t, c)).view(b, t, c).mT
+
+
+def max_pool_time(x: torch.Tensor, kernel: int, stride: int, padding: int = 0, ceil_mode: bool = False) -> torch.Tensor:
+    """``nn.MaxPool1d(kernel, stride, padding, ceil_mode)`` along ``T`` of ``x (B, T, C)``: ``(B, T', C)``.
+
+    Element-wise maxima of the ``kernel`` shifted windows; on ties the earliest element wins and gets
+    the gradient, as in PyTorch's kernel.
+    """
+    t = x.shape[1]
+    t_out = (t + 2 * padding - kernel + (stride - 1 if ceil_mode else 0)) // stride + 1  # as PyTorch's kernel
+    if ceil_mode and (t_out - 1) * stride >= t + padding:
+        t_out -= 1  # the last window must start inside the input or the left padding
+    if t_out < 1:
+        raise ValueError(f"max-pool kernel {kernel} is longer than the padded sequence ({t} + 2*{padding})")
+    right = (t_out - 1) * stride + kernel - t - padding  # padding needed on the right (may be < 0)
+    xp = F.pad(x, (0, 0, padding, max(right, 0)), value=-math.inf) if padding or right > 0 else x
+    last = (t_out - 1) * stride + 1
+    out = xp[:, :last:stride]
+    for j in range(1, kernel):
+        w = xp[:, j:j + last:stride]
+        out = torch.where(out >= w, out, w)
+    return out
+
+
+class TemporalMaxPool1d(nn.MaxPool1d):
+    """``nn.MaxPool1d`` over ``(B, C, T) -> (B, C, T')`` computed on the ``(B, T, C)`` layout."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dilation != 1 or self.return_indices:
+            return super().forward(x)
+        return max_pool_time(x.mT, self.kernel_size, self.stride, self.padding, self.ceil_mode).mT
+
+
+def cat_channels(xs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(xs, dim=1)`` of ``(B, C_i, T)`` tensors, the result stored as ``(B, T, sum C_i)``."""
+    return torch.cat([x.mT for x in xs], dim=2).mT
+
+
+# What `to_reference` turns each fast layer back into.
+_REFERENCE = {TemporalConv1d: nn.Conv1d, TemporalBatchNorm1d: nn.BatchNorm1d, TemporalMaxPool1d: nn.MaxPool1d}
+
+
+def to_reference(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` whose temporal layers run PyTorch's own ``Conv1d`` / ``BatchNorm1d`` /
+    ``MaxPool1d`` kernels: the same parameters and maths, the speed before the fast paths."""
+    ref = copy.deepcopy(module)
+    for m in ref.modules():
+        if type(m) in _REFERENCE:
+            m.__class__ = _REFERENCE[type(m)]
+    return ref
+
+
 def conv_bn_relu(c_in: int, c_out: int, kernel_size: int = 1, dilation: int = 1) -> nn.Sequential:
     """Length-preserving ``Conv1d`` (odd kernel) + ``BatchNorm1d`` + ``ReLU``: ``(B, c_in, T) -> (B, c_out, T)``."""
-    if kernel_size % 2 != 1:
-        raise ValueError(f"temporal kernel sizes must be odd, got {kernel_size}")
-    pad = dilation * (kernel_size - 1) // 2
     return nn.Sequential(
-        nn.Conv1d(c_in, c_out, kernel_size, padding=pad, dilation=dilation, bias=False),
-        nn.BatchNorm1d(c_out),
+        TemporalConv1d(c_in, c_out, kernel_size, dilation),
+        TemporalBatchNorm1d(c_out),
         nn.ReLU(inplace=True),
     )
 
@@ -72,14 +181,14 @@ class ResidualInceptionBlock(nn.Module):
             else:
                 self.branches.append(nn.Sequential(conv_bn_relu(channels, width), conv_bn_relu(width, width, k, d)))
         if pool_branch:
-            self.branches.append(nn.Sequential(nn.MaxPool1d(3, 1, 1), conv_bn_relu(channels, width)))
-        self.project = nn.Sequential(nn.Conv1d(n * width, channels, 1, bias=False), nn.BatchNorm1d(channels))
+            self.branches.append(nn.Sequential(TemporalMaxPool1d(3, 1, 1), conv_bn_relu(channels, width)))
+        self.project = nn.Sequential(TemporalConv1d(n * width, channels), TemporalBatchNorm1d(channels))
         self.residual = residual
         if residual:
             nn.init.constant_(self.project[1].weight, RESIDUAL_INIT_SCALE)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.project(torch.cat([b(x) for b in self.branches], dim=1))
+        out = self.project(cat_channels([b(x) for b in self.branches]))
         return x + out if self.residual else out
 
 
@@ -108,7 +217,7 @@ class ResidualInceptionStack(nn.Module):
         self.blocks = nn.ModuleList(
             ResidualInceptionBlock(channels, kernel_sizes, dilations, pool_branch, residual) for _ in range(num_blocks)
         )
-        self.pool = nn.MaxPool1d(2, 2, ceil_mode=True) if downsample else nn.Identity()
+        self.pool = TemporalMaxPool1d(2, 2, ceil_mode=True) if downsample else nn.Identity()
 
     def downsample(self, x: torch.Tensor, block_index: int) -> torch.Tensor:
         """Apply the temporal downsampling that follows block ``block_index`` (none after the last)."""
@@ -135,7 +244,7 @@ class TemporalPool(nn.Module):
         self.mode = mode
         self.score = None
         if mode == "attention":
-            self.score = nn.Conv1d(channels, 1, 1)
+            self.score = TemporalConv1d(channels, 1, 1, bias=True)
             nn.init.zeros_(self.score.weight)
             nn.init.zeros_(self.score.bias)
 
