@@ -37,6 +37,7 @@ from torch import nn
 
 from stfn.config import Config
 from stfn.data.prepare import VIDEO_EXTENSIONS
+from stfn.engine.train import cpu_supports_bf16
 from stfn.errors import StfnError
 
 __all__ = [
@@ -154,14 +155,6 @@ def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
         else:
             out.append(p)
     return out
-
-
-def cpu_supports_bf16() -> bool:
-    """True when oneDNN runs bfloat16 natively here (AVX512-BF16 / AMX): bf16 is then fast and safe."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def resolve_device(device: str) -> torch.device:

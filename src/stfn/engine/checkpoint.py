@@ -102,8 +102,13 @@ def make_checkpoint(
     train_videos: list[str] | None = None,
     metrics: dict | None = None,
     history: list[dict] | None = None,
+    prepare: dict | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint dict; ``model`` must be the bare module (not DDP-wrapped or compiled)."""
+    """The checkpoint dict; ``model`` must be the bare module (not DDP-wrapped or compiled).
+
+    ``prepare`` records how the training videos were prepared (``{"flow", "resize"}`` of the
+    ``stfn prepare`` manifest) so that ``stfn predict`` can prepare new videos the same way.
+    """
     metrics = {k: v for k, v in (metrics or {}).items() if k != "predictions"}
     return {
         "model": model.state_dict(),
@@ -118,6 +123,7 @@ def make_checkpoint(
         "train_videos": list(train_videos or []),
         "metrics": plain(metrics),
         "history": plain(history or []),
+        "prepare": plain(prepare or {}),
         "stfn_version": __version__,
     }
 

@@ -14,12 +14,17 @@ gated      ``x * sigmoid(W other + b)``: the other stream gates each channel and
 A :class:`FusionConnection` applies operators in a direction (``model.head.fusion_direction``):
 ``motion_to_appearance`` (flow updates RGB), ``appearance_to_motion`` or ``both``. With ``both`` each
 stream is updated from the other's *pre-fusion* features, so the result does not depend on the order.
+
+The 1x1 convolutions are :class:`~stfn.models.temporal.TemporalConv1d` (``nn.Conv1d`` computed as a
+matrix product on the ``(B, T, C)`` memory layout the heads use; see :mod:`stfn.models.temporal`).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from stfn.models.temporal import TemporalConv1d, cat_channels
 
 __all__ = [
     "DIRECTIONS",
@@ -55,14 +60,14 @@ class ConcatFusion(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.proj = nn.Conv1d(2 * channels, channels, 1)
+        self.proj = TemporalConv1d(2 * channels, channels, 1, bias=True)
         with torch.no_grad():
             eye = torch.eye(channels).unsqueeze(-1)
             self.proj.weight.copy_(torch.cat([eye, eye], dim=1))
             self.proj.bias.zero_()
 
     def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-        return self.proj(torch.cat([x, other], dim=1))
+        return self.proj(cat_channels([x, other]))
 
 
 class GatedFusion(nn.Module):
@@ -70,7 +75,7 @@ class GatedFusion(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.gate = nn.Conv1d(channels, channels, 1)
+        self.gate = TemporalConv1d(channels, channels, 1, bias=True)
 
     def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(self.gate(other))

@@ -21,13 +21,20 @@ from torch import nn
 
 from stfn.config import HeadConfig
 from stfn.models.fusion import FusionConnection
-from stfn.models.temporal import ResidualInceptionStack, TemporalPool, conv_bn_relu
+from stfn.models.temporal import (
+    ResidualInceptionStack,
+    TemporalMaxPool1d,
+    TemporalPool,
+    cat_channels,
+    conv_bn_relu,
+)
 
 __all__ = ["STFNHead", "TSNHead", "TemporalInceptionHead", "TemporalInceptionModule"]
 
 
 def _sequence(features: dict[str, torch.Tensor], stream: str) -> torch.Tensor:
-    """``features[stream_feat]`` ``(B, T, C)`` as a channels-first sequence ``(B, C, T)``."""
+    """``features[stream_feat]`` ``(B, T, C)`` as a channels-first sequence ``(B, C, T)`` (a view: the
+    temporal layers compute on the ``(B, T, C)`` memory layout, see :mod:`stfn.models.temporal`)."""
     return features[f"{stream}_feat"].transpose(1, 2)
 
 
@@ -157,10 +164,10 @@ class TemporalInceptionModule(nn.Module):
         width = max(1, out_channels // len(kernel_sizes))
         self.branches = nn.ModuleList(conv_bn_relu(in_channels, width, k) for k in kernel_sizes)
         self.out_channels = width * len(kernel_sizes)
-        self.pool = nn.MaxPool1d(2, 2)
+        self.pool = TemporalMaxPool1d(2, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([b(x) for b in self.branches], dim=1)
+        x = cat_channels([b(x) for b in self.branches])
         return self.pool(x) if x.shape[-1] > 1 else x
 
 
@@ -190,7 +197,7 @@ class TemporalInceptionHead(nn.Module):
         self.fc = nn.Linear(cfg.hidden_dim, num_classes)
 
     def forward(self, features: dict[str, torch.Tensor], pre_logits: bool = False) -> torch.Tensor:
-        x = torch.cat([_sequence(features, s) for s in self.streams], dim=1)  # (B, S*C, T)
+        x = cat_channels([_sequence(features, s) for s in self.streams])  # (B, S*C, T)
         x = self.fc1(self.pool(self.conv1x1(self.inception(x))))
         return x if pre_logits else self.fc(self.drop(x))
 
