@@ -342,12 +342,25 @@ def demo_table(models: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def _claim(text: str, a: str, b: str, key: str, models: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """One line comparing models ``a`` and ``b`` on ``key``. With the test-video counts known, a
+    difference within two standard errors (binomial, independent) is called unresolved, not a win."""
     if a not in models or b not in models:
         return None
     x, y = models[a]["metrics"].get(key), models[b]["metrics"].get(key)
     if x is None or y is None:
         return None
-    verdict = "holds in this run" if x > y else ("a tie in this run" if x == y else "does **not** hold in this run")
+    counts = models[a].get("counts") or {}
+    group = "temporal_order" if key == "temporal_order_pair" else key
+    n = sum(counts.values()) if key == "overall" else counts.get(group)
+    se = 100.0 * math.sqrt((x / 100 * (1 - x / 100) + y / 100 * (1 - y / 100)) / n) if n else 0.0
+    if x - y > 2 * se:
+        verdict = "holds in this run"
+    elif y - x > 2 * se:
+        verdict = "does **not** hold in this run"
+    elif se:
+        verdict = f"not resolved by this run (difference within 2 standard errors, ±{2 * se:.1f} on {n} videos)"
+    else:
+        verdict = "a tie in this run"
     return f"- {text}: {a} {fmt_pct(x)} vs {b} {fmt_pct(y)} ({key.replace('_', ' ')}) — {verdict}."
 
 

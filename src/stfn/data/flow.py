@@ -52,8 +52,11 @@ def quantize_flow(flow: np.ndarray, bound: float = DEFAULT_BOUND) -> np.ndarray:
     """Flow in pixels (any shape, float) -> uint8 of the same shape: clip to +/-bound, map to 0..255."""
     if bound <= 0:
         raise StfnError(f"flow bound must be positive, got {bound}")
-    scaled = (np.clip(flow, -bound, bound) + bound) * (255.0 / (2.0 * bound))
-    return np.floor(scaled + 0.5).astype(np.uint8)
+    # floor((v + b) * 255 / 2b + 0.5), clipped: one multiply, in-place add and clip, truncating cast
+    x = np.multiply(flow, np.float32(255.0 / (2.0 * bound)), dtype=np.float32)
+    x += np.float32(127.5 + 0.5)
+    np.clip(x, 0.0, 255.0, out=x)
+    return x.astype(np.uint8)
 
 
 def dequantize_flow(q: np.ndarray, bound: float = DEFAULT_BOUND) -> np.ndarray:

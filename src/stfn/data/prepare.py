@@ -422,9 +422,9 @@ def _imwrite(path: Path, image: np.ndarray, params: list[int]) -> None:
         raise StfnError(f"cannot write '{path}' (disk full or not writable?)")
 
 
-def _write_flows(estimator, frames: np.ndarray, folder: Path, start: int, bound: float, params: list[int]) -> int:
-    """Flow between consecutive ``frames``; writes fields ``start+1 ...``; returns the new count."""
-    q = flowlib.quantize_flow(estimator(frames), bound)
+def _write_flows(flows: np.ndarray, folder: Path, start: int, bound: float, params: list[int]) -> int:
+    """Quantise and write ``flows (K, H, W, 2)`` as fields ``start+1 ...``; returns the new count."""
+    q = flowlib.quantize_flow(flows, bound)
     for k in range(len(q)):
         _imwrite(folder / f"flow_x_{start + k + 1:05d}.jpg", q[k, ..., 0], params)
         _imwrite(folder / f"flow_y_{start + k + 1:05d}.jpg", q[k, ..., 1], params)
@@ -454,19 +454,25 @@ def _prepare_video(task: dict[str, Any]) -> dict[str, Any]:
                 opts["device"] = rt.get("device") or rt["flow_opts"].get("device", "auto")
             estimator = flowlib._cached(fl["algorithm"], tuple(sorted(opts.items())))
         params = [cv2.IMWRITE_JPEG_QUALITY, rt["jpeg_quality"]]
-        chunk = max(16, int(rt["flow_opts"].get("batch_size", 0)))
+        pairwise = isinstance(estimator, flowlib.OpenCVFlow)  # else batched (RAFT): chunks of frames
+        chunk = max(2, int(rt["flow_opts"].get("batch_size", 8)))
         n = m = 0
-        buf: list[np.ndarray] = []
+        prev, buf = None, []
         for frame in videolib.iter_frames(src, size=(w, h), threads=1):
             n += 1
             _imwrite(tmp / f"img_{n:05d}.jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), params)
-            if estimator is not None:
+            if pairwise:
+                gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+                if prev is not None:
+                    m = _write_flows(estimator.pair(prev, gray)[None], tmp, m, fl["bound"], params)
+                prev = gray
+            elif estimator is not None:
                 buf.append(frame)
                 if len(buf) > chunk:
-                    m = _write_flows(estimator, np.stack(buf), tmp, m, fl["bound"], params)
+                    m = _write_flows(estimator(np.stack(buf)), tmp, m, fl["bound"], params)
                     buf = buf[-1:]
-        if estimator is not None and len(buf) > 1:
-            m = _write_flows(estimator, np.stack(buf), tmp, m, fl["bound"], params)
+        if len(buf) > 1:
+            m = _write_flows(estimator(np.stack(buf)), tmp, m, fl["bound"], params)
         rec.update(frames=n, flows=m)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():  # left by a run killed between this rename and its journal line
@@ -586,6 +592,7 @@ def _run(
         queue, suspects = deque(tasks), deque()
         inflight: dict[Any, dict[str, Any]] = {}
         executor = pool()
+        finished_ok = False
         try:
             while queue or suspects or inflight:
                 alone = bool(suspects)  # after a crash: one video at a time until the culprit is found
@@ -610,10 +617,13 @@ def _run(
                     for t in [t for t in inflight.values() if t["alone"]]:
                         done(t, _crashed(t))
                     inflight.clear()
-                    executor.shutdown(wait=False, cancel_futures=True)
+                    _stop(executor)
                     executor = pool()
+            executor.shutdown(wait=True)  # idle workers exit and are reaped
+            finished_ok = True
         finally:
-            _stop(executor)
+            if not finished_ok:
+                _stop(executor)
     finally:
         bar.close()
 
@@ -625,14 +635,11 @@ def _crashed(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stop(executor) -> None:
-    """Shut the pool down now: on an interrupt, workers must not finish their videos first."""
+    """Shut the pool down now (interrupt, broken pool): workers must not finish their videos first."""
+    procs = list((getattr(executor, "_processes", None) or {}).values())  # shutdown() forgets them
     executor.shutdown(wait=False, cancel_futures=True)
-    terminate = getattr(executor, "terminate_workers", None)  # Python >= 3.14
-    if terminate is not None:
-        terminate()
-        return
-    for proc in list((getattr(executor, "_processes", None) or {}).values()):
+    for proc in procs:
         if proc.is_alive():
             proc.terminate()
-    for proc in list((getattr(executor, "_processes", None) or {}).values()):
+    for proc in procs:
         proc.join(timeout=5)

@@ -24,7 +24,6 @@ benchmarks). Inputs in the ordinary contiguous ``(B, C, T)`` layout work too (on
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 
 import torch
@@ -92,23 +91,15 @@ class TemporalBatchNorm1d(nn.BatchNorm1d):
 def max_pool_time(x: torch.Tensor, kernel: int, stride: int, padding: int = 0, ceil_mode: bool = False) -> torch.Tensor:
     """``nn.MaxPool1d(kernel, stride, padding, ceil_mode)`` along ``T`` of ``x (B, T, C)``: ``(B, T', C)``.
 
-    Element-wise maxima of the ``kernel`` shifted windows; on ties the earliest element wins and gets
-    the gradient, as in PyTorch's kernel.
+    PyTorch's own max-pool kernel (so the same tie rule: the earliest maximum gets the gradient) on
+    the channels-last 4-d view ``(B, C, T, 1)`` of ``x``, where it is vectorised over channels.
     """
-    t = x.shape[1]
-    t_out = (t + 2 * padding - kernel + (stride - 1 if ceil_mode else 0)) // stride + 1  # as PyTorch's kernel
-    if ceil_mode and (t_out - 1) * stride >= t + padding:
-        t_out -= 1  # the last window must start inside the input or the left padding
-    if t_out < 1:
-        raise ValueError(f"max-pool kernel {kernel} is longer than the padded sequence ({t} + 2*{padding})")
-    right = (t_out - 1) * stride + kernel - t - padding  # padding needed on the right (may be < 0)
-    xp = F.pad(x, (0, 0, padding, max(right, 0)), value=-math.inf) if padding or right > 0 else x
-    last = (t_out - 1) * stride + 1
-    out = xp[:, :last:stride]
-    for j in range(1, kernel):
-        w = xp[:, j:j + last:stride]
-        out = torch.where(out >= w, out, w)
-    return out
+    b, t, c = x.shape
+    # views, not (un)squeeze: the gradients must come back with channels-last strides as well, or
+    # the backward kernel falls to its slow path after a layout copy
+    x4 = x.contiguous().view(b, t, 1, c).permute(0, 3, 1, 2)  # (B, C, T, 1), channels-last strides
+    y = F.max_pool2d(x4, (kernel, 1), (stride, 1), (padding, 0), ceil_mode=ceil_mode)
+    return y.permute(0, 2, 3, 1).view(b, -1, c)
 
 
 class TemporalMaxPool1d(nn.MaxPool1d):
