@@ -117,6 +117,8 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "loadavg": loadavg(),
+        # OpenMP's spin-waiting makes multi-threaded torch 5-10x slower on a loaded machine; record it.
+        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS") if k in os.environ},
     }
     try:
         import torchvision
@@ -138,9 +140,10 @@ def machine_line(info: dict[str, Any]) -> str:
     """One line for a table caption: CPU, cores, ISA, bf16 support, torch, load."""
     load = "/".join(f"{v:.2f}" for v in info.get("loadavg", []))
     gpu = f", GPU {info['cuda_device']}" if info.get("cuda_device") else ""
+    env = "".join(f", {k}={v}" for k, v in info.get("env", {}).items())
     return (f"{info['cpu']}, {info['cpus']} cores ({info['isa']}, bf16 "
             f"{'native' if info['bf16_native'] else 'emulated'}){gpu}, torch {info['torch']}, "
-            f"{info['torch_threads']} threads; load {load}; {info['date']}")
+            f"{info['torch_threads']} threads{env}; load {load}; {info['date']}")
 
 
 # ---------------------------------------------------------------- devices and timing

@@ -157,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     load_before = common.loadavg()
     x, y = make_batch(args.batch, args.frames, args.dim, classes)
     nets = {a: build_pair(a, args.dim, args.hidden, classes) for a in args.archs}
+    torch.set_num_threads(1)
     with common.section("equivalence"):
         same = {a: check_same(*nets[a], x, y) for a in args.archs}
-    torch.set_num_threads(1)
     flops = {a: step_flops(nets[a][0], x, y) for a in args.archs}
     native = common.bf16_native()
     results = []

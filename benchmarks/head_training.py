@@ -126,13 +126,27 @@ def make_step(cfg: Any, device: torch.device) -> Any:
     return step
 
 
+def amp_settings(amps: list[str], device: torch.device) -> list[str]:
+    """``amps`` without those that resolve to the autocast dtype of an earlier one (``auto`` is fp32
+    on a CPU without hardware bf16, so ``none`` would time the same thing twice)."""
+    from stfn.engine.train import resolve_amp
+
+    out, seen = [], set()
+    for amp in amps:
+        dtype = resolve_amp(amp, device, True)[0]
+        if dtype not in seen:
+            out.append(amp)
+            seen.add(dtype)
+    return out
+
+
 def compute_rates(root: Path, args: Any, device: torch.device) -> dict[str, Any]:
     """Videos/s of the training step on an in-memory batch, per (amp, batch, frames, compile),
     round-robin. Emulated bf16 (no hardware support) is timed once, one step: it is that slow."""
     fns, info = {}, {}
     compiles = [False, True] if args.compile else [False]
-    for amp, batch, frames, comp in ((a, b, t, c) for a in args.amp for b in args.batch for t in args.train_frames
-                                     for c in compiles):
+    for amp, batch, frames, comp in ((a, b, t, c) for a in amp_settings(args.amp, device)
+                                     for b in args.batch for t in args.train_frames for c in compiles):
         key = f"{amp}/b{batch}/T{frames}" + ("/compile" if comp else "")
         cfg = make_cfg(root, args, amp, batch, frames)
         cfg.train.compile = comp
@@ -246,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dim", type=int, default=2048, help="feature size (resnet50: 2048)")
     p.add_argument("--backbone", default="", help="model.backbone whose feature size is --dim (default: by --dim)")
     p.add_argument("--batch", type=int, nargs="+", default=[32, 8], help="train.batch_size; the first one runs the epoch")
-    p.add_argument("--amp", nargs="+", default=["none", "auto"], help="train.amp settings; the first runs the epoch")
+    p.add_argument("--amp", nargs="+", default=["auto", "none", "bf16"],
+                   help="train.amp settings (those resolving to an earlier one's dtype are dropped); the first "
+                        "runs the epoch")
     p.add_argument("--workers", type=int, default=2, help="data.num_workers of the epoch")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--calls", type=int, default=5, help="steps per timed compute round")
