@@ -39,27 +39,6 @@ VARIANTS = ("fp32", "channels_last", "bf16", "compile", "compile_freeze", "compi
 BF16_VARIANTS = ("bf16", "compile_bf16")
 
 
-def matmul_peak(dtype: torch.dtype, device: torch.device, seconds: float = 1.0, max_n: int = 4096) -> dict[str, Any]:
-    """Best ``n x n @ n x n`` rate in GFLOP/s over sizes 256, 512, ... up to ``max_n``; a size is
-    abandoned once one product takes longer than ``seconds`` (emulated bf16 is that slow)."""
-    best = {"gflops": 0.0, "n": 0}
-    n = 256
-    while n <= max_n:
-        a = torch.randn(n, n, dtype=dtype, device=device)
-        b = torch.randn(n, n, dtype=dtype, device=device)
-        c = torch.empty(n, n, dtype=dtype, device=device)
-        first = common.timed(lambda a=a, b=b, c=c: torch.mm(a, b, out=c), device)
-        reps = max(2, min(20, int(seconds / max(first, 1e-6))))
-        times = [common.timed(lambda a=a, b=b, c=c: torch.mm(a, b, out=c), device) for _ in range(reps)]
-        rate = 2 * n**3 / min(times) / 1e9
-        if rate > best["gflops"]:
-            best = {"gflops": rate, "n": n}
-        if first * 8 > seconds * 4:  # the next size would take too long
-            break
-        n *= 2
-    return best
-
-
 def flops_per_image(model: torch.nn.Module, size: int) -> float:
     """FLOPs (multiply-add = 2) of one forward pass on one 3 x size x size image."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -149,13 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     peaks: dict[str, list[dict[str, Any]]] = {"float32": [], "bfloat16": []}
     with common.section("matmul peaks (before)"):
         for dt in (torch.float32, torch.bfloat16):
-            peaks[str(dt).replace("torch.", "")].append(matmul_peak(dt, device, peak_seconds, max_n))
+            peaks[str(dt).replace("torch.", "")].append(common.matmul_peak(dt, device, peak_seconds, max_n))
     rows: list[dict[str, Any]] = []
     for backbone in args.backbones:
         rows += run_backbone(backbone, args, device, skip_bf16)
     with common.section("matmul peaks (after)"):
         for dt in (torch.float32, torch.bfloat16):
-            peaks[str(dt).replace("torch.", "")].append(matmul_peak(dt, device, peak_seconds, max_n))
+            peaks[str(dt).replace("torch.", "")].append(common.matmul_peak(dt, device, peak_seconds, max_n))
     peak = {k: max(v, key=lambda d: d["gflops"]) for k, v in peaks.items()}
     for r in rows:
         if "gflops" in r:

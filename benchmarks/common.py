@@ -41,6 +41,7 @@ __all__ = [
     "loadavg",
     "machine_info",
     "machine_line",
+    "matmul_peak",
     "md_table",
     "peak_rss_mb",
     "pick_device",
@@ -200,6 +201,29 @@ def interleaved(
 def stats(seconds: list[float]) -> dict[str, float]:
     """Median, min, max and count of a list of timings (seconds)."""
     return {"median": statistics.median(seconds), "min": min(seconds), "max": max(seconds), "n": len(seconds)}
+
+
+def matmul_peak(dtype: Any, device: Any, seconds: float = 1.0, max_n: int = 4096) -> dict[str, Any]:
+    """Best ``n x n @ n x n`` rate in GFLOP/s over sizes 256, 512, ... up to ``max_n``; a size is
+    abandoned once one product takes longer than ``seconds`` (emulated bf16 is that slow)."""
+    import torch
+
+    best = {"gflops": 0.0, "n": 0}
+    n = 256
+    while n <= max_n:
+        a = torch.randn(n, n, dtype=dtype, device=device)
+        b = torch.randn(n, n, dtype=dtype, device=device)
+        c = torch.empty(n, n, dtype=dtype, device=device)
+        first = timed(lambda a=a, b=b, c=c: torch.mm(a, b, out=c), device)
+        reps = max(2, min(20, int(seconds / max(first, 1e-6))))
+        times = [timed(lambda a=a, b=b, c=c: torch.mm(a, b, out=c), device) for _ in range(reps)]
+        rate = 2 * n**3 / min(times) / 1e9
+        if rate > best["gflops"]:
+            best = {"gflops": rate, "n": n}
+        if first * 8 > seconds * 4:  # the next size (8x the work) would take over 4 x seconds
+            break
+        n *= 2
+    return best
 
 
 # ---------------------------------------------------------------- memory

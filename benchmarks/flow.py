@@ -11,8 +11,9 @@ Two tables, all measured in the same run:
    is real, its EPE is then n/a.
 2. **Prepare**: ``prepare_dataset`` end to end (decode + flow + 3 JPEG writes per frame) on generated
    320x240 MPEG-4 AVIs (UCF101's format): CPU milliseconds per frame (``workers=0``, in this process,
-   so no pool start-up), wall-clock frames/s with 1 and 2 workers (runs alternated), and the time
-   UCF101 (2.5 M frames) takes on 2 cores projected from the CPU cost.
+   so no pool start-up), wall-clock frames/s with 1 and 2 workers (runs alternated), the total CPU
+   seconds of a 2-worker run over a 1-worker run (1.0: parallelism adds no work, so 2 idle cores give
+   2x), and the time UCF101 (2.5 M frames) takes on 2 cores projected from the CPU cost.
 
 Usage::
 
@@ -186,14 +187,16 @@ def bench_prepare(args, work: Path) -> tuple[list[dict[str, Any]], list[list[Any
         fps = {w: frames / statistics.median(wall[(algo, preset, w)]) for w in (0, 1, 2)}
         cpu_ms = 1e3 * statistics.median(cpu[(algo, preset, 0)]) / frames
         hours = UCF101_FRAMES * cpu_ms / 1e3 / 2 / 3600  # two workers, one core each
+        cpu_ratio = statistics.median(cpu[(algo, preset, 2)]) / statistics.median(cpu[(algo, preset, 1)])
         name = f"{algo}-{preset}" if preset else algo
         results.append({"algorithm": name, "cpu_ms_per_frame": cpu_ms,
                         "frames_per_s": {str(w): fps[w] for w in (0, 1, 2)}, "speedup_2_vs_1": fps[2] / fps[1],
+                        "cpu_2_vs_1_workers": cpu_ratio,
                         "ucf101_hours_2_cores_from_cpu": hours,
                         "wall_s": {str(w): wall[(algo, preset, w)] for w in (0, 1, 2)},
                         "cpu_s": {str(w): cpu[(algo, preset, w)] for w in (0, 1, 2)}})
         rows.append([name, f"{cpu_ms:.2f}", f"{fps[1]:.0f}", f"{fps[2]:.0f}", f"{fps[2] / fps[1]:.2f}x",
-                     f"{hours:.1f}"])
+                     f"{cpu_ratio:.2f}", f"{hours:.1f}"])
     return results, rows
 
 
@@ -204,33 +207,42 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3, help="timing rounds (medians reported)")
     p.add_argument("--prepare-rounds", type=int, default=2, help="rounds of the prepare runs")
     p.add_argument("--skip-raft", action="store_true")
+    p.add_argument("--only", choices=("flow", "prepare"), default=None, help="run one of the two parts")
+    p.add_argument("--prepare-algos", default="dis-fast,dis-medium", help="flows for the prepare runs")
     p.add_argument("--videos", type=int, default=10, help="videos for the prepare scaling runs")
     p.add_argument("--length", type=int, default=80, help="frames per video for the prepare runs")
     args = p.parse_args()
     if args.quick:
         args.pairs, args.rounds, args.videos, args.length, args.prepare_rounds = 4, 1, 4, 12, 1
-    args.prepare_algos = [("dis", "fast"), ("dis", "medium")] if not args.quick else [("dis", "fast")]
+    names = args.prepare_algos.split(",") if not args.quick else ["dis-fast"]
+    args.prepare_algos = [tuple(n.split("-", 1)) if "-" in n else (n, None) for n in names]
     load_before = common.loadavg()
     import cv2
     import torch
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
-    flow_results, flow_rows = bench_flow(args)
-    work = Path(tempfile.mkdtemp(prefix="stfn-bench-flow-"))
-    try:
-        prep_results, prep_rows = bench_prepare(args, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    flow_results, flow_rows = bench_flow(args) if args.only != "prepare" else ([], [])
+    prep_results, prep_rows = [], []
+    if args.only != "flow":
+        work = Path(tempfile.mkdtemp(prefix="stfn-bench-flow-"))
+        try:
+            prep_results, prep_rows = bench_prepare(args, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     info = common.machine_info()
-    print(f"\nOptical flow at {'160x120' if args.quick else '320x240'}, 1 thread; EPE in pixels "
-          f"(synthetic ground truth); {common.machine_line(info)}\n")
-    print(common.md_table(["algorithm", "pairs/s (wall)", "pairs/s (CPU time)", "EPE shift", "EPE rotate",
-                           "EPE zoom", "EPE large (mean)", "flow-only h for UCF101, 2 cores"], flow_rows))
-    print(f"\n`stfn prepare` end to end ({args.videos} AVIs x {args.length} frames; decode + flow + 3 JPEGs/frame)\n")
-    print(common.md_table(["flow", "CPU ms/frame", "frames/s 1 worker", "frames/s 2 workers", "speed-up",
-                           "UCF101 (2.5 M frames) h, 2 cores (from CPU time)"], prep_rows))
-    path = common.write_results("flow", {"flow": flow_results, "prepare": prep_results,
+    print(f"\n{common.machine_line(info)}")
+    if flow_rows:
+        print(f"\nOptical flow at {'160x120' if args.quick else '320x240'}, 1 thread; EPE in pixels "
+              "(synthetic ground truth)\n")
+        print(common.md_table(["algorithm", "pairs/s (wall)", "pairs/s (CPU time)", "EPE shift", "EPE rotate",
+                               "EPE zoom", "EPE large (mean)", "flow-only h for UCF101, 2 cores"], flow_rows))
+    if prep_rows:
+        print(f"\n`stfn prepare` end to end ({args.videos} AVIs x {args.length} frames; decode + flow + "
+              "3 JPEGs/frame)\n")
+        print(common.md_table(["flow", "CPU ms/frame", "frames/s 1 worker", "frames/s 2 workers", "speed-up",
+                               "CPU s, 2 workers / 1", "UCF101 (2.5 M frames) h, 2 cores (from CPU time)"], prep_rows))
+    path = common.write_results("flow" if args.only is None else f"flow-{args.only}", {"flow": flow_results, "prepare": prep_results,
                                           "settings": {k: v for k, v in vars(args).items() if k != "out"}},
                                 args.out, load_before)
     print(f"\nwrote {path}", file=sys.stderr)

@@ -96,14 +96,20 @@ class Limited:
             yield batch
 
 
-def make_step(cfg: Any, device: torch.device) -> Any:
+def make_step(cfg: Any, device: torch.device, reference: bool = False) -> Any:
     """The engine's training step (autocast forward, loss, backward, clip, SGD) on one in-memory batch;
-    the model goes through ``torch.compile`` with ``train.compile``, as in the engine."""
+    the model goes through ``torch.compile`` with ``train.compile``, as in the engine. ``reference``:
+    the head's temporal layers run PyTorch's own Conv1d / BatchNorm1d / MaxPool1d kernels instead of
+    the matmul formulation of ``stfn.models.temporal`` (the speed before that fast path)."""
     from stfn.engine.evaluate import autocast_context
     from stfn.engine.optim import build_optimizer
     from stfn.engine.train import resolve_amp
 
     model = build_head(cfg, device)
+    if reference:
+        from stfn.models.temporal import to_reference
+
+        model = to_reference(model)
     dtype = resolve_amp(cfg.train.amp, device, cfg.train.channels_last)[0]
     opt = build_optimizer(model, cfg.train)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -151,7 +157,14 @@ def compute_rates(root: Path, args: Any, device: torch.device) -> dict[str, Any]
         cfg = make_cfg(root, args, amp, batch, frames)
         cfg.train.compile = comp
         fns[key] = make_step(cfg, device)
-        info[key] = {"amp": amp, "dtype": fns[key].dtype, "batch": batch, "frames": frames, "compile": comp}
+        info[key] = {"amp": amp, "dtype": fns[key].dtype, "batch": batch, "frames": frames, "compile": comp,
+                     "reference": False}
+    if args.reference:  # the first setting again, with PyTorch's own temporal kernels
+        amp, batch, frames = args.amp[0], args.batch[0], args.train_frames[0]
+        key = f"{amp}/b{batch}/T{frames}/reference"
+        fns[key] = make_step(make_cfg(root, args, amp, batch, frames), device, reference=True)
+        info[key] = {"amp": amp, "dtype": fns[key].dtype, "batch": batch, "frames": frames, "compile": False,
+                     "reference": True}
     native = device.type == "cuda" or common.bf16_native()
     slow = {k for k in fns if info[k]["dtype"] == "bfloat16" and not native}
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -271,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, help="keep the features folder here (reused when it matches)")
     p.add_argument("--compile", action="store_true", help="also time each setting with train.compile (torch.compile)")
     p.add_argument("--profile", action="store_true", help="add a torch.profiler table of the training step")
+    p.add_argument("--no-reference", dest="reference", action="store_false",
+                   help="skip the run of the first setting with PyTorch's own Conv1d/BatchNorm1d/MaxPool1d kernels")
     args = p.parse_args(argv)
     if args.quick:
         args.videos, args.frames, args.dim, args.batch, args.rounds, args.calls = 64, 8, 512, [8], 1, 1
@@ -294,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             write_s = 0.0 if same else write_cache(root, args.videos, args.frames, args.dim)
         flops = {t: flops_per_video(root, args, t) for t in args.train_frames}
         with common.section("compute"):
+            matmul = common.matmul_peak(torch.float32, device, 0.2 if args.quick else 1.0)
             compute = compute_rates(root, args, device)
         with common.section("loader"):
             loader = {str(w): loader_rate(root, args, w, args.batch[0]) for w in sorted({0, args.workers})}
@@ -306,12 +322,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nSTFN head training on cached features: {args.videos} videos x {args.frames} frames x {args.dim}-d "
           f"x 2 streams ({gb:.2f} GB float16, written in {write_s:.1f} s); training FLOPs per video: "
           + ", ".join(f"T={t}: {f / 1e6:.0f} M" for t, f in flops.items()) + f"; {common.machine_line(info)}\n")
-    rows = [[v["amp"] + (" + compile" if v["compile"] else ""), v["batch"], v["frames"],
+    peak = matmul["gflops"]
+    rows = [[v["amp"] + (" + compile" if v["compile"] else "") + (" (reference kernels)" if v["reference"] else ""),
+             v["batch"], v["frames"],
              v["dtype"] if v["dtype"] != "None" else "fp32",
              f"{v['videos_per_s']:.0f}", f"{v['epoch_s_compute']:.1f}",
-             f"{v['videos_per_s'] * flops[v['frames']] / 1e9:.1f}"] for v in compute.values()]
+             f"{v['videos_per_s'] * flops[v['frames']] / 1e9:.1f}",
+             f"{100 * v['videos_per_s'] * flops[v['frames']] / 1e9 / peak:.0f}%"] for v in compute.values()]
     print(common.md_table(["train.amp", "batch", "data.frames", "compute dtype", "compute videos/s",
-                           "compute-only epoch s", "GFLOP/s"], rows))
+                           "compute-only epoch s", "GFLOP/s", "of fp32 matmul peak"], rows))
+    print(f"\nfp32 matmul peak in this run: {peak:.1f} GFLOP/s (n={matmul['n']})")
     print()
     print(common.md_table(["loader workers", "videos/s"], [[w, f"{r:.0f}"] for w, r in loader.items()]))
     print()
@@ -325,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     path = common.write_results("head_training", {
         "settings": settings, "cache_gb": gb, "cache_write_s": write_s, "flops_per_video": flops,
-        "compute": compute, "loader_videos_per_s": loader, "epoch": epoch, "profile": prof,
+        "fp32_matmul_peak": matmul, "compute": compute, "loader_videos_per_s": loader, "epoch": epoch, "profile": prof,
     }, args.out, load_before)
     print(f"\nwritten {path}", file=sys.stderr)
     return 0

@@ -131,7 +131,7 @@ def test_markdown_table_shape_and_escaping():
 
 @pytest.fixture(scope="module")
 def tiny_features(tmp_path_factory):
-    """The tiny synthetic benchmark, prepared, and features of a random ``cnn_small`` (4 positions)."""
+    """A reduced tiny synthetic benchmark, prepared, and features of a random ``cnn_small`` (4 positions)."""
     from stfn.data.prepare import prepare_dataset
     from stfn.data.synthetic import generate
     from stfn.engine.features import extract_features
@@ -139,7 +139,8 @@ def tiny_features(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("ablate")
-    generate(root / "synth", preset="tiny", seed=0)
+    # 4 classes of the tiny preset (one temporal-order pair for the within-pair accuracy): 20 videos
+    generate(root / "synth", preset="tiny", seed=0, classes=["Square", "Disk", "LeftThenRight", "RightThenLeft"])
     prepare_dataset(root / "synth" / "videos", root / "prepared", flow="dis", bound=5.0, workers=1, progress=False)
     cfg = load_config(None, [
         "model.backbone=cnn_small", "model.flow_length=2", "model.arch=stfn", "data.dataset=synthetic",
@@ -233,3 +234,23 @@ def test_cli_ablate_errors_are_one_sentence(capsys):
     assert "does-not-exist.yaml" in capsys.readouterr().err
     assert main(["ablate", "--config", "x.yaml"]) == 2
     assert "--grid" in capsys.readouterr().err
+
+
+def test_ablate_config_is_the_demo_stfn(tmp_path):
+    """configs/ablate_synthetic.yaml must stay the STFN head that `stfn demo` trains (preset small)."""
+    from pathlib import Path
+
+    from stfn.demo import PRESETS, base_config, head_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "ablate_synthetic.yaml"
+    yaml_cfg = config_to_dict(load_config(path))
+    p = PRESETS["small"]
+    demo = config_to_dict(head_config(base_config(p, tmp_path, tmp_path, 64, 0), p, "stfn", "sum", tmp_path))
+    assert yaml_cfg["model"]["head"] == demo["model"]["head"]
+    for section, keys in {
+        "model": ("arch", "streams", "backbone", "flow_length", "freeze_backbone"),
+        "data": ("dataset", "frames", "scale_size", "crop_size"),
+        "train": ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "clip_grad", "amp", "seed"),
+    }.items():
+        for k in keys:
+            assert yaml_cfg[section][k] == demo[section][k], f"{section}.{k}"

@@ -140,7 +140,7 @@ def head_config(base: Config, p: DemoPreset, arch: str, fusion: str, features: P
     cfg.name = f"demo-{arch}-{fusion}"
     cfg.model.arch, cfg.model.streams, cfg.model.freeze_backbone = arch, ["rgb", "flow"], True
     cfg.model.head.fusion, cfg.model.head.hidden_dim = fusion, p.head_hidden
-    cfg.data.features = str(features)
+    cfg.data.features, cfg.data.num_workers = str(features), 0  # cached features load fastest in-process
     cfg.train.epochs, cfg.train.lr = p.head_epochs, p.head_lr
     cfg.train.amp = "none"  # heads are cheap in float32; their Conv1d ran slower under CPU bf16 autocast
     return cfg

@@ -23,7 +23,7 @@ from stfn.data.synthetic import (
     video_entries,
 )
 from stfn.data.synthetic_render import render
-from stfn.data.synthetic_scenes import CATALOGUE, GREEN, GROUPS, RED, build_scene
+from stfn.data.synthetic_scenes import CATALOGUE, GREEN, GROUPS, RED, build_scene, pair_base
 
 TRAIN_LINE = re.compile(r"^(?P<cls>[A-Za-z]+)/v_(?P=cls)_g(?P<g>\d\d)_c(?P<c>\d\d)\.mp4 (?P<label>\d+)$")
 TEST_LINE = re.compile(r"^(?P<cls>[A-Za-z]+)/v_(?P=cls)_g(?P<g>\d\d)_c(?P<c>\d\d)\.mp4$")
@@ -230,9 +230,30 @@ def test_binding_colours_look_alike_to_flow() -> None:
     assert (red.y[0] < 32) != (green.y[0] < 32)  # one in each half
 
 
+def test_nuisances_are_balanced_across_classes() -> None:
+    """Same group and clip number: same backdrop, colour, distractors, shake, noise in every class,
+    so none of them can stand in for the label; another clip number draws new ones."""
+    p = resolve_params("small")
+    scenes = [build_scene(name, p, [0, 4, 2]) for name in p["classes"]]
+    ref = scenes[0]
+    for s in scenes[1:]:
+        assert s.background == ref.background and s.noise_seed == ref.noise_seed
+        reversed_twin = CATALOGUE[s.cls].relation == "reverse" and pair_base(s.cls) != s.cls
+        shake = s.shake[::-1] if reversed_twin else s.shake
+        assert np.array_equal(shake, ref.shake) or s.n_frames != ref.n_frames  # temporal order: even lengths
+        assert len(s.objects) - len(s.main) == len(ref.objects) - len(ref.main)
+        if s.group in ("appearance", "motion", "temporal_order"):
+            assert s.main[0].colour == ref.main[0].colour
+    squares = [build_scene("Square", p, [0, 4, c]).main[0] for c in (2, 3)]
+    disk = build_scene("Disk", p, [0, 4, 2]).main[0]
+    assert np.array_equal(squares[0].x, disk.x) and squares[0].shape != disk.shape  # minimal pair
+    assert not np.array_equal(squares[0].x, squares[1].x)
+    assert build_scene("Square", p, [0, 4, 3]).background != ref.background
+
+
 def test_nuisances_are_present() -> None:
     p = resolve_params("small")
-    scenes = [build_scene(name, p, [0, g, 1]) for name in p["classes"] for g in range(1, 6)]
+    scenes = [build_scene(name, p, [0, g, 1]) for name in p["classes"] for g in range(1, 13)]
     assert len({s.n_frames for s in scenes}) > 5
     assert len({s.background["kind"] for s in scenes}) == 4
     assert any(len(s.objects) > len(s.main) for s in scenes)  # distractors

@@ -237,7 +237,7 @@ def generate(out_dir: str | os.PathLike, preset: str = "tiny", seed: int = 0, *,
 
     Args:
         preset: ``tiny`` (tests, seconds), ``small`` (``stfn demo``) or ``full``; see :data:`PRESETS`.
-        seed: all randomness derives from it; each video's draws depend only on (seed, class pair,
+        seed: all randomness derives from it; each video's draws depend only on (seed, class,
             group, clip), so changing the counts keeps the videos that remain.
         workers: processes that render and encode (1: in this process).
         overwrite: replace a folder generated with other settings (otherwise that is an error).

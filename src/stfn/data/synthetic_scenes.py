@@ -23,7 +23,10 @@ intended cue separates the classes:
   reversals).
 
 Nuisances in every class: textured backgrounds, distractor blobs, camera shake, sensor noise,
-random speeds, start times and video lengths.
+random speeds, start times and video lengths. They are balanced across classes: the videos with the
+same group and clip number in every class share backdrop, object colour, distractors, shake, noise
+and length (and, inside a class group, the geometry draws), so a network cannot memorise a backdrop
+or a colour as a label; with 20 training videos per class it otherwise does.
 """
 
 from __future__ import annotations
@@ -169,7 +172,8 @@ def _n_frames(rng: np.random.Generator, p: dict, even: bool = False) -> int:
 
 
 def _scene(rng: np.random.Generator, p: dict, cls: str, n: int, main: list[Obj], events: dict) -> Scene:
-    """Wrap the class objects with the shared nuisances: backdrop, distractors, shake, noise."""
+    """Wrap the class objects with the nuisances (drawn from ``rng``, the stream every class shares):
+    backdrop, distractors, shake, noise."""
     s = p["size"]
     kind = ["smooth", "grain", "stripes", "checker"][int(rng.integers(4))]
     bg = {"kind": kind, "seed": int(rng.integers(2**31)),
@@ -184,31 +188,31 @@ def _scene(rng: np.random.Generator, p: dict, cls: str, n: int, main: list[Obj],
         col = _hsv(rng.random(), rng.uniform(0.1, 0.4), rng.uniform(0.4, 0.9))
         distractors.append(Obj("distractor", "blob", "soft", col, col, x, y, _const(n, r), _const(n, 0.0),
                                _const(n, rng.uniform(0.6, 0.9))))
+    sigma, noise_seed = round(rng.uniform(p["noise_min"], p["noise_max"]), 4), int(rng.integers(2**31))
+    walk = np.random.default_rng(int(rng.integers(2**31)))  # own stream: lengths differ, the rest stays shared
     shake = np.zeros((n, 2), dtype=np.int64)
     if p["shake"] > 0:
-        steps = rng.integers(-1, 2, size=(n, 2)) * (rng.random((n, 2)) < 0.3)
+        steps = walk.integers(-1, 2, size=(n, 2)) * (walk.random((n, 2)) < 0.3)
         for t in range(1, n):
             shake[t] = np.clip(shake[t - 1] + steps[t], -p["shake"], p["shake"])
-    cls_group = CATALOGUE[cls].group
-    return Scene(cls=cls, group=cls_group, size=s, n_frames=n, objects=distractors + main, background=bg,
-                 shake=shake, noise_sigma=round(rng.uniform(p["noise_min"], p["noise_max"]), 4),
-                 noise_seed=int(rng.integers(2**31)), frame_ids=np.arange(n), margin=max(2, p["shake"] + 1),
-                 events=events)
+    return Scene(cls=cls, group=CATALOGUE[cls].group, size=s, n_frames=n, objects=distractors + main,
+                 background=bg, shake=shake, noise_sigma=sigma, noise_seed=noise_seed, frame_ids=np.arange(n),
+                 margin=max(2, p["shake"] + 1), events=events)
 
 
 # ---------------------------------------------------------------------------------------- groups
-def _appearance(rng: np.random.Generator, p: dict, cls: str) -> Scene:
-    s, n = p["size"], _n_frames(rng, p)
+def _appearance(rng: np.random.Generator, nuis: np.random.Generator, p: dict, cls: str) -> Scene:
+    s, n, colour = p["size"], _n_frames(nuis, p), _vivid(nuis)
     r = rng.uniform(0.14, 0.18) * s
     x, y = _bounce(rng, n, 1.2 * r + 1, s - 1.2 * r - 1, rng.uniform(0.0, 0.025 * s))
     angle = rng.uniform(0, 2 * math.pi) + rng.uniform(-0.1, 0.1) * np.arange(n)
-    obj = Obj("main", cls.lower(), "flat", _vivid(rng), DARKC, x, y, _const(n, r), angle, _const(n, 1.0))
-    return _scene(rng, p, cls, n, [obj], {})
+    obj = Obj("main", cls.lower(), "flat", colour, DARKC, x, y, _const(n, r), angle, _const(n, 1.0))
+    return _scene(nuis, p, cls, n, [obj], {})
 
 
-def _motion(rng: np.random.Generator, p: dict, cls: str) -> Scene:
+def _motion(rng: np.random.Generator, nuis: np.random.Generator, p: dict, cls: str) -> Scene:
     """SlideRight, SpinClockwise or Grow (their twins are these reversed)."""
-    s, n = p["size"], _n_frames(rng, p)
+    s, n, colour = p["size"], _n_frames(nuis, p), _vivid(nuis)
     t0, f = _window(rng, n)
     prog = _progress(n, t0, f)
     r_lo = rng.uniform(0.13, 0.15) * s
@@ -223,11 +227,10 @@ def _motion(rng: np.random.Generator, p: dict, cls: str) -> Scene:
     xs, rs, turn = x0 + (x1 - x0) * prog, r_lo + (r_hi - r_lo) * prog, angle0 + omega * f * prog
     xs, rs, turn = (xs if cls == "SlideRight" else still(xs), rs if cls == "Grow" else still(rs),
                     turn if cls == "SpinClockwise" else still(turn))
-    colour = _vivid(rng)
     dark = tuple(round(0.3 * c, 2) for c in colour)
     obj = Obj("main", "ellipse", "stripes", colour, dark, xs, y, rs, turn, _const(n, 1.0), aspect=0.55,
               period=max(3.0, 0.45 * r_lo))
-    return _scene(rng, p, cls, n, [obj], {"active_frames": [t0, t0 + f]})
+    return _scene(nuis, p, cls, n, [obj], {"active_frames": [t0, t0 + f]})
 
 
 def _ping_pong(n: int, a: int, m: int, b: int) -> np.ndarray:
@@ -240,10 +243,10 @@ def _ping_pong(n: int, a: int, m: int, b: int) -> np.ndarray:
     return s
 
 
-def _temporal(rng: np.random.Generator, p: dict, cls: str) -> Scene:
+def _temporal(rng: np.random.Generator, nuis: np.random.Generator, p: dict, cls: str) -> Scene:
     """LeftThenRight, AppearThenVanish, GrowThenShrink, or (``swap``) their twins, from the same draws."""
     s, g = p["size"], p["still_gap"]
-    n = _n_frames(rng, p, even=True)
+    n, colour = _n_frames(nuis, p, even=True), _vivid(nuis)
     m = int(rng.integers(p["event_min"], min(p["event_max"], (n - 2 - 4 * g) // 2) + 1))
     ac = (n - 2 - 2 * m) // 2
     a = int(rng.integers(g, ac - g + 1))
@@ -262,17 +265,17 @@ def _temporal(rng: np.random.Generator, p: dict, cls: str) -> Scene:
         alpha = u
     else:
         rs = r * (0.7 + 0.55 * u)
-    colour = _vivid(rng)
     dark = tuple(round(0.3 * v, 2) for v in colour)
     obj = Obj("main", "disk", "checker", colour, dark, x, y, rs, _const(n, rng.uniform(0, 2 * math.pi)), alpha,
               period=max(3.0, 0.55 * r))
     events = {"event_starts": [a, a + m + b], "event_fields": m, "still_fields": [a, b, c]}
-    return _scene(rng, p, cls, n, [obj], events)
+    return _scene(nuis, p, cls, n, [obj], events)
 
 
-def _binding(rng: np.random.Generator, p: dict, cls: str) -> Scene:
+def _binding(rng: np.random.Generator, nuis: np.random.Generator, p: dict, cls: str) -> Scene:
     """RedLeftGreenRight (horizontal) or RedUpGreenDown (vertical); twins are these reversed."""
-    s, n = p["size"], _n_frames(rng, p)
+    s, n = p["size"], _n_frames(nuis, p)
+    _vivid(nuis)  # keep the shared stream aligned with the other groups (the colours are fixed here)
     t0, f = _window(rng, n)
     prog = _progress(n, t0, f)
     r = rng.uniform(0.13, 0.16) * s
@@ -287,10 +290,10 @@ def _binding(rng: np.random.Generator, p: dict, cls: str) -> Scene:
         role = "red" if colour == RED else "green"
         objs.append(Obj(role, "disk", "bullseye", colour, DARKC, x, y, _const(n, r), _const(n, 0.0),
                         _const(n, 1.0)))
-    return _scene(rng, p, cls, n, objs, {"active_frames": [t0, t0 + f], "red_first_half": red_first})
+    return _scene(nuis, p, cls, n, objs, {"active_frames": [t0, t0 + f], "red_first_half": red_first})
 
 
-_BUILDERS: dict[str, Callable[[np.random.Generator, dict, str], Scene]] = {
+_BUILDERS: dict[str, Callable[[np.random.Generator, np.random.Generator, dict, str], Scene]] = {
     "appearance": _appearance, "motion": _motion, "temporal_order": _temporal, "appearance_motion": _binding,
 }
 
@@ -298,12 +301,17 @@ _BUILDERS: dict[str, Callable[[np.random.Generator, dict, str], Scene]] = {
 def build_scene(name: str, p: dict, entropy: Sequence[int]) -> Scene:
     """The scene of one video of class ``name``.
 
-    ``entropy`` (e.g. ``[seed, group, clip]``) and the pair's base class seed the random draws, so
-    the two classes of a pair built with the same entropy are twins (see :class:`SyntheticClass`).
+    ``entropy`` (e.g. ``[seed, group, clip]``) seeds two random streams: the nuisances (length,
+    backdrop, object colour, distractors, shake, noise) come from one that every class shares, the
+    geometry from one that every class of the same class group shares. So the videos with equal
+    entropy differ only in the class cue: no backdrop or colour can be memorised as a label, and the
+    two classes of a pair are twins (see :class:`SyntheticClass`).
     """
     spec = CATALOGUE[name]
     base = pair_base(name)
-    rng = np.random.default_rng(np.random.SeedSequence([*map(int, entropy), zlib.crc32(base.encode())]))
+    key = [*map(int, entropy)]
+    nuis = np.random.default_rng(np.random.SeedSequence([*key, zlib.crc32(b"nuisance")]))
+    rng = np.random.default_rng(np.random.SeedSequence([*key, zlib.crc32(spec.group.encode())]))
     if spec.relation == "reverse" and name != base:
-        return reverse_scene(_BUILDERS[spec.group](rng, p, base), name)
-    return _BUILDERS[spec.group](rng, p, name)
+        return reverse_scene(_BUILDERS[spec.group](rng, nuis, p, base), name)
+    return _BUILDERS[spec.group](rng, nuis, p, name)

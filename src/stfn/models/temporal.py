@@ -9,7 +9,7 @@
 Padding keeps every length, so any ``T >= 1`` works (downsampling uses ``ceil_mode``: 25 -> 13 -> 7,
 and 1 stays 1). Kernel lengths must be odd.
 
-Speed: every tensor here is *logically* ``(B, C, T)`` but stored as ``(B, T, C)`` (a ``.mT`` view of a
+Speed: every tensor here is *logically* ``(B, C, T)`` but stored as ``(B, T, C)`` (a ``.transpose(1, 2)`` view of a
 contiguous ``(B, T, C)`` tensor, which is what the heads' frame features already are). On that layout
 a 1x1 convolution is one matrix product over channels, a length-``k`` convolution one matrix product
 over the ``k*C`` values of each window, BatchNorm is the vectorised ``(N, C)`` kernel and max-pooling a
@@ -66,15 +66,15 @@ class TemporalConv1d(nn.Conv1d):
                          bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xt = x.mT  # (B, T, C_in)
+        xt = x.transpose(1, 2)  # (B, T, C_in)
         k, d = self.kernel_size[0], self.dilation[0]
         if k > 1:
             b, t, c = xt.shape
             pad = d * (k - 1) // 2
-            # (B, T, C_in, span) windows, every d-th step, flattened channel-major like the weight
-            windows = F.pad(xt, (0, 0, pad, pad)).unfold(1, d * (k - 1) + 1, 1)[..., ::d]
-            xt = windows.reshape(b, t, c * k)
-        return F.linear(xt, self.weight.flatten(1), self.bias).mT
+            xp = F.pad(xt, (0, 0, pad, pad))
+            # (B, T, C_in, k) windows, flattened channel-major like the weight (stack, not unfold: ONNX)
+            xt = torch.stack([xp[:, j * d:j * d + t] for j in range(k)], dim=3).reshape(b, t, c * k)
+        return F.linear(xt, self.weight.flatten(1), self.bias).transpose(1, 2)
 
 
 class TemporalBatchNorm1d(nn.BatchNorm1d):
@@ -85,7 +85,7 @@ class TemporalBatchNorm1d(nn.BatchNorm1d):
         if x.dim() != 3:
             return super().forward(x)
         b, c, t = x.shape
-        return super().forward(x.mT.reshape(b * t, c)).view(b, t, c).mT
+        return super().forward(x.transpose(1, 2).reshape(b * t, c)).view(b, t, c).transpose(1, 2)
 
 
 def max_pool_time(x: torch.Tensor, kernel: int, stride: int, padding: int = 0, ceil_mode: bool = False) -> torch.Tensor:
@@ -108,12 +108,12 @@ class TemporalMaxPool1d(nn.MaxPool1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dilation != 1 or self.return_indices:
             return super().forward(x)
-        return max_pool_time(x.mT, self.kernel_size, self.stride, self.padding, self.ceil_mode).mT
+        return max_pool_time(x.transpose(1, 2), self.kernel_size, self.stride, self.padding, self.ceil_mode).transpose(1, 2)
 
 
 def cat_channels(xs: Sequence[torch.Tensor]) -> torch.Tensor:
     """``torch.cat(xs, dim=1)`` of ``(B, C_i, T)`` tensors, the result stored as ``(B, T, sum C_i)``."""
-    return torch.cat([x.mT for x in xs], dim=2).mT
+    return torch.cat([x.transpose(1, 2) for x in xs], dim=2).transpose(1, 2)
 
 
 # What `to_reference` turns each fast layer back into.
