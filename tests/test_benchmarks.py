@@ -80,6 +80,7 @@ def test_backbone_throughput_quick(tmp_path: Path) -> None:
     # resnet18: 3.6 GFLOP at 224 px, so about 3.6e9 * (32/224)**2 = 7.4e7 at 32 px (counted by the script).
     assert 2e7 < fp32["flops_per_image"] < 1e8
     assert math.isclose(fp32["gflops"], fp32["flops_per_image"] * fp32["images_per_s"] / 1e9, rel_tol=1e-6)
+    assert fp32["best_gflops"] >= fp32["gflops"]
     assert 0 < fp32["fraction_of_peak"] < 5
     assert rows["bf16"]["dtype"] == "bfloat16"
 

@@ -225,3 +225,15 @@ def test_tiny_demo_end_to_end(tmp_path):
         for k, v in part.items():
             assert torch.equal(two[k], v), k
     assert set(two) == set(rgb) | set(flow)
+
+    # and its forward (TSN late fusion 1:1.5) is what the demo computed from the two evaluations
+    from stfn.demo import fuse_predictions
+    from stfn.engine.evaluate import evaluate_checkpoint
+
+    runs = tmp_path / "runs"
+    fused = fuse_predictions(json.loads((runs / "tsn_rgb" / "predictions_last.json").read_text()),
+                             json.loads((runs / "tsn_flow" / "predictions_last.json").read_text()))
+    direct = evaluate_checkpoint(runs / "tsn_two_stream" / "last.pt", progress=False)["predictions"]
+    assert [p["video"] for p in fused] == [p["video"] for p in direct]
+    for a, b in zip(fused, direct, strict=True):
+        assert torch.allclose(torch.tensor(a["scores"]), torch.tensor(b["scores"]), atol=1e-4)

@@ -7,7 +7,8 @@ One call, no data or weights needed::
 1. generate the synthetic benchmark (:func:`stfn.data.synthetic.generate`): real H.264 videos;
 2. ``stfn prepare``: decode, resize, DIS optical flow clipped at the benchmark's flow bound;
 3. train TSN RGB and TSN flow end to end (``cnn_small`` backbone, T frames, flow stacks of L fields);
-4. TSN two-stream: the two single-stream networks in one checkpoint, scores fused 1:1.5 (TSN);
+4. TSN two-stream: late fusion of the two networks' test scores, RGB:flow = 1:1.5 (TSN); the two
+   networks are also joined into one two-stream TSN checkpoint (``runs/tsn_two_stream/last.pt``);
 5. cache per-frame features of both backbones (``stfn extract-features``);
 6. train heads on the cached features: Temporal-Inception, STFN without fusion, STFN;
 7. score every model on the test split; accuracy per class group (and within-pair accuracy of the
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,16 @@ from stfn.config import Config, config_from_dict
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json
 
-__all__ = ["PRESETS", "DemoPreset", "build_two_stream_checkpoint", "run_demo", "tsn_position_margins"]
+__all__ = [
+    "PRESETS",
+    "DemoPreset",
+    "build_features",
+    "build_two_stream_checkpoint",
+    "fuse_predictions",
+    "run_demo",
+    "train_backbones",
+    "tsn_position_margins",
+]
 
 
 @dataclass(frozen=True)
@@ -57,10 +67,12 @@ class DemoPreset:
 
 
 PRESETS: dict[str, DemoPreset] = {
-    "tiny": DemoPreset("tiny", frames=4, feature_frames=4, flow_length=2, backbone_epochs=1,
-                       backbone_lr=1e-3, head_epochs=2, head_lr=1e-3, head_hidden=32, batch_size=8, workers=0, e2e_epochs=1),
-    "small": DemoPreset("small", frames=8, feature_frames=16, flow_length=5, backbone_epochs=10,
-                        backbone_lr=1e-3, head_epochs=30, head_lr=1e-3, head_hidden=256, batch_size=16, workers=1, e2e_epochs=4),
+    # the test's smoke run: 40 videos of 32x32, one epoch per backbone
+    "tiny": DemoPreset("tiny", frames=4, feature_frames=4, flow_length=2, backbone_epochs=1, backbone_lr=1e-3,
+                       head_epochs=2, head_lr=1e-3, head_hidden=32, batch_size=8, workers=0, e2e_epochs=1),
+    # the demo: 910 videos of 64x64 (13 classes, 20 train + 50 test each), under 10 minutes on 2 cores
+    "small": DemoPreset("small", frames=8, feature_frames=16, flow_length=5, backbone_epochs=10, backbone_lr=1e-3,
+                        head_epochs=30, head_lr=1e-3, head_hidden=256, batch_size=16, workers=1, e2e_epochs=4),
 }
 
 # Display name -> run folder, in table order.
@@ -95,21 +107,6 @@ class _Steps:
             self._name = ""
 
 
-def demo_amp() -> str:
-    """``auto`` on a GPU; on a CPU ``bf16`` where it computes in bfloat16 natively (AVX-512 BF16 or
-    AMX), else ``none``. Without those instructions bfloat16 is emulated: measured on a 2-core AVX2
-    EPYC, a ``cnn_small`` training step ran 7-15x slower under bf16 autocast than in float32."""
-    import torch
-
-    if torch.cuda.is_available():
-        return "auto"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "none"
-    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "none"
-
-
 def base_config(p: DemoPreset, data_root: Path, splits: Path, size: int, seed: int) -> Config:
     """The settings every demo model shares (data, backbone, run-time). Frames keep the generated
     ``size`` (no resize, no crop: ``scale_size = crop_size = size``; training still crops multi-scale)."""
@@ -120,7 +117,7 @@ def base_config(p: DemoPreset, data_root: Path, splits: Path, size: int, seed: i
                  "frames": p.frames, "scale_size": size, "crop_size": size, "test_crops": 1,
                  "num_workers": p.workers, "synthetic_preset": p.synthetic},
         "train": {"batch_size": p.batch_size, "optimizer": "adamw", "weight_decay": 1e-4, "schedule": "cosine",
-                  "amp": demo_amp(), "channels_last": True, "seed": seed, "clip_grad": 20.0},
+                  "amp": "auto", "channels_last": True, "seed": seed, "clip_grad": 20.0},
     })
 
 
@@ -142,7 +139,8 @@ def head_config(base: Config, p: DemoPreset, arch: str, fusion: str, features: P
     cfg.model.head.fusion, cfg.model.head.hidden_dim = fusion, p.head_hidden
     cfg.data.features, cfg.data.num_workers = str(features), 0  # cached features load fastest in-process
     cfg.train.epochs, cfg.train.lr = p.head_epochs, p.head_lr
-    cfg.train.amp = "none"  # heads are cheap in float32; their Conv1d ran slower under CPU bf16 autocast
+    cfg.train.eval_every = max(1, p.head_epochs // 6)  # points of the training curves
+    cfg.train.amp = "none"  # heads are cheap in float32; bf16 gains nothing on their small matrices
     return cfg
 
 
@@ -193,6 +191,27 @@ def build_features(tsn: Config, runs_dir: Path, features_dir: Path, frames: int,
     two = build_two_stream_checkpoint(runs_dir / "tsn_rgb" / "last.pt", runs_dir / "tsn_flow" / "last.pt",
                                       runs_dir / "tsn_two_stream" / "last.pt")
     return extract_features(two, features_dir, frames=frames, device=tsn.train.device, progress=progress)
+
+
+def fuse_predictions(rgb: list[dict[str, Any]], flow: list[dict[str, Any]],
+                     weights: tuple[float, float] = (1.0, 1.5)) -> list[dict[str, Any]]:
+    """TSN late fusion of two single-stream evaluations of the same test videos (same views and
+    positions): ``log(sum_s w_s softmax(scores_s) / sum_s w_s)``, exactly what the two-stream TSN
+    network's ``forward`` computes. Rows as :func:`stfn.engine.evaluate.evaluate` writes them."""
+    import torch
+
+    by_video = {p["video"]: p for p in flow}
+    if set(by_video) != {p["video"] for p in rgb}:
+        raise StfnError("the RGB and flow evaluations did not score the same test videos")
+    out = []
+    for p in rgb:
+        q = by_video[p["video"]]
+        s = {"rgb": torch.tensor(p["scores"]), "flow": torch.tensor(q["scores"])}
+        fused = (weights[0] * s["rgb"].softmax(0) + weights[1] * s["flow"].softmax(0)) / sum(weights)
+        scores = fused.log()
+        out.append({"index": p["index"], "video": p["video"], "label": p["label"], "pred": int(scores.argmax()),
+                    "scores": scores.tolist(), "stream_scores": {k: v.tolist() for k, v in s.items()}})
+    return out
 
 
 def tsn_position_margins(tsn_ckpt: Path, features: Path, pairs: dict[int, int]) -> dict[str, Any]:
@@ -255,7 +274,8 @@ def run_demo(out_dir: str | Path, preset: str = "small", seed: int = 0, end_to_e
 
     from stfn.data.prepare import prepare_dataset
     from stfn.data.synthetic import generate
-    from stfn.engine.evaluate import evaluate_checkpoint
+    from stfn.engine.checkpoint import load_checkpoint
+    from stfn.engine.evaluate import metrics_from_predictions
     from stfn.engine.features import extract_features
     from stfn.report import class_groups, load_classes_meta, machine_info, temporal_pairs, write_demo_report
 
@@ -270,8 +290,7 @@ def run_demo(out_dir: str | Path, preset: str = "small", seed: int = 0, end_to_e
         f"output in '{out}'")
 
     steps.start("generate", f"generating the synthetic benchmark (preset '{p.synthetic}') in {synth}")
-    if not (synth / "classes.json").is_file():
-        generate(synth, preset=p.synthetic, seed=seed, workers=2, progress=progress)
+    generate(synth, preset=p.synthetic, seed=seed, workers=2, progress=progress)  # returns at once when done
     meta = load_classes_meta(synth / "classes.json")
     bound = float(meta.get("flow_bound") or 20.0)
     size = int(meta.get("params", {}).get("size") or 64)
@@ -290,8 +309,10 @@ def run_demo(out_dir: str | Path, preset: str = "small", seed: int = 0, end_to_e
     steps.start("two_stream", "TSN two-stream: late fusion of the two networks (rgb:flow = 1:1.5)")
     two = build_two_stream_checkpoint(runs / "tsn_rgb" / "last.pt", runs / "tsn_flow" / "last.pt",
                                       runs / "tsn_two_stream" / "last.pt")
-    tsn2 = evaluate_checkpoint(two, out_dir=runs / "tsn_two_stream" / "eval", progress=progress)
-    classes = tsn2["classes"]
+    preds = fuse_predictions(trained["rgb"]["last"]["predictions"], trained["flow"]["last"]["predictions"],
+                             tuple(base.model.fusion_weights))
+    tsn2 = {**metrics_from_predictions(preds, len(preds[0]["scores"])), "predictions": preds}
+    classes = list(load_checkpoint(two)["classes"])
     groups, pairs = class_groups(meta, classes), temporal_pairs(meta, classes)
 
     steps.start("features", f"caching per-frame features of both backbones ({p.feature_frames} positions per video)")
@@ -307,6 +328,7 @@ def run_demo(out_dir: str | Path, preset: str = "small", seed: int = 0, end_to_e
         steps.start("end_to_end", f"STFN end to end from the TSN backbones ({p.e2e_epochs} epochs)")
         cfg = head_config(base, p, "stfn", base.model.head.fusion, feats)
         cfg.name, cfg.data.features, cfg.model.freeze_backbone = "demo-stfn-e2e", "", False
+        cfg.data.num_workers, cfg.train.amp, cfg.train.eval_every = p.workers, base.train.amp, p.e2e_epochs
         cfg.train.epochs, cfg.train.backbone_lr_mult = p.e2e_epochs, 0.1
         cfg.train.init_rgb, cfg.train.init_flow = str(runs / "tsn_rgb" / "last.pt"), str(runs / "tsn_flow" / "last.pt")
         trained[E2E_MODEL] = _train(cfg, runs / "stfn_e2e", progress)
@@ -346,7 +368,3 @@ def run_demo(out_dir: str | Path, preset: str = "small", seed: int = 0, end_to_e
     log(f"stfn demo: finished in {summary['time_s'] / 60:.1f} min; report in '{out / 'report.md'}'")
     return summary
 
-
-def preset_with(name: str, **changes: Any) -> DemoPreset:
-    """A copy of preset ``name`` with some fields changed (tests, experiments)."""
-    return replace(PRESETS[name], **changes)
