@@ -29,6 +29,7 @@ Usage::
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from collections.abc import Callable
@@ -75,26 +76,24 @@ def make_step(net: nn.Module, x: dict[str, torch.Tensor], y: torch.Tensor, preci
     return step
 
 
-def check_same(fast: nn.Module, ref: nn.Module, x: dict[str, torch.Tensor], y: torch.Tensor) -> dict[str, float]:
-    """Largest differences between the two implementations: logits (relative to their scale), every
-    gradient (relative to that gradient's largest value) and the BatchNorm running statistics."""
-    fast.head.drop.p = ref.head.drop.p = 0.0  # dropout masks would differ
-    out = {}
-    logits = []
-    for net in (fast, ref):
-        net.zero_grad(set_to_none=True)
-        z = net.forward_head(x)
+def check_same(fast: nn.Module, ref: nn.Module, x: dict[str, torch.Tensor], y: torch.Tensor,
+               dtype: torch.dtype) -> dict[str, float]:
+    """Largest differences between the implementations in ``dtype`` (on copies, dropout off): logits,
+    gradients and BatchNorm running statistics, each relative to the largest value of its kind."""
+    nets = [copy.deepcopy(n).to(dtype) for n in (fast, ref)]
+    outs = []
+    for net in nets:
+        net.head.drop.p = 0.0  # dropout masks would differ
+        z = net.forward_head({k: v.to(dtype) for k, v in x.items()})
         nn.functional.cross_entropy(z, y).backward()
-        logits.append(z.detach())
-    out["logits"] = ((logits[0] - logits[1]).abs().max() / logits[1].abs().max()).item()
-    out["grads"] = max(((p.grad - q.grad).abs().max() / q.grad.abs().max().clamp_min(1e-12)).item()
-                       for p, q in zip(fast.parameters(), ref.parameters(), strict=True))
-    out["buffers"] = max(((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
-                         for a, b in zip(fast.buffers(), ref.buffers(), strict=True) if a.is_floating_point())
-    for net in (fast, ref):
-        net.zero_grad(set_to_none=True)
-        net.head.drop.p = 0.5
-    return out
+        outs.append({"logits": [z.detach()], "grads": [p.grad for p in net.parameters()],
+                     "buffers": [b for b in net.buffers() if b.is_floating_point()]})
+
+    def rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+        scale = max(t.abs().max().item() for t in b) or 1.0
+        return max((u - v).abs().max().item() for u, v in zip(a, b, strict=True)) / scale
+
+    return {kind: rel(outs[0][kind], outs[1][kind]) for kind in ("logits", "grads", "buffers")}
 
 
 def step_flops(net: nn.Module, x: dict[str, torch.Tensor], y: torch.Tensor) -> int:
@@ -159,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     nets = {a: build_pair(a, args.dim, args.hidden, classes) for a in args.archs}
     torch.set_num_threads(1)
     with common.section("equivalence"):
-        same = {a: check_same(*nets[a], x, y) for a in args.archs}
+        same = {a: {str(d).replace("torch.", ""): check_same(*nets[a], x, y, d) for d in (torch.float64, torch.float32)}
+                for a in args.archs}
     flops = {a: step_flops(nets[a][0], x, y) for a in args.archs}
     native = common.bf16_native()
     results = []
@@ -206,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     print(common.md_table(headers, rows))
     print()
     print(common.md_table(
-        ["head", "training GFLOP per video", "max rel. diff logits", "grads", "BN running stats"],
-        [[a, f"{flops[a] / args.batch / 1e9:.3f}", f"{same[a]['logits']:.1e}", f"{same[a]['grads']:.1e}",
-          f"{same[a]['buffers']:.1e}"] for a in args.archs]))
+        ["head", "training GFLOP per video", "dtype", "max rel. difference: logits", "gradients", "BN running stats"],
+        [[a, f"{flops[a] / args.batch / 1e9:.3f}", d, f"{v['logits']:.1e}", f"{v['grads']:.1e}", f"{v['buffers']:.1e}"]
+         for a in args.archs for d, v in same[a].items()]))
     path = common.write_results("head_speed", {
         "settings": {k: str(v) if not isinstance(v, (int, float, list, str)) else v for k, v in vars(args).items()},
         "bf16_native": native, "equivalence": same, "results": results,

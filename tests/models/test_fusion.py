@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from stfn.models.fusion import DIRECTIONS, FUSION_OPS, ConcatFusion, FusionConnection, GatedFusion
+from stfn.models.temporal import TemporalConv1d, to_reference
 
 
 @pytest.fixture
@@ -65,3 +66,18 @@ def test_bad_names():
         FusionConnection("add", "both", 4)
     with pytest.raises(ValueError, match="direction"):
         FusionConnection("sum", "sideways", 4)
+
+
+@pytest.mark.parametrize("op", ["concat", "gated"])
+def test_learned_fusions_match_conv1d_and_keep_the_layout(op, pair):
+    """Their 1x1 convolutions are TemporalConv1d: nn.Conv1d's parameters and result, stored as (B, T, C)."""
+    a, m = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in pair)  # the heads' layout
+    conn = FusionConnection(op, "both", 8)
+    with torch.no_grad():
+        for p in conn.parameters():
+            p.normal_()
+    ref = to_reference(conn)
+    assert not any(isinstance(x, TemporalConv1d) for x in ref.modules())
+    for fast_out, ref_out in zip(conn(a, m), ref(*pair), strict=True):
+        torch.testing.assert_close(fast_out, ref_out)
+        assert fast_out.transpose(1, 2).is_contiguous()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from stfn.config import HeadConfig
 from stfn.models.heads import STFNHead, TemporalInceptionHead, TemporalInceptionModule, TSNHead
+from stfn.models.temporal import to_reference
 
 
 def feats(b=2, t=8, c=24, seed=0, streams=("rgb", "flow")):
@@ -165,3 +167,83 @@ def test_temporal_heads_learn_frame_order_tsn_cannot(name):
         assert acc == 0.5  # average consensus gives both orders the same scores: chance, by construction
     else:
         assert acc > 0.9
+
+
+# ---------------------------------------------------------------- the fast layers change nothing
+
+HEAD_CONFIGS = {
+    "stfn default": ("stfn", {}),
+    "stfn concat both attention dilated": ("stfn", {"fusion": "concat", "fusion_direction": "both", "pooling": "attention",
+                                                    "kernel_sizes": [1, 3, 7], "dilations": [1, 2, 1], "blocks": 3}),
+    "stfn gated end max flat": ("stfn", {"fusion": "gated", "fusion_place": "end", "pooling": "max",
+                                         "pool_branch": False, "residual": False, "downsample": False}),
+    "stfn multiply appearance_to_motion": ("stfn", {"fusion": "multiply", "fusion_direction": "appearance_to_motion"}),
+    "temporal_inception": ("ti", {"blocks": 3}),
+}
+
+
+def _head(kind: str, cfg: HeadConfig, streams=("rgb", "flow")):
+    cls = STFNHead if kind == "stfn" else TemporalInceptionHead
+    return cls(24, 7, list(streams), cfg)
+
+
+@pytest.mark.parametrize("name", list(HEAD_CONFIGS))
+@pytest.mark.parametrize("t", [1, 8, 25])
+def test_heads_match_pytorch_conv1d_layers(name, t):
+    """Same logits, gradients (weights and input features) and BatchNorm statistics as the heads built
+    from nn.Conv1d / BatchNorm1d / MaxPool1d (to_reference), in float64 to rounding."""
+    kind, keys = HEAD_CONFIGS[name]
+    fast = _head(kind, HeadConfig(hidden_dim=16, dropout=0.0, **keys)).double().train()
+    ref = to_reference(fast)
+    with torch.no_grad():
+        for p in fast.parameters():  # away from the initial values (attention scorer at zero, [I, I], ...)
+            p.add_(0.2 * torch.randn_like(p))
+    ref.load_state_dict(fast.state_dict())
+    f = {k: v.double().requires_grad_() for k, v in feats(b=3, t=t, seed=t).items()}
+    outs = []
+    for head in (fast, ref):
+        for v in f.values():
+            v.grad = None
+        z = head(f)
+        z.backward(torch.linspace(-1, 1, z.numel(), dtype=z.dtype).view_as(z))
+        outs.append([z.detach(), *(v.grad for v in f.values()), *(p.grad for p in head.parameters()),
+                     *head.buffers()])
+    for a, b in zip(*outs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    fast.eval(), ref.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(f), ref(f), rtol=1e-10, atol=1e-12)
+
+
+def _signature(module) -> tuple[int, str]:
+    items = sorted((k, tuple(v.shape)) for k, v in module.state_dict().items())
+    return len(items), hashlib.sha256(repr(items).encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("kind, keys, expected", [
+    ("stfn", {}, (182, "fe5fd9f723ba21e8")),
+    ("stfn", {"fusion": "concat", "fusion_direction": "both", "pooling": "attention", "kernel_sizes": [3, 5],
+              "dilations": [1, 2]}, (170, "de486b1cc4ef384f")),
+    ("stfn", {"fusion": "gated", "fusion_place": "end", "pool_branch": False, "blocks": 3}, (232, "efd9861f115080d1")),
+    ("ti", {"blocks": 3}, (46, "a3b9cacde501b68d")),
+])
+def test_state_dict_keys_and_shapes_are_those_of_the_conv1d_heads(kind, keys, expected):
+    """Checkpoints stay loadable: the expected values are the (key, shape) lists of the heads built from
+    nn.Conv1d / BatchNorm1d / MaxPool1d (commit 8d94e9a), hashed."""
+    assert _signature(_head(kind, HeadConfig(hidden_dim=16, **keys))) == expected
+
+
+def test_forward_head_runs_the_head_in_float32_under_cpu_bf16_autocast():
+    from stfn.config import ModelConfig
+    from stfn.models import build_model
+
+    net = build_model(ModelConfig(backbone="cnn_small", num_classes=5, head=HeadConfig(hidden_dim=16)),
+                      with_backbones=False).eval()
+    f = feats(c=net.feature_dim, t=6)
+    with torch.no_grad():
+        expected = net.forward_head(f)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net.forward_head({k: v.bfloat16() for k, v in f.items()})
+            in_bf16 = net.head(f)
+    assert out.dtype == torch.float32 and in_bf16.dtype == torch.bfloat16
+    torch.testing.assert_close(out, expected, rtol=1e-2, atol=1e-2)  # only the bf16 rounding of the inputs

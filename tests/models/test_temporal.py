@@ -1,15 +1,21 @@
-"""Residual Inception blocks and stacks, temporal pooling."""
+"""Residual Inception blocks and stacks, temporal pooling, and the fast layers they are built from."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from stfn.models.temporal import (
     RESIDUAL_INIT_SCALE,
     ResidualInceptionBlock,
     ResidualInceptionStack,
+    TemporalBatchNorm1d,
+    TemporalConv1d,
+    TemporalMaxPool1d,
     TemporalPool,
+    cat_channels,
+    to_reference,
 )
 
 
@@ -97,3 +103,136 @@ def test_pooling_modes():
     assert (out <= x.amax(2) + 1e-6).all() and (out >= x.amin(2) - 1e-6).all()
     with pytest.raises(ValueError, match="pooling"):
         TemporalPool(4, "median")
+
+
+# ---------------------------------------------------------------- the fast layers against PyTorch's own
+
+
+def _layouts(b: int, c: int, t: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The same float64 ``(B, C, T)`` values contiguous and as the heads store them (a view of (B, T, C))."""
+    x = torch.randn(b, c, t, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return {"contiguous": x, "btc": x.transpose(1, 2).contiguous().transpose(1, 2)}
+
+
+def _fwd_bwd(layer, x: torch.Tensor, seed: int = 1):
+    """Output, input gradient and parameter gradients for a fixed random upstream gradient."""
+    x = x.detach().requires_grad_()
+    layer.zero_grad(set_to_none=True)
+    y = layer(x)
+    y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(seed), dtype=y.dtype))
+    return y.detach(), x.grad, [p.grad for p in layer.parameters()]
+
+
+@pytest.mark.parametrize("k, d", [(1, 1), (3, 1), (5, 1), (3, 2), (5, 3), (7, 1)])
+@pytest.mark.parametrize("t", [1, 2, 9])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("layout", ["contiguous", "btc"])
+def test_temporal_conv_is_conv1d(k, d, t, bias, layout):
+    fast = TemporalConv1d(6, 5, k, d, bias=bias).double()
+    ref = nn.Conv1d(6, 5, k, padding=d * (k - 1) // 2, dilation=d, bias=bias).double()
+    ref.load_state_dict(fast.state_dict())
+    x = _layouts(3, 6, t)[layout]
+    y, gx, gp = _fwd_bwd(fast, x)
+    y_ref, gx_ref, gp_ref = _fwd_bwd(ref, x)
+    assert y.shape == (3, 5, t)
+    assert y.transpose(1, 2).is_contiguous()  # stored as (B, T, C): the next layer needs no copy
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(gp, gp_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_temporal_conv_keeps_conv1d_parameters_and_init():
+    torch.manual_seed(3)
+    fast = TemporalConv1d(8, 4, 3, 2, bias=True)
+    torch.manual_seed(3)
+    ref = nn.Conv1d(8, 4, 3, padding=2, dilation=2)
+    assert isinstance(fast, nn.Conv1d) and fast.dilation == (2,) and fast.padding == (2,)
+    assert fast.state_dict().keys() == ref.state_dict().keys()
+    for key, value in ref.state_dict().items():
+        assert torch.equal(fast.state_dict()[key], value)  # same random initialisation
+    with pytest.raises(ValueError, match="odd"):
+        TemporalConv1d(4, 4, 4)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "btc"])
+def test_temporal_batchnorm_is_batchnorm1d(layout):
+    fast, ref = TemporalBatchNorm1d(6).double(), nn.BatchNorm1d(6).double()
+    with torch.no_grad():
+        fast.weight.uniform_(0.5, 2.0)
+        fast.bias.normal_()
+    ref.load_state_dict(fast.state_dict())
+    for seed in range(2):  # two training steps: running statistics follow the same updates
+        x = _layouts(4, 6, 7, seed)[layout] * 3 + 1
+        for a, b in zip(_fwd_bwd(fast, x), _fwd_bwd(ref, x), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for key, value in ref.state_dict().items():
+        torch.testing.assert_close(fast.state_dict()[key], value, rtol=1e-12, atol=1e-12)
+    assert fast.num_batches_tracked.item() == 2
+    fast.eval(), ref.eval()
+    x = _layouts(2, 6, 5, 7)[layout]
+    torch.testing.assert_close(fast(x), ref(x), rtol=1e-12, atol=1e-12)
+    x2 = torch.randn(5, 6, dtype=torch.float64)  # (B, C) inputs as usual
+    torch.testing.assert_close(fast(x2), ref(x2), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel, stride, padding, ceil", [(3, 1, 1, False), (2, 2, 0, True), (2, 2, 0, False)])
+@pytest.mark.parametrize("t", [1, 2, 3, 8, 25])
+@pytest.mark.parametrize("layout", ["contiguous", "btc"])
+def test_temporal_max_pool_is_max_pool1d_with_ties(kernel, stride, padding, ceil, t, layout):
+    if t + 2 * padding < kernel and not ceil:
+        pytest.skip("nn.MaxPool1d rejects this length too")
+    fast = TemporalMaxPool1d(kernel, stride, padding, ceil_mode=ceil)
+    ref = nn.MaxPool1d(kernel, stride, padding, ceil_mode=ceil)
+    # small integers: many ties, so the gradient must go to the same (first) maximum as PyTorch's
+    x = _layouts(2, 5, t)[layout].mul(1.5).round().clamp(-1, 1)
+    y, gx, _ = _fwd_bwd(fast, x)
+    y_ref, gx_ref, _ = _fwd_bwd(ref, x)
+    assert y.shape == y_ref.shape
+    assert torch.equal(y, y_ref) and torch.equal(gx, gx_ref)
+
+
+def test_cat_channels_is_cat_and_keeps_the_layout():
+    xs = [_layouts(2, c, 4, c)["btc"] for c in (3, 1, 5)]
+    out = cat_channels(xs)
+    assert torch.equal(out, torch.cat(xs, dim=1)) and out.transpose(1, 2).is_contiguous()
+
+
+def test_to_reference_runs_pytorch_layers_with_the_same_weights():
+    block = ResidualInceptionBlock(12, kernel_sizes=(1, 3), dilations=(1, 2)).train()
+    ref = to_reference(block)
+    kinds = {type(m) for m in ref.modules()}
+    assert {nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d} <= kinds
+    assert not kinds & {TemporalConv1d, TemporalBatchNorm1d, TemporalMaxPool1d}
+    assert any(isinstance(m, TemporalConv1d) for m in block.modules())  # the original is untouched
+    assert ref.state_dict().keys() == block.state_dict().keys()
+    x = _layouts(3, 12, 9)["btc"].float()
+    torch.testing.assert_close(block(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+def _ops(fn) -> set[str]:
+    """Names of the aten operators ``fn`` runs (forward and backward)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: set[str] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(func.__name__.split(".")[0])
+            return func(*args, **(kwargs or {}))
+
+    with Record() as rec:
+        fn()
+    return rec.names
+
+
+def test_stack_runs_matrix_products_not_convolutions():
+    stack = ResidualInceptionStack(16, 12, num_blocks=2).train()
+    x = torch.randn(2, 7, 16).transpose(1, 2)
+    ops = _ops(lambda: stack(x).sum().backward())
+    assert {"mm", "native_batch_norm", "max_pool2d_with_indices"} <= ops
+    assert not {n for n in ops if "conv" in n or "max_pool1d" in n}
+    ref_ops = _ops(lambda: to_reference(stack)(x).sum().backward())
+    assert "convolution" in ref_ops

@@ -595,7 +595,8 @@ def _run(
         finished_ok = False
         try:
             while queue or suspects or inflight:
-                alone = bool(suspects)  # after a crash: one video at a time until the culprit is found
+                # after a crash: one video at a time until every suspect has run on its own
+                alone = bool(suspects) or any(t["alone"] for t in inflight.values())
                 while (suspects or (queue and not alone)) and len(inflight) < (1 if alone else 2 * workers):
                     task = suspects.popleft() if suspects else queue.popleft()
                     task["alone"] = alone
