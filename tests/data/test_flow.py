@@ -145,3 +145,22 @@ def test_raft_weights_offline_is_a_clear_error(monkeypatch, tmp_path) -> None:
         F.create_estimator("raft", model="small", device="cpu")
     with pytest.raises(StfnError, match="cannot load RAFT-small weights"):
         F.create_estimator("raft", weights=str(tmp_path / "missing.pth"), device="cpu")
+
+# The cached DIS estimator must not carry state from one frame size to the next.
+
+
+def _pair(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = (rng.random((h // 4, w // 4)) * 255).astype(np.uint8)
+    img = np.kron(base, np.ones((4, 4), np.uint8))
+    return np.stack([img, np.roll(img, 2, axis=1)])
+
+
+def test_dis_flow_of_a_large_frame_does_not_depend_on_a_small_frame_seen_before():
+    F._cached.cache_clear()
+    big = _pair(240, 320, 0)
+    fresh = F.compute_flow(big, "dis")
+    F._cached.cache_clear()
+    F.compute_flow(_pair(16, 16, 1), "dis")  # a tiny frame first: DIS shrinks its pyramid
+    after_small = F.compute_flow(big, "dis")
+    np.testing.assert_array_equal(fresh, after_small)

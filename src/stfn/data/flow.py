@@ -92,6 +92,9 @@ class OpenCVFlow:
                 raise StfnError(f"this OpenCV ({cv2.__version__}) has no DIS optical flow")
             code = getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{preset.upper()}")
             self._impl = cv2.DISOpticalFlow_create(code)
+            # DIS lowers its finest pyramid scale for good after a small frame; restoring it before
+            # each pair keeps the flow of a frame independent of the sizes seen before it.
+            self._finest_scale = self._impl.getFinestScale()
         elif algorithm == "tvl1":
             create = getattr(getattr(cv2, "optflow", None), "DualTVL1OpticalFlow_create", None)
             if create is None:
@@ -111,6 +114,8 @@ class OpenCVFlow:
 
         if self._impl is None:
             return cv2.calcOpticalFlowFarneback(prev, nxt, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+        if self.algorithm == "dis":
+            self._impl.setFinestScale(self._finest_scale)
         return self._impl.calc(prev, nxt, None)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
