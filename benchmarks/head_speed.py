@@ -45,7 +45,7 @@ UCF101_TRAIN = 9537
 
 
 def build_pair(arch: str, dim: int, hidden: int, classes: int) -> tuple[nn.Module, nn.Module]:
-    """(fast, reference) head-only networks with the same weights."""
+    """(after, before): the head-only network and its reference copy (PyTorch's layers), same weights."""
     from stfn.config import HeadConfig, ModelConfig
     from stfn.models.stfn import ARCHS, TwoStreamNet
     from stfn.models.temporal import to_reference
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         steps, once = {}, set()
         for a in args.archs:
             for prec in args.precisions:
-                for impl, net in zip(("before", "after"), nets[a], strict=True):
+                for impl, net in zip(("after", "before"), nets[a], strict=True):
                     key = f"{a}/{prec}/{impl}"
                     steps[key] = make_step(net, x, y, prec)
                     if prec == "bf16-head" and not native:
