@@ -38,7 +38,12 @@ HERE = Path(__file__).resolve().parent
 
 
 def script_flags(script: Path) -> str:
-    """The script's ``--help`` text (to learn whether it takes --quick, --out or --json)."""
+    """Text that names the flags ``script`` takes (to learn whether it has --quick, --out or --json).
+
+    A script built on ``common.base_parser`` has ``--quick`` and ``--out``; for any other the answer
+    is its ``--help`` (one interpreter start, so only when needed)."""
+    if "base_parser(" in script.read_text(encoding="utf-8"):
+        return "--quick --out"
     proc = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120,
                           cwd=common.REPO)
     return proc.stdout if proc.returncode == 0 else ""

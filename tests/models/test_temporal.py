@@ -127,19 +127,34 @@ def _fwd_bwd(layer, x: torch.Tensor, seed: int = 1):
 @pytest.mark.parametrize("t", [1, 2, 9])
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("layout", ["contiguous", "btc"])
-def test_temporal_conv_is_conv1d(k, d, t, bias, layout):
-    fast = TemporalConv1d(6, 5, k, d, bias=bias).double()
-    ref = nn.Conv1d(6, 5, k, padding=d * (k - 1) // 2, dilation=d, bias=bias).double()
+@pytest.mark.parametrize("c_in, c_out", [(4, 6), (6, 5)])  # windows of the input / shifted outputs
+def test_temporal_conv_is_conv1d(k, d, t, bias, layout, c_in, c_out):
+    fast = TemporalConv1d(c_in, c_out, k, d, bias=bias).double()
+    ref = nn.Conv1d(c_in, c_out, k, padding=d * (k - 1) // 2, dilation=d, bias=bias).double()
     ref.load_state_dict(fast.state_dict())
-    x = _layouts(3, 6, t)[layout]
+    x = _layouts(3, c_in, t)[layout]
     y, gx, gp = _fwd_bwd(fast, x)
     y_ref, gx_ref, gp_ref = _fwd_bwd(ref, x)
-    assert y.shape == (3, 5, t)
+    assert y.shape == (3, c_out, t)
     assert y.transpose(1, 2).is_contiguous()  # stored as (B, T, C): the next layer needs no copy
     torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(gx, gx_ref, rtol=1e-12, atol=1e-12)
     for a, b in zip(gp, gp_ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("c_in, c_out", [(4, 6), (6, 5)])
+@pytest.mark.filterwarnings("ignore:.*torch.jit.*is deprecated:FutureWarning")
+@pytest.mark.filterwarnings("error::torch.jit.TracerWarning")
+def test_temporal_conv_traces_to_the_same_function(c_in, c_out):
+    """torch.jit.trace (and the ONNX export built on it) records plain slices instead of as_strided."""
+    conv = TemporalConv1d(c_in, c_out, 5, 2, bias=True).eval()
+    x = torch.randn(2, c_in, 9)
+    with torch.no_grad():
+        traced = torch.jit.trace(conv, x)
+        x2 = torch.randn(3, c_in, 9)
+        torch.testing.assert_close(traced(x2), conv(x2))
+    assert "as_strided" not in str(traced.graph)
 
 
 def test_temporal_conv_keeps_conv1d_parameters_and_init():

@@ -54,9 +54,9 @@ PRESETS: dict[str, dict] = {
              "test_per_class": 2, "clips_per_group": 2,
              "classes": ["Square", "Disk", "SlideRight", "SlideLeft", "LeftThenRight", "RightThenLeft",
                          "RedLeftGreenRight", "GreenLeftRedRight"]},
-    # stfn demo: 13 classes x (20 train + 50 test) = 910 clips of 64x64, 32-44 frames
-    "small": {**_COMMON, "size": 64, "frames_min": 32, "frames_max": 44, "train_per_class": 20,
-              "test_per_class": 50,
+    # stfn demo: 13 classes x (30 train + 40 test) = 910 clips of 64x64, 32-44 frames
+    "small": {**_COMMON, "size": 64, "frames_min": 32, "frames_max": 44, "train_per_class": 30,
+              "test_per_class": 40,
               "classes": ["Square", "Disk", "Triangle", "SlideRight", "SlideLeft", "SpinClockwise",
                           "SpinCounterclockwise", "LeftThenRight", "RightThenLeft", "AppearThenVanish",
                           "VanishThenAppear", "RedLeftGreenRight", "GreenLeftRedRight"]},
@@ -148,9 +148,9 @@ def flow_bound(p: dict) -> float:
     rounded up. Quantising to 8 bits with this bound keeps about 255 / (2 x bound) levels per pixel
     of motion instead of 6 at the usual +/-20."""
     s = p["size"]
-    fastest = max(0.025 * s + 0.1 * 0.18 * s * 1.3,  # appearance: drift + spin at the tip
+    fastest = max(0.025 * s + 0.1 * 0.2 * s * 1.31,  # appearance: drift + spin at the tip
                   0.5 * s / (0.6 * (p["frames_min"] - 1)),  # slides, bullseyes
-                  0.15 * 0.15 * 1.5 * s,  # spin at the tip of the largest ellipse
+                  0.2 * 0.15 * 1.5 * s,  # spin at the tip of the largest ellipse
                   0.45 * s / p["event_min"])  # temporal-order events
     return float(math.ceil(1.25 * (fastest + p["shake"])))
 

@@ -179,7 +179,7 @@ def _scene(rng: np.random.Generator, p: dict, cls: str, n: int, main: list[Obj],
     bg = {"kind": kind, "seed": int(rng.integers(2**31)),
           "colour1": _hsv(rng.random(), rng.uniform(0.1, 0.5), rng.uniform(0.45, 0.85)),
           "colour2": _hsv(rng.random(), rng.uniform(0.1, 0.5), rng.uniform(0.25, 0.6)),
-          "contrast": round(rng.uniform(0.3, 0.8), 4), "period": round(rng.uniform(5.0, 14.0) * s / 64, 4),
+          "contrast": round(rng.uniform(0.2, 0.55), 4), "period": round(rng.uniform(3.5, 9.0) * s / 64, 4),
           "angle": round(rng.uniform(0.0, math.pi), 4)}
     distractors = []
     for _ in range(int(rng.integers(0, p["distractors"] + 1))):
@@ -203,7 +203,7 @@ def _scene(rng: np.random.Generator, p: dict, cls: str, n: int, main: list[Obj],
 # ---------------------------------------------------------------------------------------- groups
 def _appearance(rng: np.random.Generator, nuis: np.random.Generator, p: dict, cls: str) -> Scene:
     s, n, colour = p["size"], _n_frames(nuis, p), _vivid(nuis)
-    r = rng.uniform(0.14, 0.18) * s
+    r = rng.uniform(0.16, 0.2) * s
     x, y = _bounce(rng, n, 1.2 * r + 1, s - 1.2 * r - 1, rng.uniform(0.0, 0.025 * s))
     angle = rng.uniform(0, 2 * math.pi) + rng.uniform(-0.1, 0.1) * np.arange(n)
     obj = Obj("main", cls.lower(), "flat", colour, DARKC, x, y, _const(n, r), angle, _const(n, 1.0))
@@ -219,7 +219,7 @@ def _motion(rng: np.random.Generator, nuis: np.random.Generator, p: dict, cls: s
     r_hi = r_lo * rng.uniform(1.3, 1.5)
     x0, x1 = _segment(rng, r_hi + 1, s - r_hi - 1, 0.3 * s, 0.5 * s)
     y = _const(n, rng.uniform(r_hi + 1, s - r_hi - 1))
-    angle0, omega = rng.uniform(0, 2 * math.pi), rng.uniform(0.07, 0.15)
+    angle0, omega = rng.uniform(0, 2 * math.pi), rng.uniform(0.1, 0.2)
 
     def still(track: np.ndarray) -> np.ndarray:  # a moving track frozen at a random frame
         return _const(n, float(track[int(rng.integers(n))]))

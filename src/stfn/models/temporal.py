@@ -55,8 +55,11 @@ class TemporalConv1d(nn.Conv1d):
     """Length-preserving ``nn.Conv1d`` (odd kernel, stride 1, zero padding ``d*(k-1)/2``, no groups):
     ``(B, C_in, T) -> (B, C_out, T)``, the output stored as ``(B, T, C_out)``.
 
-    Computed as one matrix product: ``(B*T, C_in*k)`` windows (for ``k = 1`` the input itself) times the
-    weight ``(C_out, C_in, k)`` flattened to ``(C_out, C_in*k)``.
+    Computed as one matrix product. ``k = 1``: the input ``(B*T, C_in)`` times the weight. ``k > 1`` with
+    ``C_in <= C_out``: the ``(B*T, C_in*k)`` windows of the input (im2col) times the weight flattened to
+    ``(C_out, C_in*k)``. ``C_in > C_out`` (e.g. Temporal-Inception on 2x2048 stacked features): the input
+    times all ``k`` taps at once, ``(B*T, C_in) x (C_in, k*C_out)``, then the ``k`` shifted outputs summed,
+    which moves ``k*C_out`` instead of ``k*C_in`` values per frame.
     """
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int = 1, dilation: int = 1, bias: bool = False) -> None:
@@ -68,13 +71,24 @@ class TemporalConv1d(nn.Conv1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xt = x.transpose(1, 2)  # (B, T, C_in)
         k, d = self.kernel_size[0], self.dilation[0]
-        if k > 1:
-            b, t, c = xt.shape
-            pad = d * (k - 1) // 2
+        if k == 1:
+            return F.linear(xt, self.weight.flatten(1), self.bias).transpose(1, 2)
+        b, t, c_in = xt.shape
+        c_out, pad = self.out_channels, self.padding[0]
+        if self.in_channels <= c_out:
             xp = F.pad(xt, (0, 0, pad, pad))
             # (B, T, C_in, k) windows, flattened channel-major like the weight (stack, not unfold: ONNX)
-            xt = torch.stack([xp[:, j * d:j * d + t] for j in range(k)], dim=3).reshape(b, t, c * k)
-        return F.linear(xt, self.weight.flatten(1), self.bias).transpose(1, 2)
+            cols = torch.stack([xp[:, j * d:j * d + t] for j in range(k)], dim=3).reshape(b, t, c_in * k)
+            return F.linear(cols, self.weight.flatten(1), self.bias).transpose(1, 2)
+        # z[:, s, j] = W_j x[s]; y[t] = sum_j z[t + j*d - pad, j] (zero outside), read from padded z
+        z = F.linear(xt, self.weight.permute(2, 0, 1).reshape(k * c_out, c_in)).view(b, t, k, c_out)
+        zp = F.pad(z, (0, 0, 0, 0, pad, pad))
+        if torch.jit.is_tracing():  # export: ONNX has no as_strided
+            y = sum(zp[:, j * d:j * d + t, j] for j in range(k))
+        else:  # the k shifted taps as one strided view: its backward is a single scatter
+            s = zp.stride()
+            y = zp.as_strided((b, t, k, c_out), (s[0], s[1], d * s[1] + s[2], s[3]), zp.storage_offset()).sum(2)
+        return (y if self.bias is None else y + self.bias).transpose(1, 2)
 
 
 class TemporalBatchNorm1d(nn.BatchNorm1d):
