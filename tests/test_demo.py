@@ -237,3 +237,14 @@ def test_tiny_demo_end_to_end(tmp_path):
     assert [p["video"] for p in fused] == [p["video"] for p in direct]
     for a, b in zip(fused, direct, strict=True):
         assert torch.allclose(torch.tensor(a["scores"]), torch.tensor(b["scores"]), atol=1e-4)
+
+
+def test_demo_refuses_a_folder_of_another_run(tmp_path):
+    from stfn.demo import run_demo
+
+    (tmp_path / "demo.json").write_text(json.dumps({"preset": "tiny", "settings": {}, "seed": 1}))
+    with pytest.raises(StfnError, match="another preset or seed"):
+        run_demo(tmp_path, preset="tiny", seed=0, log=lambda s: None)
+    assert not (tmp_path / "data").exists()
+    with pytest.raises(StfnError, match="unknown demo preset 'huge'"):
+        run_demo(tmp_path / "x", preset="huge", log=lambda s: None)

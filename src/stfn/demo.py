@@ -19,6 +19,7 @@ on frozen features): that is what fits the time budget. ``end_to_end=True`` adds
 to end from the TSN backbones. Every step resumes: re-running the same command redoes only what is
 missing. Output layout::
 
+    OUT/demo.json (preset and seed: a re-run must match them)
     OUT/data/synthetic/  OUT/data/prepared/  OUT/features/
     OUT/runs/<model>/    (config.yaml, last.pt, metrics.csv, predictions_last.json, ...)
     OUT/results.json  OUT/report.md  OUT/curves.png  OUT/groups.png  OUT/confusion_stfn.png
@@ -27,6 +28,7 @@ missing. Output layout::
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -299,6 +301,10 @@ def run_demo(out_dir: str | Path, preset: str = "small", seed: int = 0, end_to_e
     out = Path(out_dir)
     synth, prepared, feats, runs = out / "data" / "synthetic", out / "data" / "prepared", out / "features", out / "runs"
     t0 = time.perf_counter()
+    stamp = {"preset": preset, "settings": asdict(p), "seed": seed}
+    if (out / "demo.json").is_file() and json.loads((out / "demo.json").read_text()) != stamp:
+        raise StfnError(f"'{out}' holds a demo run with another preset or seed; choose another --out")
+    atomic_write_json(out / "demo.json", stamp)
     steps = _Steps(7 + int(end_to_end), log)
     log(f"stfn demo: preset '{preset}' ({asdict(p)}), seed {seed}, {torch.get_num_threads()} torch threads, "
         f"output in '{out}'")

@@ -106,6 +106,27 @@ def test_splits_parse_with_the_ucf101_parser(tiny: Path) -> None:
     assert not {r.key for r in split.train} & {r.key for r in split.test}
 
 
+def test_prepare_and_dataset_read_it_unchanged(tiny: Path, tmp_path: Path) -> None:
+    """``stfn prepare`` on videos/ and the ``synthetic`` dataset on splits/: documented shapes."""
+    prepare = pytest.importorskip("stfn.data.prepare")
+    datasets = pytest.importorskip("stfn.data.datasets")
+    from stfn.config import DataConfig
+
+    bound = load_info(tiny).flow_bound
+    prepare.prepare_dataset(tiny / "videos", tmp_path / "prep", flow="dis", bound=bound, workers=1, progress=False)
+    manifest = prepare.load_manifest(tmp_path / "prep")
+    assert manifest.flow_bound == bound
+    frames = {r["video"]: r["frames"] for r in load_scenes(tiny)}
+    assert {k: v["frames"] for k, v in manifest.videos.items()} == frames
+    cfg = DataConfig(dataset="synthetic", root=str(tmp_path / "prep"), splits=str(tiny / "splits"), frames=4,
+                     scale_size=32, crop_size=32, num_workers=0)
+    ds = datasets.build_dataset(cfg, "train", ["rgb", "flow"], flow_length=5)
+    assert ds.classes == PRESETS["tiny"]["classes"] and len(ds) == 8 * PRESETS["tiny"]["train_per_class"]
+    item = ds[0]
+    assert item["rgb"].shape == (4, 3, 32, 32) and item["flow"].shape == (4, 10, 32, 32)
+    assert ds.classes[item["label"]] == item["video"].split("/")[0]
+
+
 def test_videos_decode_to_their_scenes(tiny: Path) -> None:
     scenes = load_scenes(tiny)
     assert len(scenes) == sum(len(_lines(tiny / "splits" / f)) for f in ("trainlist01.txt", "testlist01.txt"))
@@ -292,6 +313,20 @@ def test_bad_parameters_name_the_key(overrides: dict, needle: str, tmp_path: Pat
         generate(tmp_path, "tiny", **overrides)
     with pytest.raises(SyntheticError, match="preset"):
         resolve_params("huge")
+
+
+def test_bad_seed_and_folders_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(SyntheticError, match="seed"):
+        generate(tmp_path / "a", "tiny", seed=-1)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SyntheticError, match="is a file"):
+        generate(tmp_path / "file", "tiny")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "classes.json").write_text("{not json")
+    with pytest.raises(SyntheticError, match="cannot be read"):
+        generate(tmp_path / "broken", "tiny")
+    with pytest.raises(SyntheticError, match="does not exist"):
+        load_info(tmp_path / "a")
 
 
 def test_cli_synth_and_contact_sheet(tmp_path: Path, capsys) -> None:

@@ -250,11 +250,15 @@ def generate(out_dir: str | os.PathLike, preset: str = "tiny", seed: int = 0, *,
     start = time.perf_counter()
     p = resolve_params(preset, **overrides)
     root = Path(out_dir)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise SyntheticError(f"the synthetic seed must be a non-negative integer, got {seed!r}")
+    if root.exists() and not root.is_dir():
+        raise SyntheticError(f"output folder '{root}' is a file")
     meta = _classes_json(preset, int(seed), p)
     pending, done_file = root / ".synth-pending.json", root / "classes.json"
     for marker in (done_file, pending):
         if marker.is_file():
-            old = json.loads(marker.read_text())
+            old = _read_json(marker)
             same = {k: old.get(k) for k in ("preset", "seed", "params")} == {k: meta[k] for k in
                                                                            ("preset", "seed", "params")}
             if not same and not overwrite:
@@ -277,7 +281,10 @@ def generate(out_dir: str | os.PathLike, preset: str = "tiny", seed: int = 0, *,
         jobs.append((names, subset, g, c, labels, p, int(seed), str(root / "videos")))
     records, written = [], sum(not (root / "videos" / f"{_key(n, g, c)}.mp4").is_file() for n, _, g, c in
                                video_entries(p))
-    bar = _progress(progress, sum(len(j[0]) for j in jobs))
+    from tqdm import tqdm
+
+    bar = tqdm(total=sum(len(j[0]) for j in jobs), unit="video", desc="synth", disable=not progress,
+               dynamic_ncols=True)
     if workers > 1:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
             for recs in pool.map(_job, jobs, chunksize=4):
@@ -315,35 +322,29 @@ def _clear(root: Path) -> None:
         (root / name).unlink(missing_ok=True)
 
 
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(enabled: bool, total: int):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="video", desc="synth", dynamic_ncols=True)
-
-
 def load_info(root: str | os.PathLike) -> SyntheticInfo:
     """Rebuild the :class:`SyntheticInfo` of a generated folder from its ``classes.json``."""
     root = Path(root)
     path = root / "classes.json"
     if not path.is_file():
         raise SyntheticError(f"'{path}' does not exist: '{root}' is not a generated synthetic benchmark")
-    meta = json.loads(path.read_text())
+    meta = _read_json(path)
     counts: dict[str, dict[str, int]] = {n: {"train": 0, "test": 0} for n in meta["params"]["classes"]}
     for name, subset, _, _ in video_entries(meta["params"]):
         counts[name][subset] += 1
     return SyntheticInfo(root=root, preset=meta["preset"], seed=meta["seed"], params=meta["params"],
                          classes=[CATALOGUE[c["name"]] for c in meta["classes"]], flow_bound=meta["flow_bound"],
                          counts=counts)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SyntheticError(f"'{path}' cannot be read: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("params"), dict):
+        raise SyntheticError(f"'{path}' is not a synthetic benchmark description (no 'params')")
+    return data
 
 
 def load_scenes(root: str | os.PathLike) -> list[dict]:
@@ -355,18 +356,20 @@ def load_scenes(root: str | os.PathLike) -> list[dict]:
 
 
 def contact_sheet(root: str | os.PathLike, out_png: str | os.PathLike, frames: int = 6, scale: int = 1) -> Path:
-    """A PNG with one row per class: ``frames`` evenly spaced frames of its first test video.
+    """A PNG with one row per class: ``frames`` evenly spaced frames of one of its test videos.
 
-    Frames are rendered again from the scene (identical to what was encoded, before compression).
-    The image is saved with a 256-colour palette to stay small.
+    Class ``k`` shows its ``k``-th test video (cycling), so the rows show different backdrops and
+    colours (videos with the same group and clip number share them). Frames are rendered again from
+    the scene: identical to what was encoded, before compression. Saved with a 256-colour palette.
     """
     from PIL import Image, ImageDraw
 
     info = load_info(root)
     p = info.params
-    first = {}
+    tests: dict[str, list[tuple[int, int]]] = {}
     for name, subset, g, c in video_entries(p):
-        first.setdefault((name, subset), (g, c))
+        if subset == "test":
+            tests.setdefault(name, []).append((g, c))
     s = p["size"] * scale
     label_w, pad, head = 170, 4, 14
     rows = info.class_names
@@ -375,12 +378,12 @@ def contact_sheet(root: str | os.PathLike, out_png: str | os.PathLike, frames: i
     sheet = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     y, last_group = 0, None
-    for name in rows:
+    for k, name in enumerate(rows):
         group = CATALOGUE[name].group
         if group != last_group:
             draw.text((2, y + 1), f"{group}", fill=(160, 0, 0))
             y, last_group = y + head, group
-        g, c = first[(name, "test")]
+        g, c = tests[name][k % len(tests[name])]
         video = render(build_scene(name, p, [info.seed, g, c]))
         picks = np.linspace(0, len(video) - 1, frames).round().astype(int)
         draw.text((8, y + s // 2 - 6), name, fill=(0, 0, 0))

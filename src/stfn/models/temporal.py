@@ -9,16 +9,18 @@
 Padding keeps every length, so any ``T >= 1`` works (downsampling uses ``ceil_mode``: 25 -> 13 -> 7,
 and 1 stays 1). Kernel lengths must be odd.
 
-Speed: every tensor here is *logically* ``(B, C, T)`` but stored as ``(B, T, C)`` (a ``.transpose(1, 2)`` view of a
-contiguous ``(B, T, C)`` tensor, which is what the heads' frame features already are). On that layout
-a 1x1 convolution is one matrix product over channels, a length-``k`` convolution one matrix product
-over the ``k*C`` values of each window, BatchNorm is the vectorised ``(N, C)`` kernel and max-pooling a
-few element-wise maxima. :class:`TemporalConv1d`, :class:`TemporalBatchNorm1d` and
-:class:`TemporalMaxPool1d` are ``nn.Conv1d`` / ``nn.BatchNorm1d`` / ``nn.MaxPool1d`` with the same
-parameters, state_dict keys, initialisation and results (to float rounding), computed that way; on
-CPU PyTorch's own kernels fall back to a reference convolution for small batches, and are 3-20x
-slower. :func:`to_reference` gives back a copy that runs PyTorch's own kernels (for checks and
-benchmarks). Inputs in the ordinary contiguous ``(B, C, T)`` layout work too (one copy each).
+Speed: every tensor here is *logically* ``(B, C, T)`` but stored as ``(B, T, C)``: a
+``.transpose(1, 2)`` view of a contiguous ``(B, T, C)`` tensor, which is what the heads' frame
+features already are. On that layout a 1x1 convolution is one matrix product over channels, a
+length-``k`` convolution one matrix product too (see :class:`TemporalConv1d`), BatchNorm runs the
+vectorised ``(N, C)`` kernel and max-pooling the channels-last kernel. :class:`TemporalConv1d`,
+:class:`TemporalBatchNorm1d` and :class:`TemporalMaxPool1d` are ``nn.Conv1d`` / ``nn.BatchNorm1d`` /
+``nn.MaxPool1d`` subclasses with the same parameters, state_dict keys, initialisation and results (to
+float rounding; the same tie rule for max-pool gradients), computed that way. PyTorch's own CPU
+kernels on ``(B, C, T)`` take a reference convolution for 1x1 convolutions (one thread, batch < 16)
+and strided loops for 3-d BatchNorm and max-pooling. :func:`to_reference` gives a copy that runs
+PyTorch's own layers (for checks and ``benchmarks/head_speed.py``). Inputs in the ordinary contiguous
+``(B, C, T)`` layout work too (one copy each); every output is stored as ``(B, T, C)``.
 """
 
 from __future__ import annotations
