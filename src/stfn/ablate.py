@@ -18,10 +18,15 @@ Protocols, chosen per combination:
 * **backbone changes** (``model.backbone``, ``model.flow_length``, input size, ...) cannot reuse those
   features. With features, such a combination first builds its own: single-stream TSN backbones are
   trained and their features extracted (the demo's two-stage protocol, :func:`stfn.demo.build_features`),
-  once per distinct backbone setting, then the head trains on them. Without features, every run is
-  end to end;
-* ``data.frames`` with features: the cached features are re-extracted at the new T from the same
-  backbone checkpoints (inference only).
+  once per distinct backbone setting (for features of an untrained or ImageNet backbone, the new
+  backbone's features are simply extracted), then the head trains on them. Without features, every
+  run is end to end;
+* ``data.frames`` with features: up to the number of cached positions, the head samples T of them
+  (one per segment); beyond it, features are extracted again at the new T from the same backbones.
+
+The metrics are those of the last epoch (the synthetic benchmark has no validation split, so no
+model is selected on the test split); on the synthetic benchmark they include the accuracy per class
+group and the within-pair accuracy of the temporal-order pairs (:mod:`stfn.report`).
 """
 
 from __future__ import annotations
@@ -67,8 +72,6 @@ BACKBONE_KEYS: frozenset[str] = frozenset(
         "data.root",
     }
 )
-# Keys that keep the backbones but change which frames are featurised: features are re-extracted.
-EXTRACT_KEYS: frozenset[str] = frozenset({"data.frames"})
 
 
 def split_values(text: str) -> list[str]:
@@ -242,9 +245,8 @@ class _FeatureSource:
         extract_features(self._source(), folder, frames=frames, progress=self.progress)
         return folder, f"head-only on cached features ({frames} positions)"
 
-    def _source(self) -> Any:
-        from stfn.config import config_from_dict
-
+    def _source(self) -> str | Config:
+        """The checkpoint the cached features came from, else the config they were extracted with."""
         ckpt = self.meta.get("source_checkpoint") or ""
         if ckpt and Path(ckpt).is_file():
             return ckpt
@@ -288,15 +290,14 @@ def run_ablation(
     Seeds are ``train.seed + s`` for ``s < seeds``. Finished runs (``result.json``) are skipped.
     Returns the table as a dict (``rows`` with per-metric ``summarize`` results).
     """
-    from stfn.config import Config as _Config
     from stfn.config import load_config
     from stfn.engine.train import train
     from stfn.models import check_model_config
 
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-    base = copy.deepcopy(config) if isinstance(config, _Config) else load_config(config, list(overrides))
-    if isinstance(config, _Config) and overrides:
+    base = copy.deepcopy(config) if isinstance(config, Config) else load_config(config, list(overrides))
+    if isinstance(config, Config) and overrides:
         base = config_from_dict(apply_overrides(config_to_dict(base), list(overrides)))
     if features:
         base.data.features = str(features)
@@ -345,7 +346,7 @@ def run_ablation(
             atomic_write_json(done, res)
             runs.append(res)
         rows.append(_aggregate(combo, protocol, runs))
-        table = {"config": str(config) if not isinstance(config, _Config) else "config", "keys": keys,
+        table = {"config": str(config) if not isinstance(config, Config) else "config", "keys": keys,
                  "seeds": seeds, "one_at_a_time": one_at_a_time, "rows": rows}
         write_table(table, out)
     return table

@@ -43,8 +43,8 @@ from stfn.data.synthetic_scenes import CATALOGUE, GROUPS, SyntheticClass, build_
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json, atomic_write_text
 
-__all__ = ["PRESETS", "SyntheticInfo", "contact_sheet", "generate", "load_info", "load_scenes",
-           "resolve_params", "scene_record", "video_entries", "write_video"]
+__all__ = ["PRESETS", "SyntheticError", "SyntheticInfo", "contact_sheet", "flow_bound", "generate", "load_info",
+           "load_scenes", "resolve_params", "scene_record", "video_entries", "write_video"]
 
 _COMMON = {"still_gap": 5, "event_min": 5, "event_max": 8, "shake": 1, "noise_min": 2.0, "noise_max": 6.0,
            "distractors": 2, "clips_per_group": 5, "fps": 25, "crf": 20}

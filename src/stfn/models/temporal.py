@@ -89,7 +89,7 @@ class TemporalConv1d(nn.Conv1d):
             y = sum(zp[:, j * d:j * d + t, j] for j in range(k))
         else:  # the k shifted taps as one strided view: its backward is a single scatter
             s = zp.stride()
-            y = zp.as_strided((b, t, k, c_out), (s[0], s[1], d * s[1] + s[2], s[3]), zp.storage_offset()).sum(2)
+            y = zp.as_strided((b, t, k, c_out), (s[0], s[1], d * s[1] + s[2], s[3])).sum(2)
         return (y if self.bias is None else y + self.bias).transpose(1, 2)
 
 
