@@ -69,10 +69,10 @@ class DemoPreset:
 
 
 PRESETS: dict[str, DemoPreset] = {
-    # the test's smoke run: 40 videos of 32x32, one epoch per backbone
+    # the test's smoke run: the generator's tiny preset (8 classes, 32x32), one epoch per backbone
     "tiny": DemoPreset("tiny", frames=4, feature_frames=4, flow_length=2, backbone_epochs=1, backbone_lr=1e-3,
                        head_epochs=2, head_lr=1e-3, head_hidden=32, batch_size=8, workers=0, e2e_epochs=1),
-    # the demo: 910 videos of 64x64 (13 classes, 20 train + 50 test each), under 10 minutes on 2 cores
+    # the demo: the generator's small preset (13 classes, 64x64), under 10 minutes on 2 CPU cores
     "small": DemoPreset("small", frames=8, feature_frames=16, flow_length=5, backbone_epochs=10, backbone_lr=1e-3,
                         head_epochs=30, head_lr=1e-3, head_hidden=256, batch_size=16, workers=1, e2e_epochs=4),
 }
