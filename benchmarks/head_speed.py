@@ -20,6 +20,8 @@ counted by ``torch.utils.flop_counter``; ``% peak`` compares the rate to a 1024^
 in the same run with the same threads. Target (issue 7): an epoch over a UCF101-sized cache
 (9537 videos, T=25, 2048-d, two streams) in under 60 s on 2 cores, i.e. >= 159 videos/s.
 
+CPU only: ``--thread-counts`` sets the threads (the common ``--threads`` and ``--device`` are ignored).
+
 Usage::
 
     python benchmarks/head_speed.py                          # T=25, 2048-d, batch 32, 1 and 2 threads
@@ -124,7 +126,8 @@ def matmul_gflops(threads: int, n: int = 1024, reps: int = 5) -> dict[str, float
 
 
 def measure(steps: dict[str, Callable[[], None]], once: set[str], rounds: int) -> dict[str, dict[str, Any]]:
-    """Round-robin timing (order reversed every other round); ``once``: one untimed warm-up-free step."""
+    """Round-robin timing (order reversed every other round); keys in ``once`` get a single timed step
+    and no warm-up (emulated bf16: too slow for more)."""
     for k, fn in steps.items():
         if k not in once:
             fn()  # warm-up

@@ -30,6 +30,7 @@ BENCHMARKS = {
     "backbone_throughput": "backbone_throughput.py",
     "model_overhead": "model_overhead.py",
     "head_training": "head_training.py",
+    "head_speed": "head_speed.py",
     "loader": "loader.py",
     "flow": "flow.py",
     "predict_latency": "predict_latency.py",

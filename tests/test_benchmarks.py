@@ -134,3 +134,11 @@ def test_head_training_rejects_bad_arguments(tmp_path: Path, bad: list[str], nam
         head_training.main(["--out", str(tmp_path), *bad])
     assert exc.value.code == 2 and names in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing measured, nothing written
+
+
+def test_head_speed_quick(tmp_path: Path) -> None:
+    stdout, result = run_script("head_speed.py", tmp_path)
+    assert "| stfn | 1 | fp32 |" in stdout
+    for same in result["equivalence"].values():
+        assert same["float64"]["logits"] < 1e-10 and same["float64"]["grads"] < 1e-10
+    assert all(r["after"]["videos_per_s"] > 0 for r in result["results"])

@@ -98,9 +98,10 @@ class TwoStreamNet(nn.Module):
     def forward_head(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``(B, num_classes)`` from per-frame features ``{"<stream>_feat": (B, T, C)}``.
 
-        Under CPU bfloat16 autocast the head runs in float32: PyTorch's CPU ``Conv1d`` has no fast
-        bfloat16 kernel (it falls back to a reference convolution, ~20x slower), and the head is a
-        small fraction of the FLOPs, so float32 is both faster and more accurate there.
+        Under CPU bfloat16 autocast the head runs in float32: it is a small fraction of a two-stream
+        step's FLOPs, float32 is more accurate, and on CPUs without bf16 hardware (AVX2) its bf16
+        matrix products are emulated: ~10x slower than float32 for the STFN head (``benchmarks/
+        head_speed.py``, ``bf16-head`` rows; with PyTorch's Conv1d layers it was ~25x).
         """
         if torch.is_autocast_enabled("cpu") and any(f.device.type == "cpu" for f in features.values()):
             with torch.autocast("cpu", enabled=False):
