@@ -99,6 +99,7 @@ class DataConfig:
     crop_size: int = 224  # network input side
     test_crops: int = 1  # 1 (centre) | 3 | 10 (TSN)
     color_jitter: float = 0.0  # brightness/contrast/saturation strength on RGB, 0 disables
+    hflip: bool = True  # random horizontal flip in training (negates flow-x); off for mirror-pair classes
     on_missing: str = "error"  # error | skip: videos in the split list but not prepared
     features: str = ""  # folder of cached per-frame features (`stfn extract-features`); skips backbones
     num_workers: int = 2

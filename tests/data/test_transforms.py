@@ -220,3 +220,11 @@ def test_iter_view_chunks_folds_views_into_the_batch():
     assert chunks[0]["rgb"].shape == (8, t, 3, 4, 4) and chunks[2]["flow"].shape == (4, t, 6, 4, 4)
     rebuilt = torch.cat([c["rgb"].view(b, c["views"], t, 3, 4, 4) for c in chunks], dim=1)
     assert torch.equal(rebuilt, batch["rgb"])
+
+
+def test_hflip_false_in_the_config_turns_training_flips_off():
+    from stfn.config import DataConfig
+    from stfn.data.transforms import build_transform
+
+    assert build_transform(DataConfig(hflip=False), train=True).flip is False
+    assert build_transform(DataConfig(), train=True).flip is True

@@ -282,7 +282,7 @@ def build_transform(data_cfg: DataConfig, train: bool, views: int | None = None)
     if train:
         if data_cfg.color_jitter < 0:
             raise ConfigError(f"config key 'data.color_jitter' must be >= 0, got {data_cfg.color_jitter}")
-        return TrainTransform(data_cfg.crop_size, data_cfg.scale_size, data_cfg.color_jitter)
+        return TrainTransform(data_cfg.crop_size, data_cfg.scale_size, data_cfg.color_jitter, flip=data_cfg.hflip)
     views = data_cfg.test_crops if views is None else views
     if views not in VIEWS:
         raise ConfigError(f"config key 'data.test_crops' must be 1, 3 or 10, got {views}")
