@@ -164,7 +164,7 @@ def test_runner_tiny_grid_resumes_and_aggregates(tiny_features, tmp_path):
     assert [r["name"] for r in table["rows"]] == ["fusion=none", "fusion=sum"]
     for row in table["rows"]:
         assert row["seeds"] == [0, 1]
-        assert row["protocol"] == "head-only on cached features"
+        assert row["protocol"] == "head-only"
         top1 = row["metrics"]["overall"]
         assert top1["n"] == 2 and 0.0 <= top1["min"] <= top1["mean"] <= top1["max"] <= 100.0
         # the synthetic classes.json is found: per-group accuracies and the within-pair accuracy
@@ -208,9 +208,11 @@ def test_runner_builds_features_for_frames_and_backbone_changes(tiny_features, t
     names = [r["name"] for r in table["rows"]]
     assert names == ["base", "frames=2", "frames=6", "flow_length=3"]
     protocols = [r["protocol"] for r in table["rows"]]
-    assert protocols[0] == protocols[1] == "head-only on cached features"  # 2 <= 4 cached positions
-    assert "6 positions" in protocols[2]
-    assert protocols[3].startswith("two-stage")
+    assert protocols[0] == protocols[1] == "head-only"  # 2 <= 4 cached positions
+    assert protocols[2] == "head-only, 6 positions extracted"
+    assert protocols[3] == "two-stage, new backbones"
+    md = (out / "ablation.md").read_text()
+    assert "| change | protocol | top-1 |" in md and "| flow_length=3 | two-stage, new backbones |" in md
     built = {json.loads((p / "features.json").read_text())["frames"]: json.loads((p / "features.json").read_text())
              for p in (out / "features").iterdir()}
     assert sorted(built) == [4, 6]  # new features: 6 positions; and 4 positions with L = 3

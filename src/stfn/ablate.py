@@ -235,15 +235,15 @@ class _FeatureSource:
         changed = {k: v for k, v in combo.items() if k in BACKBONE_KEYS and v != _get(made, k)}
         frames = max(int(self.meta["frames"]), cfg.data.frames)
         if not changed and frames == int(self.meta["frames"]):
-            return self.root, "head-only on cached features"
+            return self.root, "head-only"
         folder = self.out_dir / "features" / combo_slug({**changed, "frames": frames})
         if changed:
-            return self._new_backbones(cfg, changed, frames, folder), "two-stage: new backbones, head on their features"
+            return self._new_backbones(cfg, changed, frames, folder), "two-stage, new backbones"
         from stfn.engine.features import extract_features
 
         self.log(f"ablate: extracting {frames} positions per video into {folder}")
         extract_features(self._source(), folder, frames=frames, progress=self.progress)
-        return folder, f"head-only on cached features ({frames} positions)"
+        return folder, f"head-only, {frames} positions extracted"
 
     def _source(self) -> str | Config:
         """The checkpoint the cached features came from, else the config they were extracted with."""
@@ -362,18 +362,23 @@ def _aggregate(combo: dict[str, Any], protocol: str, runs: list[dict[str, Any]])
 
 
 def ablation_markdown(table: dict[str, Any]) -> str:
-    """One row per combination: the varied values, then mean ± std (min–max) over seeds of each metric."""
+    """One row per combination: what changed (one column per key, or one ``change`` column when one
+    axis varies at a time), the protocol, then mean ± std (min–max) over seeds of each metric."""
     from stfn.report import fmt_summary, markdown_table
 
     keys = table["keys"]
     metrics = [(k, h) for k, h in METRICS if any(r["metrics"][k]["n"] for r in table["rows"])]
-    header = [_short(k) for k in keys] + ["protocol"] + [h for _, h in metrics] + ["seeds", "s/run"]
+    lead = ["change"] if table.get("one_at_a_time") else [_short(k) for k in keys]
+    header = lead + ["protocol"] + [h for _, h in metrics] + ["seeds", "s/run"]
     rows = []
     for r in table["rows"]:
-        vals = [_fmt(r["combo"][k]) if k in r["combo"] else "(base)" for k in keys]
+        if table.get("one_at_a_time"):
+            vals = [r["name"] if r["combo"] else "base"]
+        else:
+            vals = [_fmt(r["combo"][k]) for k in keys]
         rows.append(vals + [r["protocol"]] + [fmt_summary(r["metrics"][k]) for k, _ in metrics]
                     + [str(len(r["seeds"])), f"{r['time_s']:.0f}"])
-    align = "l" * (len(keys) + 1) + "r" * (len(metrics) + 2)
+    align = "l" * (len(lead) + 1) + "r" * (len(metrics) + 2)
     return markdown_table(header, rows, align)
 
 

@@ -264,10 +264,19 @@ def tsn_position_margins(tsn_ckpt: Path, features: Path, pairs: dict[int, int]) 
     return out
 
 
-def _train(cfg: Config, run_dir: Path, progress: bool) -> dict[str, Any]:
+def _train(cfg: Config, run_dir: Path, progress: bool, threads: int = 0) -> dict[str, Any]:
+    """``train(..., resume=True)``, with ``threads`` torch CPU threads for its duration (0: unchanged)."""
+    import torch
+
     from stfn.engine.train import train
 
-    return train(cfg, run_dir, resume=True, progress=progress)
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        return train(cfg, run_dir, resume=True, progress=progress)
+    finally:
+        torch.set_num_threads(before)
 
 
 def _model_entry(name: str, run_dir: Path, result: dict[str, Any], protocol: str,
@@ -342,7 +351,9 @@ def run_demo(out_dir: str | Path, preset: str = "small", seed: int = 0, end_to_e
     heads = {"Temporal-Inception": ("temporal_inception", "none"), "STFN (no fusion)": ("stfn", "none"),
              "STFN": ("stfn", base.model.head.fusion)}
     for name, (arch, fusion) in heads.items():
-        trained[name] = _train(head_config(base, p, arch, fusion, feats), runs / MODELS[name], progress)
+        # One thread: the heads' matrices are small, and a second thread that must wait for a core
+        # another process holds made them 10-30x slower (measured on a shared 2-core machine).
+        trained[name] = _train(head_config(base, p, arch, fusion, feats), runs / MODELS[name], progress, threads=1)
 
     if end_to_end:
         steps.start("end_to_end", f"STFN end to end from the TSN backbones ({p.e2e_epochs} epochs)")

@@ -251,6 +251,30 @@ def test_binding_colours_look_alike_to_flow() -> None:
     assert (red.y[0] < 32) != (green.y[0] < 32)  # one in each half
 
 
+def test_binding_is_the_xor_of_what_each_stream_is_taught() -> None:
+    """RedLeftGreenRight <=> (red is upper) == (upper goes left); each half alone is a coin flip, and is
+    the label of a single-stream pair (RedAboveGreen: one frame, TopLeftBottomRight: flow)."""
+    p = resolve_params("small")
+    seen = Counter()
+    for g in range(80):
+        for name in ("RedLeftGreenRight", "GreenLeftRedRight"):
+            red, green = sorted(build_scene(name, p, [0, g, 1]).main, key=lambda o: o.role != "red")
+            red_upper = red.y[0] < green.y[0]
+            upper = red if red_upper else green
+            upper_left = upper.x[-1] < upper.x[0]
+            assert (red_upper == upper_left) == (name == "RedLeftGreenRight")
+            seen[name, red_upper] += 1
+    assert all(20 <= v <= 60 for v in seen.values()) and len(seen) == 4
+    layout = {n: build_scene(n, p, [0, 2, 3]).main for n in ("RedAboveGreen", "GreenAboveRed")}
+    for a, b in zip(layout["RedAboveGreen"], layout["GreenAboveRed"], strict=True):  # colours swapped only
+        assert np.array_equal(a.x, b.x) and np.array_equal(a.y, b.y) and a.role != b.role
+    red = next(o for o in layout["RedAboveGreen"] if o.role == "red")
+    green = next(o for o in layout["RedAboveGreen"] if o.role == "green")
+    assert np.all(red.y < 32) and np.all(green.y > 32) and np.ptp(red.x) + np.ptp(red.y) > 0
+    upper, lower = build_scene("TopLeftBottomRight", p, [0, 2, 3]).main
+    assert upper.x[-1] < upper.x[0] and lower.x[-1] > lower.x[0] and upper.colour == lower.colour
+
+
 def test_nuisances_are_balanced_across_classes() -> None:
     """Same group and clip number: same backdrop, colour, distractors, shake, noise in every class,
     so none of them can stand in for the label; another clip number draws new ones."""
@@ -263,7 +287,7 @@ def test_nuisances_are_balanced_across_classes() -> None:
         shake = s.shake[::-1] if reversed_twin else s.shake
         assert np.array_equal(shake, ref.shake) or s.n_frames != ref.n_frames  # temporal order: even lengths
         assert len(s.objects) - len(s.main) == len(ref.objects) - len(ref.main)
-        if s.group in ("appearance", "motion", "temporal_order"):
+        if s.main[0].role in ("main", "upper"):  # the drawn colour (red and green are fixed)
             assert s.main[0].colour == ref.main[0].colour
     squares = [build_scene("Square", p, [0, 4, c]).main[0] for c in (2, 3)]
     disk = build_scene("Disk", p, [0, 4, 2]).main[0]

@@ -1,32 +1,35 @@
 """The classes of the synthetic benchmark and the random scenes behind each of their videos.
 
-Four groups, each hard in one way (see :mod:`stfn.data.synthetic` for what solves which). Every
-group has its own kind of object, so the group is visible in any frame; inside a group only the
-intended cue separates the classes:
+Four groups, each hard in one way (see :mod:`stfn.data.synthetic` for what solves which); inside a
+group only the intended cue separates the classes:
 
-- ``appearance``: one flat shape of random colour that drifts and turns at random; the shape is
-  the class (Square, Disk, Triangle, Cross, Ring).
+- ``appearance``: one flat shape of random colour that drifts and turns at random; the shape is the
+  class (Square, Disk, Triangle, Cross, Ring). RedAboveGreen / GreenAboveRed: a red and a green
+  bullseye drifting at random in their halves of the frame; the colour layout is the class.
 - ``motion``: one striped ellipse. Position, size and orientation have the same per-frame
   distribution in every class (a still class takes the track of a moving one at a random frame), so
   one frame says nothing; the motion is the class (slide right/left, spin clockwise/counter-clockwise,
-  grow/shrink). Mirror classes are twins: each video of one is a video of the other played
-  backwards, so their frame multisets are identical.
+  grow/shrink). TopLeftBottomRight / TopRightBottomLeft: two bullseyes of one colour, one per half,
+  crossing in opposite directions. Mirror classes are twins: each video of one is a video of the
+  other played backwards, so their frame multisets are identical.
 - ``temporal_order``: one checkered disk that stays still except for two motion events of equal
   length, with at least ``still_gap`` still flow fields before, between and after them and random
   timing. A pair swaps the order of the two events (left-then-right vs right-then-left,
   appear-then-vanish vs vanish-then-appear, grow-then-shrink vs shrink-then-grow) over the same
   scene, and the still spans are balanced (middle = start + end + 1 frames), so the twins of a pair
   hold the same multiset of frames and of flow stacks: only the order differs.
-- ``appearance_motion``: a red and a green bullseye of equal luma, one in each half of the frame,
-  moving in opposite directions; the class is which colour goes which way. Flow (computed on
-  grayscale) cannot tell the colours apart; one frame cannot tell the directions (twins are time
-  reversals).
+- ``appearance_motion``: a red and a green bullseye of equal luma, one in each half (random which),
+  crossing in opposite directions; the class is which colour goes left, i.e. (red is upper) XOR
+  (upper goes left). Flow, computed on grayscale, cannot tell the colours apart, and one frame
+  cannot tell the directions (twins are time reversals), so neither stream alone beats chance. Each
+  half of the XOR is taught to one stream by a pair above (RedAboveGreen: one frame;
+  TopLeftBottomRight: flow), so single-stream features carry what a fusion of the two needs.
 
 Nuisances in every class: textured backgrounds, distractor blobs, camera shake, sensor noise,
 random speeds, start times and video lengths. They are balanced across classes: the videos with the
 same group and clip number in every class share backdrop, object colour, distractors, shake, noise
-and length (and, inside a class group, the geometry draws), so a network cannot memorise a backdrop
-or a colour as a label; with 20 training videos per class it otherwise does.
+and length (and, inside a class group, the geometry draws), so no backdrop or colour can stand in
+for the label, however few the training videos.
 """
 
 from __future__ import annotations
@@ -73,6 +76,10 @@ CATALOGUE: dict[str, SyntheticClass] = {c.name: c for c in [
     _c("Triangle", "appearance", f"a flat triangle of random colour {_DRIFT}"),
     _c("Cross", "appearance", f"a flat cross of random colour {_DRIFT}"),
     _c("Ring", "appearance", f"a flat ring of random colour {_DRIFT}"),
+    _c("RedAboveGreen", "appearance", "a red bullseye in the upper half and a green one in the lower half, both "
+       "drifting at random: the colour layout is the class (what the binding classes need from one frame)"),
+    _c("GreenAboveRed", "appearance", "a green bullseye in the upper half and a red one in the lower half, both "
+       "drifting at random: the colour layout is the class (what the binding classes need from one frame)"),
     _c("SlideRight", "motion", "a striped ellipse slides to the right", "SlideLeft", "reverse"),
     _c("SlideLeft", "motion", "a striped ellipse slides to the left", "SlideRight", "reverse"),
     _c("SpinClockwise", "motion", "a striped ellipse spins clockwise in place", "SpinCounterclockwise", "reverse"),
@@ -80,6 +87,10 @@ CATALOGUE: dict[str, SyntheticClass] = {c.name: c for c in [
        "reverse"),
     _c("Grow", "motion", "a striped ellipse grows in place", "Shrink", "reverse"),
     _c("Shrink", "motion", "a striped ellipse shrinks in place", "Grow", "reverse"),
+    _c("TopLeftBottomRight", "motion", "two bullseyes of one colour, one in each half, cross the frame: the upper "
+       "one goes left (what the binding classes need from motion)", "TopRightBottomLeft", "reverse"),
+    _c("TopRightBottomLeft", "motion", "two bullseyes of one colour, one in each half, cross the frame: the upper "
+       "one goes right (what the binding classes need from motion)", "TopLeftBottomRight", "reverse"),
     _c("LeftThenRight", "temporal_order", "a still checkered disk moves left, rests, then moves back right",
        "RightThenLeft", "swap"),
     _c("RightThenLeft", "temporal_order", "a still checkered disk moves right, rests, then moves back left",
@@ -92,18 +103,14 @@ CATALOGUE: dict[str, SyntheticClass] = {c.name: c for c in [
        "ShrinkThenGrow", "swap"),
     _c("ShrinkThenGrow", "temporal_order", "a still checkered disk shrinks, rests, then grows back",
        "GrowThenShrink", "swap"),
-    _c("RedLeftGreenRight", "appearance_motion", "a red and a green bullseye cross the frame: red goes left, "
-       "green goes right", "GreenLeftRedRight", "reverse"),
-    _c("GreenLeftRedRight", "appearance_motion", "a red and a green bullseye cross the frame: green goes left, "
-       "red goes right", "RedLeftGreenRight", "reverse"),
-    _c("RedUpGreenDown", "appearance_motion", "a red and a green bullseye cross the frame: red goes up, "
-       "green goes down", "GreenUpRedDown", "reverse"),
-    _c("GreenUpRedDown", "appearance_motion", "a red and a green bullseye cross the frame: green goes up, "
-       "red goes down", "RedUpGreenDown", "reverse"),
+    _c("RedLeftGreenRight", "appearance_motion", "a red and a green bullseye, one in each half, cross the frame: "
+       "red goes left, green goes right", "GreenLeftRedRight", "reverse"),
+    _c("GreenLeftRedRight", "appearance_motion", "a red and a green bullseye, one in each half, cross the frame: "
+       "green goes left, red goes right", "RedLeftGreenRight", "reverse"),
 ]}
 # The first class of each pair is the one sampled; its twin is derived from the same scene.
-_BASES = ("SlideRight", "SpinClockwise", "Grow", "LeftThenRight", "AppearThenVanish", "GrowThenShrink",
-          "RedLeftGreenRight", "RedUpGreenDown")
+_BASES = ("SlideRight", "SpinClockwise", "Grow", "TopLeftBottomRight", "LeftThenRight", "AppearThenVanish",
+          "GrowThenShrink", "RedLeftGreenRight")
 
 
 def pair_base(name: str) -> str:
@@ -148,9 +155,11 @@ def _segment(rng: np.random.Generator, lo: float, hi: float, dmin: float, dmax: 
     return start, start + d
 
 
-def _bounce(rng: np.random.Generator, n: int, lo: float, hi: float, speed: float) -> tuple[np.ndarray, np.ndarray]:
-    """A straight path at ``speed`` px/frame in a random direction, reflected at ``[lo, hi]``."""
-    pos = rng.uniform(lo, hi, 2)
+def _bounce(rng: np.random.Generator, n: int, lo, hi, speed: float) -> tuple[np.ndarray, np.ndarray]:
+    """A straight path at ``speed`` px/frame in a random direction, reflected at ``[lo, hi]`` (a number,
+    or ``(x, y)`` pairs for a box)."""
+    lo, hi = np.broadcast_to(np.asarray(lo, dtype=float), 2), np.broadcast_to(np.asarray(hi, dtype=float), 2)
+    pos = rng.uniform(lo, hi)
     th = rng.uniform(0.0, 2.0 * math.pi)
     vel = np.array([math.cos(th), math.sin(th)]) * speed
     out = np.empty((n, 2))
@@ -158,9 +167,9 @@ def _bounce(rng: np.random.Generator, n: int, lo: float, hi: float, speed: float
         out[t] = pos
         pos = pos + vel
         for k in range(2):
-            if pos[k] < lo or pos[k] > hi:
+            if pos[k] < lo[k] or pos[k] > hi[k]:
                 vel[k] = -vel[k]
-                pos[k] = 2 * lo - pos[k] if pos[k] < lo else 2 * hi - pos[k]
+                pos[k] = 2 * lo[k] - pos[k] if pos[k] < lo[k] else 2 * hi[k] - pos[k]
     return out[:, 0], out[:, 1]
 
 
@@ -272,30 +281,50 @@ def _temporal(rng: np.random.Generator, nuis: np.random.Generator, p: dict, cls:
     return _scene(nuis, p, cls, n, [obj], events)
 
 
-def _binding(rng: np.random.Generator, nuis: np.random.Generator, p: dict, cls: str) -> Scene:
-    """RedLeftGreenRight (horizontal) or RedUpGreenDown (vertical); twins are these reversed."""
-    s, n = p["size"], _n_frames(nuis, p)
-    _vivid(nuis)  # keep the shared stream aligned with the other groups (the colours are fixed here)
+def _two_bullseyes(rng: np.random.Generator, nuis: np.random.Generator, p: dict, cls: str) -> Scene:
+    """Two bullseyes, one per half of the frame (upper or lower, from the shared draws):
+
+    - RedAboveGreen / GreenAboveRed (appearance): red and green drift at random; the layout is the class;
+    - TopLeftBottomRight (motion; its twin is it reversed): one colour, the upper one goes left;
+    - RedLeftGreenRight (appearance_motion; its twin is it reversed): red goes left, green right, and
+      red's half is random, so the label is (red is upper) XOR (upper goes left).
+    """
+    s, n, colour = p["size"], _n_frames(nuis, p), _vivid(nuis)
     t0, f = _window(rng, n)
     prog = _progress(n, t0, f)
     r = rng.uniform(0.13, 0.16) * s
-    red_first = bool(rng.random() < 0.5)  # red in the top (left) half
-    bands = [(r + 1, s / 2 - r - 1), (s / 2 + r + 1, s - r - 1)]
-    objs = []
-    for colour, band in ((RED, bands[0 if red_first else 1]), (GREEN, bands[1 if red_first else 0])):
-        lo, hi = _segment(rng, r + 1, s - r - 1, 0.3 * s, 0.5 * s)
-        along = hi + (lo - hi) * prog if colour == RED else lo + (hi - lo) * prog  # red: left/up
-        across = _const(n, rng.uniform(*band))
-        x, y = (along, across) if cls == "RedLeftGreenRight" else (across, along)
-        role = "red" if colour == RED else "green"
-        objs.append(Obj(role, "disk", "bullseye", colour, DARKC, x, y, _const(n, r), _const(n, 0.0),
-                        _const(n, 1.0)))
-    return _scene(nuis, p, cls, n, objs, {"active_frames": [t0, t0 + f], "red_first_half": red_first})
+    red_upper = bool(rng.random() < 0.5)
+    bands = [(r + 1, s / 2 - r - 1), (s / 2 + r + 1, s - r - 1)]  # y ranges of the upper and lower half
+    speeds = rng.uniform(0.0, 0.025 * s, 2)
+    segments = [_segment(rng, r + 1, s - r - 1, 0.3 * s, 0.5 * s) for _ in range(2)]
+    if cls in ("RedAboveGreen", "GreenAboveRed"):
+        red_upper = cls == "RedAboveGreen"
+        colours, roles = ((RED, GREEN), ("red", "green")) if red_upper else ((GREEN, RED), ("green", "red"))
+        tracks = [_bounce(rng, n, (r + 1, lo), (s - r - 1, hi), v)
+                  for (lo, hi), v in zip(bands, speeds, strict=True)]
+    else:
+        if cls == "TopLeftBottomRight":
+            colours, roles, left = (colour, colour), ("upper", "lower"), (True, False)
+        else:  # RedLeftGreenRight
+            colours, roles = ((RED, GREEN), ("red", "green")) if red_upper else ((GREEN, RED), ("green", "red"))
+            left = (red_upper, not red_upper)
+        tracks = []
+        for (lo, hi), (x0, x1), go_left in zip(bands, segments, left, strict=True):
+            x = x1 + (x0 - x1) * prog if go_left else x0 + (x1 - x0) * prog
+            tracks.append((x, _const(n, rng.uniform(lo, hi))))
+    objs = [Obj(role, "disk", "bullseye", c, DARKC, x, y, _const(n, r), _const(n, 0.0), _const(n, 1.0))
+            for role, c, (x, y) in zip(roles, colours, tracks, strict=True)]
+    return _scene(nuis, p, cls, n, objs, {"active_frames": [t0, t0 + f], "red_upper": red_upper})
 
 
 _BUILDERS: dict[str, Callable[[np.random.Generator, np.random.Generator, dict, str], Scene]] = {
-    "appearance": _appearance, "motion": _motion, "temporal_order": _temporal, "appearance_motion": _binding,
+    "appearance": _appearance, "motion": _motion, "temporal_order": _temporal, "appearance_motion": _two_bullseyes,
 }
+_TWO = ("RedAboveGreen", "GreenAboveRed", "TopLeftBottomRight", "TopRightBottomLeft")
+
+
+def _builder(name: str) -> Callable[[np.random.Generator, np.random.Generator, dict, str], Scene]:
+    return _two_bullseyes if name in _TWO else _BUILDERS[CATALOGUE[name].group]
 
 
 def build_scene(name: str, p: dict, entropy: Sequence[int]) -> Scene:
@@ -313,5 +342,5 @@ def build_scene(name: str, p: dict, entropy: Sequence[int]) -> Scene:
     nuis = np.random.default_rng(np.random.SeedSequence([*key, zlib.crc32(b"nuisance")]))
     rng = np.random.default_rng(np.random.SeedSequence([*key, zlib.crc32(spec.group.encode())]))
     if spec.relation == "reverse" and name != base:
-        return reverse_scene(_BUILDERS[spec.group](rng, nuis, p, base), name)
-    return _BUILDERS[spec.group](rng, nuis, p, name)
+        return reverse_scene(_builder(base)(rng, nuis, p, base), name)
+    return _builder(name)(rng, nuis, p, name)
