@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -126,28 +127,60 @@ def _fake_summary(models: dict) -> dict:
     }
 
 
-def _entry(overall, pair, am):
-    return {"protocol": "p", "run": "r", "metrics": {"overall": overall, "temporal_order_pair": pair,
-                                                     "appearance_motion": am, "appearance": 90.0}}
+VIDEOS = [{"video": f"v{i:03d}", "label": 0, "group": g}
+          for i, g in enumerate(["appearance_motion"] * 40 + ["temporal_order"] * 40 + ["motion"] * 20)]
+
+
+def _outcomes(right_am: int, right_pair: int, right_other: int) -> dict:
+    """Per-video outcome strings for VIDEOS: the first ``right_*`` videos of each part are right."""
+    hit = "1" * right_am + "0" * (40 - right_am) + "1" * right_pair + "0" * (40 - right_pair)
+    hit += "1" * right_other + "0" * (20 - right_other)
+    pair = "-" * 40 + "1" * right_pair + "0" * (40 - right_pair) + "-" * 20
+    return {"hit": hit, "pair_hit": pair}
+
+
+def _entry(*seeds: tuple[int, int, int]) -> dict:
+    """A model entry from (right among 40 binding videos, among 40 order videos, among 20 others) per seed."""
+    per_seed = [{"overall": (a + p + o) / 1.0, "temporal_order_pair": p * 2.5, "appearance_motion": a * 2.5,
+                 "appearance": 90.0} for a, p, o in seeds]
+    mean = {k: sum(m[k] for m in per_seed) / len(per_seed) for k in per_seed[0]}
+    return {"protocol": "p", "run": "r", "seeds": list(range(len(seeds))), "metrics": mean,
+            "metrics_std": {k: 1.0 for k in mean}, "outcomes": [_outcomes(*s) for s in seeds]}
 
 
 def test_demo_markdown_reports_claims_honestly():
     models = {
-        "TSN two-stream": _entry(70.0, 50.0, 50.0),
-        "Temporal-Inception": _entry(85.0, 90.0, 80.0),
-        "STFN (no fusion)": _entry(80.0, 95.0, 90.0),
-        "STFN": _entry(82.0, 97.0, 60.0),
+        "TSN two-stream": _entry((20, 20, 15)),
+        "Temporal-Inception": _entry((30, 38, 18), (30, 38, 18)),
+        "STFN (no fusion)": _entry((36, 39, 18), (35, 39, 18)),
+        "STFN": _entry((24, 39, 18), (22, 39, 18)),
     }
-    text = demo_markdown(_fake_summary(models))
-    assert "| STFN | 90.0 | – | – | 97.0 | 60.0 | 82.0 |" in text
-    # STFN beats TSN on order pairs, but loses to no-fusion on appearance+motion: both said plainly
-    assert "STFN 97.0 vs TSN two-stream 50.0 (temporal order pair) — holds in this run" in text
-    assert "STFN 60.0 vs STFN (no fusion) 90.0 (appearance motion) — does **not** hold in this run" in text
-    assert "STFN 82.0 vs Temporal-Inception 85.0 (overall) — does **not** hold" in text
+    summary = _fake_summary(models)
+    summary["test_videos"] = VIDEOS
+    text = demo_markdown(summary)
+    assert "| STFN | 90.0 ± 1.0 | – | – | 97.5 ± 1.0 | 57.5 ± 1.0 | 80.0 ± 1.0 |" in text
+    assert "| TSN two-stream | 90.0 | – | – | 50.0 | 50.0 | 55.0 |" in text  # one seed: no spread
+    # STFN beats TSN on order pairs (19 discordant videos per seed, all one way, paired with TSN's one seed)
+    assert ("STFN 97.5 vs TSN two-stream 50.0 (temporal order pair) — holds (right only by STFN: 38, "
+            "only by TSN two-stream: 0, z = +6.2; difference per seed +47.5, +47.5)") in text
+    # ... but loses to no-fusion on appearance+motion, said plainly
+    assert "STFN 57.5 vs STFN (no fusion) 88.8 (appearance motion) — does **not** hold (the opposite does)" in text
+    # the mean difference of 6 points is 2 discordant videos one way and 14 the other: z = -3
+    assert ("STFN 80.0 vs Temporal-Inception 86.0 (overall) — does **not** hold (the opposite does) "
+            "(right only by STFN: 2, only by Temporal-Inception: 14, z = -3.0") in text
+    assert "McNemar" in text and "2 seeds" in text
     assert "two-stage protocol" in text and "--end-to-end" in text
     assert "Test CPU" in text and "2 cores" in text
     table = demo_table(models)
     assert table.count("\n") == 2 + len(models)
+
+
+def test_claims_need_per_video_outcomes():
+    models = {"STFN": _entry((30, 30, 10)), "TSN two-stream": _entry((30, 30, 10))}
+    del models["TSN two-stream"]["outcomes"]
+    summary = _fake_summary(models)
+    summary["test_videos"] = VIDEOS
+    assert "improves on TSN two-stream" not in demo_markdown(summary)  # no test without outcomes
 
 
 def test_plots_write_pngs(tmp_path):
@@ -211,8 +244,18 @@ def test_tiny_demo_end_to_end(tmp_path):
     rows = table[2 : 2 + len(res["models"])]
     assert [r.split(" | ")[0][2:] for r in rows] == list(res["models"])
     assert all(len(r.split(" | ")) == 7 for r in rows)
+    stfn = res["models"]["STFN"]
     stfn_row = rows[list(res["models"]).index("STFN")]
-    assert stfn_row.endswith(f"| {res['models']['STFN']['metrics']['overall']:.1f} |")
+    assert stfn_row.endswith(f"| {stfn['metrics']['overall']:.1f} ± {stfn['metrics_std']['overall']:.1f} |")
+    # the heads train with 2 seeds (tiny preset): per-seed runs, mean, and per-video outcomes for the claims
+    assert stfn["seeds"] == [0, 1] and len(stfn["per_seed"]) == 2 and len(stfn["outcomes"]) == 2
+    assert [Path(r).name for r in stfn["runs"]] == ["stfn", "stfn_seed1"]
+    overall = [m["overall"] for m in stfn["per_seed"]]
+    assert stfn["metrics"]["overall"] == pytest.approx(sum(overall) / 2)
+    for o in stfn["outcomes"]:
+        assert len(o["hit"]) == len(res["test_videos"]) == 16
+    assert res["models"]["TSN RGB"]["seeds"] == [0] and "±" not in rows[0]
+    assert "McNemar" in report
     assert "two-stage protocol" in report and "Machine" in report
 
     # the two-stream TSN checkpoint holds both single-stream networks, unchanged

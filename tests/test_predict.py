@@ -96,7 +96,10 @@ def test_json_output(two_stream_ckpt, capsys):
     assert bad == {"video": str(CORRUPT), "ok": False, "error": bad["error"]} and "corrupted.mp4" in bad["error"]
     assert bad["error"] in captured.err  # the error line is printed too
     s = doc["settings"]
-    assert s["streams"] == ["rgb", "flow"] and s["frames"] == 6 and s["crops"] == 1 and s["amp"] == "none"
+    assert s["streams"] == ["rgb", "flow"] and s["frames"] == 6 and s["crops"] == 1
+    from stfn.engine.train import cpu_supports_bf16  # --amp auto: bf16 only where the CPU runs it natively
+
+    assert s["amp"] == ("bfloat16" if cpu_supports_bf16() else "none")
     assert s["flow"]["algorithm"] == "dis" and s["flow"]["bound"] == 20.0 and s["resize"] == {"short_side": 36}
     assert r["ok"] and r["video"] == str(TEST_AVI) and r["frames"] == 164 and r["fps"] == pytest.approx(25.0)
     assert [t["class"] for t in r["top"]] == [CLASSES[t["index"]] for t in r["top"]]

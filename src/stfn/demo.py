@@ -66,15 +66,18 @@ class DemoPreset:
     batch_size: int
     workers: int
     e2e_epochs: int  # --end-to-end: STFN fine-tuned from the TSN backbones
+    head_seeds: int  # each head trains with seeds seed, seed+1, ...: the table gives mean ± std
 
 
 PRESETS: dict[str, DemoPreset] = {
     # the test's smoke run: the generator's tiny preset (8 classes, 32x32), one epoch per backbone
     "tiny": DemoPreset("tiny", frames=4, feature_frames=4, flow_length=2, backbone_epochs=1, backbone_lr=1e-3,
-                       head_epochs=2, head_lr=1e-3, head_hidden=32, batch_size=8, workers=0, e2e_epochs=1),
-    # the demo: the generator's small preset (13 classes, 64x64), under 10 minutes on 2 CPU cores
+                       head_epochs=2, head_lr=1e-3, head_hidden=32, batch_size=8, workers=0, e2e_epochs=1,
+                       head_seeds=2),
+    # the demo: the generator's small preset (14 classes, 64x64), about 4 minutes on an idle 2-core CPU
     "small": DemoPreset("small", frames=8, feature_frames=16, flow_length=5, backbone_epochs=10, backbone_lr=1e-3,
-                        head_epochs=30, head_lr=1e-3, head_hidden=256, batch_size=16, workers=1, e2e_epochs=4),
+                        head_epochs=30, head_lr=1e-3, head_hidden=256, batch_size=16, workers=1, e2e_epochs=4,
+                        head_seeds=3),
 }
 
 # Display name -> run folder, in table order.
@@ -147,10 +150,12 @@ def backbone_config(base: Config, p: DemoPreset) -> Config:
     return cfg
 
 
-def head_config(base: Config, p: DemoPreset, arch: str, fusion: str, features: Path) -> Config:
-    """A two-stream head trained on cached features (step 6)."""
+def head_config(base: Config, p: DemoPreset, arch: str, fusion: str, features: Path, seed: int | None = None) -> Config:
+    """A two-stream head trained on cached features (step 6), with training seed ``seed`` (default: the
+    base config's)."""
     cfg = copy.deepcopy(base)
     cfg.name = f"demo-{arch}-{fusion}"
+    cfg.train.seed = base.train.seed if seed is None else seed
     cfg.model.arch, cfg.model.streams, cfg.model.freeze_backbone = arch, ["rgb", "flow"], True
     cfg.model.head.fusion, cfg.model.head.hidden_dim = fusion, p.head_hidden
     cfg.data.features, cfg.data.num_workers = str(features), 0  # cached features load fastest in-process
@@ -264,6 +269,11 @@ def tsn_position_margins(tsn_ckpt: Path, features: Path, pairs: dict[int, int]) 
     return out
 
 
+def _seed_dir(run_dir: Path, seed: int, first: int) -> Path:
+    """``runs/stfn`` for the demo's seed, ``runs/stfn_seed1`` for the extra seeds of a head."""
+    return run_dir if seed == first else run_dir.with_name(f"{run_dir.name}_seed{seed}")
+
+
 def _train(cfg: Config, run_dir: Path, progress: bool, threads: int = 0) -> dict[str, Any]:
     """``train(..., resume=True)``, with ``threads`` torch CPU threads for its duration (0: unchanged)."""
     import torch
@@ -279,17 +289,26 @@ def _train(cfg: Config, run_dir: Path, progress: bool, threads: int = 0) -> dict
         torch.set_num_threads(before)
 
 
-def _model_entry(name: str, run_dir: Path, result: dict[str, Any], protocol: str,
+def _model_entry(name: str, run_dirs: list[Path], results: list[dict[str, Any]], seeds: list[int], protocol: str,
                  history: list[dict] | None, groups: list[str], pairs: dict[int, int]) -> dict[str, Any]:
-    from stfn.report import group_accuracy
+    """One model's ``results.json`` entry from its evaluations, one per training seed: ``metrics`` (mean
+    over seeds), ``metrics_std``, ``per_seed`` metrics and per-video ``outcomes`` (for paired claims);
+    the run folder, curve and confusion matrix are those of the first seed."""
+    from stfn.report import group_accuracy, summarize
+    from stfn.significance import video_outcomes
 
-    preds = result["predictions"]
-    acc = group_accuracy(preds, groups, pairs)
-    metrics = {k: acc.get(k) for k in ("overall", "appearance", "motion", "temporal_order", "appearance_motion",
-                                       "temporal_order_pair", "mean_class_acc")}
-    metrics["top5"] = result.get("top5")
-    return {"name": name, "run": str(run_dir), "protocol": protocol, "metrics": metrics,
-            "counts": acc["counts"], "history": history or [], "confusion": result.get("confusion")}
+    keys = ("overall", "appearance", "motion", "temporal_order", "appearance_motion", "temporal_order_pair",
+            "mean_class_acc", "top5")
+    per_seed, outcomes = [], []
+    for result in results:
+        acc = group_accuracy(result["predictions"], groups, pairs)
+        per_seed.append({k: acc.get(k) for k in keys[:-1]} | {"top5": result.get("top5")})
+        outcomes.append({k: v for k, v in video_outcomes(result["predictions"], pairs).items() if k != "videos"})
+    stats = {k: summarize([m[k] for m in per_seed]) for k in keys}
+    return {"name": name, "run": str(run_dirs[0]), "runs": [str(d) for d in run_dirs], "protocol": protocol,
+            "seeds": seeds, "metrics": {k: v["mean"] for k, v in stats.items()},
+            "metrics_std": {k: v["std"] for k, v in stats.items()}, "per_seed": per_seed, "outcomes": outcomes,
+            "counts": acc["counts"], "history": history or [], "confusion": results[0].get("confusion")}
 
 
 def run_demo(out_dir: str | Path, preset: str = "small", seed: int = 0, end_to_end: bool = False,
@@ -347,13 +366,16 @@ def run_demo(out_dir: str | Path, preset: str = "small", seed: int = 0, end_to_e
     steps.start("features", f"caching per-frame features of both backbones ({p.feature_frames} positions per video)")
     extract_features(two, feats, frames=p.feature_frames, progress=progress)
 
-    steps.start("heads", f"training heads on the cached features ({p.head_epochs} epochs each)")
+    head_seeds = [seed + s for s in range(p.head_seeds)]
+    steps.start("heads", f"training heads on the cached features ({p.head_epochs} epochs, seeds "
+                         f"{', '.join(map(str, head_seeds))})")
     heads = {"Temporal-Inception": ("temporal_inception", "none"), "STFN (no fusion)": ("stfn", "none"),
              "STFN": ("stfn", base.model.head.fusion)}
     for name, (arch, fusion) in heads.items():
         # One thread: the heads' matrices are small, and a second thread that must wait for a core
         # another process holds made them 10-30x slower (measured on a shared 2-core machine).
-        trained[name] = _train(head_config(base, p, arch, fusion, feats), runs / MODELS[name], progress, threads=1)
+        trained[name] = [_train(head_config(base, p, arch, fusion, feats, s), _seed_dir(runs / MODELS[name], s, seed),
+                                progress, threads=1) for s in head_seeds]
 
     if end_to_end:
         steps.start("end_to_end", f"STFN end to end from the TSN backbones ({p.e2e_epochs} epochs)")
@@ -373,14 +395,17 @@ def run_demo(out_dir: str | Path, preset: str = "small", seed: int = 0, end_to_e
     names = {"TSN RGB": "rgb", "TSN flow": "flow"}
     for name in [*MODELS, E2E_MODEL]:
         if name == "TSN two-stream":
-            results[name] = _model_entry(name, runs / MODELS[name], tsn2, protocols[name], None, groups, pairs)
+            results[name] = _model_entry(name, [runs / MODELS[name]], [tsn2], [seed], protocols[name], None,
+                                         groups, pairs)
             continue
         res = trained.get(names.get(name, name))
         if res is None:
             continue
-        run_dir = Path(res["out_dir"])
-        histories[name] = res["history"]
-        results[name] = _model_entry(name, run_dir, res["last"], protocols[name], res["history"], groups, pairs)
+        res = res if isinstance(res, list) else [res]
+        histories[name] = res[0]["history"]
+        results[name] = _model_entry(name, [Path(r["out_dir"]) for r in res], [r["last"] for r in res],
+                                     head_seeds if len(res) > 1 else [seed], protocols[name], res[0]["history"],
+                                     groups, pairs)
     margins = tsn_position_margins(two, feats, pairs) if pairs else {}
     steps.end()
 
@@ -391,6 +416,9 @@ def run_demo(out_dir: str | Path, preset: str = "small", seed: int = 0, end_to_e
         "backbone": base.model.backbone, "fusion": base.model.head.fusion, "flow": {"algorithm": "dis", "bound": bound},
         "classes": [{"name": c, "group": g} for c, g in zip(classes, groups, strict=True)],
         "pairs": {classes[a]: classes[b] for a, b in pairs.items()},
+        # the order of every model's per-video ``outcomes`` strings
+        "test_videos": [{"video": q["video"], "label": int(q["label"]), "group": groups[int(q["label"])]}
+                        for q in sorted(preds, key=lambda q: str(q["video"]))],
         "models": results, "tsn_position_margins": margins,
         "timings": steps.times, "time_s": round(time.perf_counter() - t0, 1), "machine": machine_info(),
     }

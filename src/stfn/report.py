@@ -335,33 +335,36 @@ DEMO_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
+def _cell(model: Mapping[str, Any], key: str) -> str:
+    """``"90.8"``, or ``"90.8 ± 1.2"`` for a model trained with several seeds."""
+    std = (model.get("metrics_std") or {}).get(key)
+    text = fmt_pct(model["metrics"].get(key))
+    return f"{text} ± {fmt_pct(std)}" if len(model.get("seeds") or []) > 1 and std is not None else text
+
+
 def demo_table(models: Mapping[str, Mapping[str, Any]]) -> str:
-    """The demo's markdown table: one row per model, accuracy (%) per class group and overall."""
-    rows = [[name] + [fmt_pct(m["metrics"].get(k)) for k, _ in DEMO_COLUMNS] for name, m in models.items()]
+    """The demo's markdown table: one row per model, accuracy (%) per class group and overall (mean ± std
+    over seeds for models trained with several)."""
+    rows = [[name] + [_cell(m, k) for k, _ in DEMO_COLUMNS] for name, m in models.items()]
     return markdown_table(["model"] + [h for _, h in DEMO_COLUMNS], rows, align="l" + "r" * len(DEMO_COLUMNS))
 
 
-def _claim(text: str, a: str, b: str, key: str, models: Mapping[str, Mapping[str, Any]]) -> str | None:
-    """One line comparing models ``a`` and ``b`` on ``key``. With the test-video counts known, a
-    difference within two standard errors (binomial, independent) is called unresolved, not a win."""
+def _claim(text: str, a: str, b: str, key: str, summary: Mapping[str, Any]) -> str | None:
+    """One line comparing models ``a`` and ``b`` on ``key`` by a paired test on the same test videos
+    (:mod:`stfn.significance`): a difference the test cannot separate from noise is called unresolved."""
+    from stfn.significance import compare, verdict_text
+
+    models = summary["models"]
     if a not in models or b not in models:
         return None
     x, y = models[a]["metrics"].get(key), models[b]["metrics"].get(key)
-    if x is None or y is None:
+    if x is None or y is None or not models[a].get("outcomes") or not models[b].get("outcomes"):
         return None
-    counts = models[a].get("counts") or {}
-    group = "temporal_order" if key == "temporal_order_pair" else key
-    n = sum(counts.values()) if key == "overall" else counts.get(group)
-    se = 100.0 * math.sqrt((x / 100 * (1 - x / 100) + y / 100 * (1 - y / 100)) / n) if n else 0.0
-    if x - y > 2 * se:
-        verdict = "holds in this run"
-    elif y - x > 2 * se:
-        verdict = "does **not** hold in this run"
-    elif se:
-        verdict = f"not resolved by this run (difference within 2 standard errors, ±{2 * se:.1f} on {n} videos)"
-    else:
-        verdict = "a tie in this run"
-    return f"- {text}: {a} {fmt_pct(x)} vs {b} {fmt_pct(y)} ({key.replace('_', ' ')}) — {verdict}."
+    field = "pair_hit" if key == "temporal_order_pair" else "hit"
+    groups = [v["group"] for v in summary["test_videos"]]
+    mask = None if key in ("overall", "temporal_order_pair") else [g == key for g in groups]
+    result = compare([o[field] for o in models[a]["outcomes"]], [o[field] for o in models[b]["outcomes"]], mask)
+    return f"- {text}: {a} {fmt_pct(x)} vs {b} {fmt_pct(y)} ({key.replace('_', ' ')}) — {verdict_text(result, a, b)}."
 
 
 def demo_markdown(summary: Mapping[str, Any]) -> str:
@@ -369,13 +372,15 @@ def demo_markdown(summary: Mapping[str, Any]) -> str:
     models, m = summary["models"], summary["machine"]
     claims = [
         _claim("Temporal order needs temporal modelling (TSN averages over time)", "STFN", "TSN two-stream",
-               "temporal_order_pair", models),
+               "temporal_order_pair", summary),
         _claim("The fusion connection helps where appearance and motion must be bound", "STFN", "STFN (no fusion)",
-               "appearance_motion", models),
-        _claim("The fusion connection helps overall", "STFN", "STFN (no fusion)", "overall", models),
-        _claim("STFN improves on Temporal-Inception (same features)", "STFN", "Temporal-Inception", "overall", models),
-        _claim("STFN improves on TSN two-stream", "STFN", "TSN two-stream", "overall", models),
+               "appearance_motion", summary),
+        _claim("The fusion connection helps overall", "STFN", "STFN (no fusion)", "overall", summary),
+        _claim("STFN improves on Temporal-Inception (same features)", "STFN", "Temporal-Inception", "overall",
+               summary),
+        _claim("STFN improves on TSN two-stream", "STFN", "TSN two-stream", "overall", summary),
     ]
+    seeds = max((len(e.get("seeds") or []) for e in models.values()), default=1)
     lines = [
         "# stfn demo report", "",
         f"Command: `{summary['command']}`. Seed {summary['seed']}. Total time "
@@ -385,11 +390,16 @@ def demo_markdown(summary: Mapping[str, Any]) -> str:
         demo_table(models),
         "Temporal-order classes come in pairs holding the same frames and motions in a different order; "
         "*within pair* asks whether the true class scores above its partner (chance 50).", "",
+        ("Models trained on cached features show mean ± std over their training seeds "
+         f"({seeds} seeds, same backbones and test videos); the TSN rows are one seed." if seeds > 1 else
+         "Every row is one training seed."), "",
         "## The paper's claims, checked on this run", "",
+        "Each claim is a paired test on the same test videos (McNemar): the videos only one of the two models "
+        "gets right, pooled over seeds (seed s of one model against seed s of the other). It *holds* when "
+        "z > 2 and no seed shows the opposite; otherwise it is not resolved by this run.", "",
         *[c for c in claims if c],
         "",
-        "These are single-seed numbers on a small benchmark; differences of a few points are within "
-        "seed-to-seed spread (`stfn ablate --seeds N` measures it).", "",
+        "A small benchmark and few seeds: `stfn ablate --seeds N` measures the spread of more settings.", "",
         "## Protocol", "",
         "TSN RGB and TSN flow are trained end to end, each on its own stream; TSN two-stream fuses their "
         "scores 1:1.5. **Temporal-Inception, STFN without fusion and STFN use the two-stage protocol**: the "
@@ -405,7 +415,11 @@ def demo_markdown(summary: Mapping[str, Any]) -> str:
         lines += [
             "## Leak check: TSN on single positions of the temporal-order pairs", "",
             "Within-pair accuracy (%) of TSN's per-frame classifier at each cached position of the test "
-            "videos. Values near 50 everywhere mean no single frame or flow stack gives the order away.", "",
+            "videos. TSN averages its scores over positions, so what it can get is about the mean over "
+            "positions: " + ", ".join(f"{s} {fmt_pct(sum(v['acc']) / len(v['acc']))}" for s, v in margins.items())
+            + " (chance 50). A single position far from 50 says that a frame at a *known* place in the video "
+            "carries the order (e.g. where the object rests at the start); only a model that knows where "
+            "its frames are in time can use that.", "",
             markdown_table(["stream"] + [str(t + 1) for t in range(n)],
                            [[s] + [fmt_pct(a, 0) for a in v["acc"]] for s, v in margins.items()],
                            align="l" + "r" * n),
