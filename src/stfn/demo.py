@@ -52,7 +52,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DemoPreset:
-    """What the demo generates and trains. Times are for a 2-core CPU (see docs/demo.md)."""
+    """What the demo generates and trains (README, "What `make demo` shows", has the times)."""
 
     synthetic: str  # preset of the generator
     frames: int  # T: positions per video for the backbones and the heads
@@ -269,6 +269,17 @@ def tsn_position_margins(tsn_ckpt: Path, features: Path, pairs: dict[int, int]) 
     return out
 
 
+def _backbone_amp(base: Config) -> str:
+    """What ``train.amp: auto`` ran the backbones in on this machine (it depends on the CPU or GPU)."""
+    import torch
+
+    from stfn.engine.train import resolve_amp
+
+    cuda = (torch.cuda.is_available() and base.train.device == "auto") or base.train.device.startswith("cuda")
+    dtype, _ = resolve_amp(base.train.amp, torch.device("cuda" if cuda else "cpu"), base.train.channels_last)
+    return str(dtype).replace("torch.", "") if dtype is not None else "float32"
+
+
 def _seed_dir(run_dir: Path, seed: int, first: int) -> Path:
     """``runs/stfn`` for the demo's seed, ``runs/stfn_seed1`` for the extra seeds of a head."""
     return run_dir if seed == first else run_dir.with_name(f"{run_dir.name}_seed{seed}")
@@ -412,7 +423,8 @@ def run_demo(out_dir: str | Path, preset: str = "small", seed: int = 0, end_to_e
     summary = {
         "stfn_demo": 1,
         "command": f"stfn demo --out {out} --preset {preset} --seed {seed}" + (" --end-to-end" if end_to_end else ""),
-        "preset": preset, "settings": {**asdict(p), "hflip": getattr(base.data, "hflip", True)}, "seed": seed,
+        "preset": preset, "settings": {**asdict(p), "hflip": getattr(base.data, "hflip", True),
+                                       "backbone_amp": _backbone_amp(base)}, "seed": seed,
         "backbone": base.model.backbone, "fusion": base.model.head.fusion, "flow": {"algorithm": "dis", "bound": bound},
         "classes": [{"name": c, "group": g} for c, g in zip(classes, groups, strict=True)],
         "pairs": {classes[a]: classes[b] for a, b in pairs.items()},

@@ -237,7 +237,8 @@ def _save(fig, path: str | os.PathLike) -> Path:
 
 # metric keys tried in order for each panel; the engine's history dicts hold some of them
 _LOSS_KEYS = ("train_loss", "loss")
-_ACC_KEYS = ("val_top1", "top1", "val_acc", "train_top1", "train_acc")
+_TEST_KEYS = ("val_top1", "top1", "val_acc")
+_TRAIN_KEYS = ("train_top1", "train_acc")
 
 
 def _first(d: Mapping[str, Any], keys: Sequence[str]) -> tuple[str | None, Any]:
@@ -248,23 +249,28 @@ def _first(d: Mapping[str, Any], keys: Sequence[str]) -> tuple[str | None, Any]:
 
 
 def plot_training_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike) -> Path:
-    """Training loss and validation accuracy per epoch, one line per model.
+    """Training loss, and test (solid) and training (dashed) top-1 per epoch, one colour per model.
 
-    ``histories`` maps a model name to its per-epoch metric dicts (``train.train``'s ``history``).
+    ``histories`` maps a model name to its per-epoch metric dicts (``train.train``'s ``history``); test
+    accuracy is drawn only at the epochs that were evaluated, never filled in with training accuracy.
     """
     plt = _pyplot()
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, hist in histories.items():
+    for i, (name, hist) in enumerate(histories.items()):
         if not hist:
             continue
-        epochs = [h.get("epoch", i + 1) for i, h in enumerate(hist)]
-        for ax, keys in ((ax_l, _LOSS_KEYS), (ax_a, _ACC_KEYS)):
-            pts = [(e, _first(h, keys)) for e, h in zip(epochs, hist, strict=True)]
-            pts = [(e, kv[1]) for e, kv in pts if kv[0] is not None]
+        colour = f"C{i % 10}"
+        epochs = [h.get("epoch", j + 1) for j, h in enumerate(hist)]
+        for ax, keys, style in ((ax_l, _LOSS_KEYS, "-"), (ax_a, _TEST_KEYS, "-"), (ax_a, _TRAIN_KEYS, "--")):
+            pts = [(e, _first(h, keys)[1]) for e, h in zip(epochs, hist, strict=True)]
+            pts = [(e, v) for e, v in pts if v is not None]
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=name)
+                test = keys is _TEST_KEYS
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colour, marker="o" if test else None,
+                        ms=3, lw=1.5 if style == "-" else 0.8, label=name if keys is not _TRAIN_KEYS else None)
     ax_l.set(title="training loss", xlabel="epoch", ylabel="loss")
-    ax_a.set(title="test top-1 during training", xlabel="epoch", ylabel="accuracy (%)", ylim=(0, 102))
+    ax_a.set(title="top-1: test (solid, at evaluated epochs), train (dashed)", xlabel="epoch",
+             ylabel="accuracy (%)", ylim=(0, 102))
     for ax in (ax_l, ax_a):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
