@@ -15,7 +15,7 @@ One call, no data or weights needed::
    temporal-order pairs), TSN's per-position margins, ``results.json``, ``report.md``, PNG plots.
 
 STFN and the head baselines use the two-stage protocol here (backbones trained per stream, then heads
-on frozen features): that is what fits the time budget. ``end_to_end=True`` adds STFN fine-tuned end
+on frozen features): a head trains in seconds, so each trains with several seeds. ``end_to_end=True`` adds STFN fine-tuned end
 to end from the TSN backbones. Every step resumes: re-running the same command redoes only what is
 missing. Output layout::
 
@@ -76,7 +76,7 @@ PRESETS: dict[str, DemoPreset] = {
                        head_seeds=2),
     # the demo: the generator's small preset (14 classes, 64x64), about 4 minutes on an idle 2-core CPU
     "small": DemoPreset("small", frames=8, feature_frames=16, flow_length=5, backbone_epochs=10, backbone_lr=1e-3,
-                        head_epochs=30, head_lr=1e-3, head_hidden=256, batch_size=16, workers=1, e2e_epochs=4,
+                        head_epochs=30, head_lr=1e-3, head_hidden=256, batch_size=16, workers=1, e2e_epochs=20,
                         head_seeds=3),
 }
 

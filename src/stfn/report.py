@@ -410,7 +410,7 @@ def demo_markdown(summary: Mapping[str, Any]) -> str:
         "TSN RGB and TSN flow are trained end to end, each on its own stream; TSN two-stream fuses their "
         "scores 1:1.5. **Temporal-Inception, STFN without fusion and STFN use the two-stage protocol**: the "
         "backbones are the TSN ones, frozen, and the heads train on their cached per-frame features. "
-        "That is what fits the time budget; `stfn demo --end-to-end` adds STFN fine-tuned end to end from "
+        "A head trains in seconds, so each trains with several seeds; `stfn demo --end-to-end` adds STFN fine-tuned end to end from "
         "the TSN backbones. Scores are those of the last epoch (no model selection on the test split).", "",
         "| model | protocol | run folder |", "| --- | --- | --- |",
         *[f"| {name} | {e['protocol']} | `{e['run']}` |" for name, e in models.items()], "",
