@@ -183,6 +183,15 @@ def test_claims_need_per_video_outcomes():
     assert "improves on TSN two-stream" not in demo_markdown(summary)  # no test without outcomes
 
 
+def test_test_curve_is_never_filled_in_with_training_accuracy():
+    from stfn.report import _TEST_KEYS, _TRAIN_KEYS, curve_points
+
+    hist = [{"epoch": e, "train_top1": 90.0 + e} for e in (1, 2, 3)]
+    hist[1]["val_top1"] = 70.0  # evaluated at epoch 2 only
+    assert curve_points(hist, _TEST_KEYS) == [(2, 70.0)]
+    assert curve_points(hist, _TRAIN_KEYS) == [(1, 91.0), (2, 92.0), (3, 93.0)]
+
+
 def test_plots_write_pngs(tmp_path):
     hist = [{"epoch": e, "train_loss": 2.0 / e, "val_top1": 10.0 * e} for e in (1, 2, 3)]
     p = plot_training_curves({"TSN RGB": hist, "STFN": hist[:2], "empty": []}, tmp_path / "curves.png")

@@ -29,6 +29,7 @@ from stfn.errors import StfnError
 __all__ = [
     "GROUPS",
     "class_groups",
+    "curve_points",
     "demo_markdown",
     "demo_table",
     "fmt_pct",
@@ -248,6 +249,12 @@ def _first(d: Mapping[str, Any], keys: Sequence[str]) -> tuple[str | None, Any]:
     return None, None
 
 
+def curve_points(history: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[tuple[int, float]]:
+    """``(epoch, value)`` of the epochs whose history dict holds one of ``keys`` (the first found)."""
+    pts = [(h.get("epoch", j + 1), _first(h, keys)[1]) for j, h in enumerate(history)]
+    return [(e, v) for e, v in pts if v is not None]
+
+
 def plot_training_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike) -> Path:
     """Training loss, and test (solid) and training (dashed) top-1 per epoch, one colour per model.
 
@@ -260,10 +267,8 @@ def plot_training_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], p
         if not hist:
             continue
         colour = f"C{i % 10}"
-        epochs = [h.get("epoch", j + 1) for j, h in enumerate(hist)]
         for ax, keys, style in ((ax_l, _LOSS_KEYS, "-"), (ax_a, _TEST_KEYS, "-"), (ax_a, _TRAIN_KEYS, "--")):
-            pts = [(e, _first(h, keys)[1]) for e, h in zip(epochs, hist, strict=True)]
-            pts = [(e, v) for e, v in pts if v is not None]
+            pts = curve_points(hist, keys)
             if pts:
                 test = keys is _TEST_KEYS
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colour, marker="o" if test else None,
