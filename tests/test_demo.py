@@ -292,11 +292,22 @@ def test_tiny_demo_end_to_end(tmp_path):
 
 
 def test_demo_refuses_a_folder_of_another_run(tmp_path):
-    from stfn.demo import run_demo
+    from dataclasses import asdict
 
-    (tmp_path / "demo.json").write_text(json.dumps({"preset": "tiny", "settings": {}, "seed": 1}))
-    with pytest.raises(StfnError, match="another preset or seed"):
+    from stfn.demo import PRESETS, run_demo
+
+    record = tmp_path / "demo.json"
+    record.write_text(json.dumps({"preset": "tiny", "settings": {}, "seed": 1}))
+    with pytest.raises(StfnError, match="other settings .*seed 1 there, 0 now"):
         run_demo(tmp_path, preset="tiny", seed=0, log=lambda s: None)
-    assert not (tmp_path / "data").exists()
+    # a changed preset setting (e.g. after an upgrade) is named, not called "another seed"
+    record.write_text(json.dumps({"preset": "tiny", "settings": {**asdict(PRESETS["tiny"]), "head_seeds": 1},
+                                  "seed": 0}))
+    with pytest.raises(StfnError, match=r"\(head_seeds 1 there, 2 now\); choose another --out"):
+        run_demo(tmp_path, preset="tiny", seed=0, log=lambda s: None)
+    record.write_text("{not json")
+    with pytest.raises(StfnError, match="demo.json' is not a readable demo record"):
+        run_demo(tmp_path, preset="tiny", seed=0, log=lambda s: None)
+    assert not (tmp_path / "data").exists() and record.read_text() == "{not json"  # nothing overwritten
     with pytest.raises(StfnError, match="unknown demo preset 'huge'"):
         run_demo(tmp_path / "x", preset="huge", log=lambda s: None)

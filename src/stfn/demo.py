@@ -15,11 +15,11 @@ One call, no data or weights needed::
    temporal-order pairs), TSN's per-position margins, ``results.json``, ``report.md``, PNG plots.
 
 STFN and the head baselines use the two-stage protocol here (backbones trained per stream, then heads
-on frozen features): a head trains in seconds, so each trains with several seeds. ``end_to_end=True`` adds STFN fine-tuned end
-to end from the TSN backbones. Every step resumes: re-running the same command redoes only what is
-missing. Output layout::
+on frozen features): a head trains in seconds, so each trains with several seeds. ``end_to_end=True``
+adds STFN fine-tuned end to end from the TSN backbones. Every step resumes: re-running the same command
+redoes only what is missing. Output layout::
 
-    OUT/demo.json (preset and seed: a re-run must match them)
+    OUT/demo.json (preset, its settings and seed: a re-run must match them)
     OUT/data/synthetic/  OUT/data/prepared/  OUT/features/
     OUT/runs/<model>/    (config.yaml, last.pt, metrics.csv, predictions_last.json, ...)
     OUT/results.json  OUT/report.md  OUT/curves.png  OUT/groups.png  OUT/confusion_stfn.png
@@ -269,6 +269,23 @@ def tsn_position_margins(tsn_ckpt: Path, features: Path, pairs: dict[int, int]) 
     return out
 
 
+def _check_stamp(path: Path, stamp: dict[str, Any]) -> None:
+    """Refuse to resume a demo folder made with another preset, preset settings or seed (naming them)."""
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise StfnError(f"'{path}' is not a readable demo record ({e}); choose another --out") from None
+    if old == stamp:
+        return
+    diff = [f"{k} {old.get(k)!r} there, {v!r} now" for k, v in stamp.items() if k != "settings" and old.get(k) != v]
+    before = old.get("settings") if isinstance(old.get("settings"), dict) else {}
+    diff += [f"{k} {before.get(k)!r} there, {v!r} now" for k, v in stamp["settings"].items() if before.get(k) != v]
+    raise StfnError(f"'{path.parent}' holds a demo run with other settings ({'; '.join(diff)}); "
+                    "choose another --out or delete that folder")
+
+
 def _backbone_amp(base: Config) -> str:
     """What ``train.amp: auto`` ran the backbones in on this machine (it depends on the CPU or GPU)."""
     import torch
@@ -333,6 +350,7 @@ def run_demo(out_dir: str | Path, preset: str = "small", seed: int = 0, end_to_e
     from stfn.engine.evaluate import metrics_from_predictions
     from stfn.engine.features import extract_features
     from stfn.report import class_groups, load_classes_meta, machine_info, temporal_pairs, write_demo_report
+    from stfn.significance import video_outcomes
 
     if preset not in PRESETS:
         raise StfnError(f"unknown demo preset '{preset}' (choose from {', '.join(PRESETS)})")
@@ -341,8 +359,7 @@ def run_demo(out_dir: str | Path, preset: str = "small", seed: int = 0, end_to_e
     synth, prepared, feats, runs = out / "data" / "synthetic", out / "data" / "prepared", out / "features", out / "runs"
     t0 = time.perf_counter()
     stamp = {"preset": preset, "settings": asdict(p), "seed": seed}
-    if (out / "demo.json").is_file() and json.loads((out / "demo.json").read_text()) != stamp:
-        raise StfnError(f"'{out}' holds a demo run with another preset or seed; choose another --out")
+    _check_stamp(out / "demo.json", stamp)
     atomic_write_json(out / "demo.json", stamp)
     steps = _Steps(7 + int(end_to_end), log)
     log(f"stfn demo: preset '{preset}' ({asdict(p)}), seed {seed}, {torch.get_num_threads()} torch threads, "
@@ -386,7 +403,8 @@ def run_demo(out_dir: str | Path, preset: str = "small", seed: int = 0, end_to_e
         # One thread: the heads' matrices are small, and a second thread that must wait for a core
         # another process holds made them 10-30x slower (measured on a shared 2-core machine).
         trained[name] = [_train(head_config(base, p, arch, fusion, feats, s), _seed_dir(runs / MODELS[name], s, seed),
-                                progress, threads=1) for s in head_seeds]
+                                progress, threads=1)
+                         for s in head_seeds]
 
     if end_to_end:
         steps.start("end_to_end", f"STFN end to end from the TSN backbones ({p.e2e_epochs} epochs)")
@@ -418,6 +436,7 @@ def run_demo(out_dir: str | Path, preset: str = "small", seed: int = 0, end_to_e
                                      head_seeds if len(res) > 1 else [seed], protocols[name], res[0]["history"],
                                      groups, pairs)
     margins = tsn_position_margins(two, feats, pairs) if pairs else {}
+    labels = {str(q["video"]): int(q["label"]) for q in preds}
     steps.end()
 
     summary = {
@@ -428,9 +447,9 @@ def run_demo(out_dir: str | Path, preset: str = "small", seed: int = 0, end_to_e
         "backbone": base.model.backbone, "fusion": base.model.head.fusion, "flow": {"algorithm": "dis", "bound": bound},
         "classes": [{"name": c, "group": g} for c, g in zip(classes, groups, strict=True)],
         "pairs": {classes[a]: classes[b] for a, b in pairs.items()},
-        # the order of every model's per-video ``outcomes`` strings
-        "test_videos": [{"video": q["video"], "label": int(q["label"]), "group": groups[int(q["label"])]}
-                        for q in sorted(preds, key=lambda q: str(q["video"]))],
+        # the order of every model's per-video ``outcomes`` strings (stfn.significance.video_outcomes)
+        "test_videos": [{"video": v, "label": labels[v], "group": groups[labels[v]]}
+                        for v in video_outcomes(preds)["videos"]],
         "models": results, "tsn_position_margins": margins,
         "timings": steps.times, "time_s": round(time.perf_counter() - t0, 1), "machine": machine_info(),
     }

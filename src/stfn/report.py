@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from stfn.errors import StfnError
+from stfn.significance import argmax
 
 __all__ = [
     "GROUPS",
@@ -141,10 +142,6 @@ def temporal_pairs(meta: Mapping[str, Any], classes: Sequence[str]) -> dict[int,
     return pairs
 
 
-def _argmax(scores: Sequence[float]) -> int:
-    return max(range(len(scores)), key=lambda k: scores[k])
-
-
 def group_accuracy(
     predictions: Sequence[Mapping[str, Any]], groups: Sequence[str], pairs: Mapping[int, int] | None = None
 ) -> dict[str, Any]:
@@ -164,7 +161,7 @@ def group_accuracy(
     pair_hits = pair_n = 0
     for p in predictions:
         label, scores = int(p["label"]), p["scores"]
-        hit = int(_argmax(scores) == label)
+        hit = int(argmax(scores) == label)
         g = groups[label] if label < len(groups) else "other"
         for key in (g, "overall"):
             correct[key] = correct.get(key, 0) + hit
@@ -415,8 +412,8 @@ def demo_markdown(summary: Mapping[str, Any]) -> str:
         "TSN RGB and TSN flow are trained end to end, each on its own stream; TSN two-stream fuses their "
         "scores 1:1.5. **Temporal-Inception, STFN without fusion and STFN use the two-stage protocol**: the "
         "backbones are the TSN ones, frozen, and the heads train on their cached per-frame features. "
-        "A head trains in seconds, so each trains with several seeds; `stfn demo --end-to-end` adds STFN fine-tuned end to end from "
-        "the TSN backbones. Scores are those of the last epoch (no model selection on the test split).", "",
+        "A head trains in seconds, so each trains with several seeds; `stfn demo --end-to-end` adds STFN "
+        "fine-tuned end to end from the TSN backbones. Scores are those of the last epoch (no model selection on the test split).", "",
         "| model | protocol | run folder |", "| --- | --- | --- |",
         *[f"| {name} | {e['protocol']} | `{e['run']}` |" for name, e in models.items()], "",
     ]

@@ -22,12 +22,13 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["compare", "video_outcomes", "verdict_text"]
+__all__ = ["argmax", "compare", "video_outcomes", "verdict_text"]
 
 NOT_SCORED = "-"  # a video outside the comparison (e.g. within-pair hit of a non-pair class)
 
 
-def _argmax(scores: Sequence[float]) -> int:
+def argmax(scores: Sequence[float]) -> int:
+    """Index of the largest score (the first on a tie), on plain lists."""
     return max(range(len(scores)), key=lambda i: scores[i])
 
 
@@ -41,7 +42,7 @@ def video_outcomes(predictions: Sequence[Mapping[str, Any]], pairs: Mapping[int,
     hit, pair_hit = [], []
     for p in rows:
         label, scores = int(p["label"]), p["scores"]
-        hit.append("1" if _argmax(scores) == label else "0")
+        hit.append("1" if argmax(scores) == label else "0")
         if pairs and label in pairs:
             pair_hit.append("1" if scores[label] > scores[pairs[label]] else "0")
         else:

@@ -14,8 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo); re-running resumes")
     parser.add_argument("--preset", default="small", choices=sorted(PRESETS),
                         help="small: the full demo, about 4 min on 2 CPU cores (default); tiny: a smoke test")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data generator and of the training runs (the heads also train with "
-                                                          "SEED+1, SEED+2: mean ± std)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the data generator and of the training runs (the heads also train with "
+                             "SEED+1, SEED+2: mean ± std)")
     parser.add_argument("--end-to-end", action="store_true",
                         help="also fine-tune STFN end to end from the TSN backbones (small preset: 20 epochs, "
                              "about 2 more minutes on 2 CPU cores)")
