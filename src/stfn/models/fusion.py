@@ -15,11 +15,18 @@ A :class:`FusionConnection` applies operators in a direction (``model.head.fusio
 ``motion_to_appearance`` (flow updates RGB), ``appearance_to_motion`` or ``both``. With ``both`` each
 stream is updated from the other's *pre-fusion* features, so the result does not depend on the order.
 
+:func:`late_fusion` is the other kind: two-stream TSN's fusion of the streams' class scores. It is the
+one implementation: the TSN head, evaluation, ``stfn eval``'s fusion of two checkpoints and the study
+code all call it.
+
 The 1x1 convolutions are :class:`~stfn.models.temporal.TemporalConv1d` (``nn.Conv1d`` computed as a
 matrix product on the ``(B, T, C)`` memory layout the heads use; see :mod:`stfn.models.temporal`).
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -34,6 +41,7 @@ __all__ = [
     "GatedFusion",
     "MultiplyFusion",
     "SumFusion",
+    "late_fusion",
 ]
 
 DIRECTIONS = ("motion_to_appearance", "appearance_to_motion", "both")
@@ -114,3 +122,22 @@ class FusionConnection(nn.Module):
 
     def extra_repr(self) -> str:
         return f"op={self.op!r}, direction={self.direction!r}"
+
+
+def late_fusion(logits: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """Late fusion of per-stream logits, each ``(N, K)``, into fused logits ``(N, K)`` (float32).
+
+    The weighted mean of the streams' softmax scores, returned as its log,
+    ``log(sum_s w_s softmax(l_s) / sum_s w_s)`` (computed as a ``logsumexp``), so the result is a valid
+    logit: it can be trained with cross-entropy, and its softmax is the fused score. A stream of
+    weight 0 is ignored. Raises ``ValueError`` for a count mismatch or weights that are negative or
+    sum to 0.
+    """
+    if len(logits) != len(weights):
+        raise ValueError(f"{len(logits)} score sets but {len(weights)} fusion weights")
+    total = float(sum(weights))
+    if total <= 0 or any(w < 0 for w in weights):
+        raise ValueError(f"fusion weights must be >= 0 with a positive sum, got {list(weights)}")
+    terms = [torch.log_softmax(x.float(), dim=-1) + math.log(float(w) / total)
+             for x, w in zip(logits, weights, strict=True) if w > 0]
+    return torch.logsumexp(torch.stack(terms), dim=0)

@@ -1,0 +1,154 @@
+"""Where and how a network runs: the one owner of device choice, precision and view-chunked scoring.
+
+Every command that runs a network (train, eval, extract-features, predict, export, the study code,
+RAFT flow in ``stfn prepare``) and the benchmarks ask this module, so one machine always gets one
+answer:
+
+- :func:`resolve_device`: ``auto | cpu | cuda | cuda:N`` -> a device that exists here;
+- :func:`cpu_supports_bf16` and :func:`resolve_amp`: ``amp: auto`` is bfloat16 on a GPU that has it
+  (else float16 with loss scaling), bfloat16 on a CPU that runs it in hardware (AVX512-BF16 or AMX)
+  with channels_last weights, float32 otherwise;
+- :func:`autocast_context`, :func:`bare_model`, :func:`sync`;
+- :func:`score_clips`: logits of many clips in memory-bounded chunks (evaluation and prediction).
+
+It sits at the bottom layer (it imports only torch, :mod:`stfn.config` and :mod:`stfn.errors`), so
+the data code may use it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import torch
+from torch import nn
+
+from stfn.config import ConfigError
+
+__all__ = [
+    "INPUT_KEYS",
+    "autocast_context",
+    "bare_model",
+    "cpu_supports_bf16",
+    "describe_dtype",
+    "resolve_amp",
+    "resolve_device",
+    "score_clips",
+    "sync",
+]
+
+INPUT_KEYS = ("rgb", "flow", "rgb_feat", "flow_feat")  # the batch keys a network reads
+
+
+def resolve_device(device: str = "auto", what: str = "--device") -> torch.device:
+    """``auto | cpu | cuda | cuda:N`` -> a device that exists here (``auto``: CUDA when present).
+
+    ``what`` names the option in the error (``--device``, ``config key 'train.device'``).
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and device != "cuda" and not device.startswith("cuda:"):
+        raise ConfigError(f"{what} must be auto, cpu, cuda or cuda:N, got '{device}'")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{what} is '{device}' but no CUDA device is available")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"{what} must be auto, cpu, cuda or cuda:N, got '{device}'") from None
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has bfloat16 arithmetic in hardware (AVX512-BF16 or AMX).
+
+    oneDNN's own check (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) is also true on AVX512 CPUs
+    without BF16, where bf16 is emulated: it is only the fallback for a torch without ``torch.cpu``'s
+    ISA queries.
+    """
+    checks = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(c is None for c in checks):
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return any(bool(c()) for c in checks if c is not None)
+
+
+def resolve_amp(
+    amp: str, device: torch.device, channels_last: bool = True, what: str = "config key 'train.amp'"
+) -> tuple[torch.dtype | None, bool]:
+    """``auto | none | bf16 | fp16`` -> (autocast dtype or None, use a GradScaler).
+
+    ``auto``: on CUDA bfloat16 where supported, else float16 with loss scaling; on CPU bfloat16 only
+    where it runs in hardware (:func:`cpu_supports_bf16`) and with ``channels_last`` (2-3x faster than
+    fp32 there), fp32 otherwise: on AVX2-only CPUs bf16 is emulated and 4-5x slower than fp32, and
+    bf16 convolutions in the default layout fall back to a reference kernel. ``what`` names the
+    option in the error.
+    """
+    if amp == "none":
+        return None, False
+    if amp == "bf16":
+        return torch.bfloat16, False
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ConfigError(f"{what} is fp16, which needs a CUDA device; use bf16 or none on a CPU")
+        return torch.float16, True
+    if amp == "auto":
+        if device.type == "cuda":
+            return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
+        return (torch.bfloat16, False) if channels_last and cpu_supports_bf16() else (None, False)
+    raise ConfigError(f"{what} must be auto, none, bf16 or fp16, got '{amp}'")
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``dtype`` on ``device``, or a no-op when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def bare_model(model: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel and/or ``torch.compile`` wrapper."""
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    return getattr(model, "_orig_mod", model)  # torch.compile
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work (no-op on CPU), so wall-clock timing covers the work itself."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def score_clips(
+    model: nn.Module,
+    clips: dict[str, torch.Tensor],
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    chunk_frames: int = 256,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Logits of ``N`` clips, run in chunks of at most ``chunk_frames`` frames (at least one clip).
+
+    ``clips``: per input key a batch of ``N`` clips, ``rgb (N, T, 3, H, W)``, ``flow (N, T, 2L, H, W)``
+    or ``rgb_feat (N, T, C)``. Returns float32 CPU ``(N, K)`` logits and, for a network with
+    ``stream_logits`` (TSN), ``{stream: (N, K)}``; else ``{}``. The caller picks the grad mode.
+    """
+    inputs = {k: v for k, v in clips.items() if k in INPUT_KEYS}
+    if not inputs:
+        raise ValueError(f"no input key among {', '.join(INPUT_KEYS)}")
+    first = next(iter(inputs.values()))
+    n, t = first.shape[0], first.shape[1]
+    per_chunk = max(1, chunk_frames // max(t, 1))
+    has_streams = hasattr(model, "stream_logits")
+    outs: list[torch.Tensor] = []
+    stream_outs: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, n, per_chunk):
+        chunk = {k: v[start : start + per_chunk].to(device, non_blocking=True) for k, v in inputs.items()}
+        with autocast_context(device, amp_dtype):
+            feats = model.forward_features(chunk)
+            outs.append(model.forward_head(feats).float().cpu())
+            if has_streams:
+                for s, logit in model.stream_logits(feats).items():
+                    stream_outs.setdefault(s, []).append(logit.float().cpu())
+    return torch.cat(outs), {s: torch.cat(v) for s, v in stream_outs.items()}
+
+
+def describe_dtype(dtype: torch.dtype | None) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"``; None -> ``"none"`` (for logs and JSON)."""
+    return str(dtype).replace("torch.", "") if dtype is not None else "none"
