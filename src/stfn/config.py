@@ -26,6 +26,7 @@ import yaml
 from stfn.errors import StfnError
 
 __all__ = [
+    "STREAMS",
     "Config",
     "ConfigError",
     "DataConfig",
@@ -37,6 +38,9 @@ __all__ = [
     "load_config",
     "save_config",
 ]
+
+
+STREAMS = ("rgb", "flow")  # appearance and motion, in this order wherever both appear
 
 
 class ConfigError(StfnError, ValueError):
