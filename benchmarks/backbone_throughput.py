@@ -36,6 +36,8 @@ from typing import Any
 import common
 import torch
 
+from stfn.runtime import cpu_supports_bf16, resolve_device
+
 VARIANTS = ("fp32", "channels_last", "bf16", "compile", "compile_freeze", "compile_bf16")
 BF16_VARIANTS = ("bf16", "compile_bf16")
 
@@ -120,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         args.variants = [v for v in args.variants if not v.startswith("compile")]
         args.threads = args.threads or 1
     common.setup_torch(args.threads)
-    device = common.pick_device(args.device)
+    device = resolve_device(args.device)
     load_before = common.loadavg()
-    native = device.type == "cuda" or common.bf16_native()
+    native = device.type == "cuda" or cpu_supports_bf16()
     skip_bf16 = not native and not args.force_bf16 and not args.quick
     peak_seconds = 0.2 if args.quick else 1.0
     max_n = 512 if args.quick else 4096

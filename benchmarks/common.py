@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from stfn.runtime import cpu_supports_bf16, sync  # one answer per machine, as the commands get
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench_results"
 
@@ -34,7 +36,6 @@ __all__ = [
     "RESULTS_DIR",
     "atomic_text",
     "base_parser",
-    "bf16_native",
     "command_line",
     "current_rss_mb",
     "interleaved",
@@ -44,12 +45,10 @@ __all__ = [
     "matmul_peak",
     "md_table",
     "peak_rss_mb",
-    "pick_device",
     "run_child",
     "section",
     "setup_torch",
     "stats",
-    "sync",
     "timed",
     "write_results",
 ]
@@ -85,21 +84,6 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def bf16_native() -> bool:
-    """Whether this CPU has bfloat16 arithmetic in hardware (AVX512-BF16 or AMX).
-
-    Without it, CPU bf16 matmuls and convolutions are emulated: on AVX2-only CPUs PyTorch's bf16
-    kernels run 20-100x slower than fp32 (see the matmul peaks of ``backbone_throughput.py``).
-    """
-    import torch
-
-    cpu = getattr(torch, "cpu", None)
-    checks = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    if all(c is None for c in checks):
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return any(bool(c()) for c in checks if c is not None)
-
-
 def machine_info() -> dict[str, Any]:
     """What the numbers were measured on: CPU, ISA, threads, libraries, GPU, memory, load, date."""
     import torch
@@ -114,7 +98,7 @@ def machine_info() -> dict[str, Any]:
         "avx512": "avx512f" in flags,
         "avx512_bf16": "avx512_bf16" in flags,
         "amx": "amx_tile" in flags,
-        "bf16_native": bf16_native(),
+        "bf16_native": cpu_supports_bf16(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "loadavg": loadavg(),
@@ -148,23 +132,6 @@ def machine_line(info: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- devices and timing
-
-def pick_device(name: str = "auto") -> Any:
-    """``auto`` -> CUDA when present, else CPU."""
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-def sync(device: Any) -> None:
-    """Wait for queued GPU work (no-op on CPU), so wall-clock timing covers the work itself."""
-    import torch
-
-    if getattr(device, "type", str(device)).startswith("cuda"):
-        torch.cuda.synchronize()
-
 
 def timed(fn: Callable[[], Any], device: Any) -> float:
     """Seconds of one call of ``fn``."""

@@ -41,6 +41,8 @@ import common
 import torch
 from torch import nn
 
+from stfn.runtime import cpu_supports_bf16
+
 STREAMS = ["rgb", "flow"]
 PRECISIONS = ("fp32", "bf16", "bf16-head")
 UCF101_TRAIN = 9537
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         same = {a: {str(d).replace("torch.", ""): check_same(*nets[a], x, y, d) for d in (torch.float64, torch.float32)}
                 for a in args.archs}
     flops = {a: step_flops(nets[a][0], x, y) for a in args.archs}
-    native = common.bf16_native()
+    native = cpu_supports_bf16()
     results = []
     for threads in args.thread_counts:
         peak = matmul_gflops(threads)

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from stfn.runtime import cpu_supports_bf16, resolve_device
+
 STREAMS = ("rgb", "flow")
 
 
@@ -101,9 +103,8 @@ def make_step(cfg: Any, device: torch.device, reference: bool = False) -> Any:
     the model goes through ``torch.compile`` with ``train.compile``, as in the engine. ``reference``:
     the head's temporal layers run PyTorch's own Conv1d / BatchNorm1d / MaxPool1d kernels instead of
     the matmul formulation of ``stfn.models.temporal`` (the speed before that fast path)."""
-    from stfn.engine.evaluate import autocast_context
     from stfn.engine.optim import build_optimizer
-    from stfn.engine.train import resolve_amp
+    from stfn.runtime import autocast_context, resolve_amp
 
     model = build_head(cfg, device)
     if reference:
@@ -135,7 +136,7 @@ def make_step(cfg: Any, device: torch.device, reference: bool = False) -> Any:
 def amp_settings(amps: list[str], device: torch.device) -> list[str]:
     """``amps`` without those that resolve to the autocast dtype of an earlier one (``auto`` is fp32
     on a CPU without hardware bf16, so ``none`` would time the same thing twice)."""
-    from stfn.engine.train import resolve_amp
+    from stfn.runtime import resolve_amp
 
     out, seen = [], set()
     for amp in amps:
@@ -165,7 +166,7 @@ def compute_rates(root: Path, args: Any, device: torch.device) -> dict[str, Any]
         fns[key] = make_step(make_cfg(root, args, amp, batch, frames), device, reference=True)
         info[key] = {"amp": amp, "dtype": fns[key].dtype, "batch": batch, "frames": frames, "compile": False,
                      "reference": True}
-    native = device.type == "cuda" or common.bf16_native()
+    native = device.type == "cuda" or cpu_supports_bf16()
     slow = {k for k in fns if info[k]["dtype"] == "bfloat16" and not native}
     times: dict[str, list[float]] = {k: [] for k in fns}
     for k, fn in fns.items():  # warm-up (compiles)
@@ -201,10 +202,10 @@ def flops_per_video(root: Path, args: Any, frames: int) -> float:
 def loader_rate(root: Path, args: Any, workers: int, batch: int) -> float:
     """Videos/s of the engine's training loader over the cache (no model)."""
     from stfn.data.datasets import build_loader
-    from stfn.engine.features import build_engine_dataset
+    from stfn.data.features import build_run_dataset
 
     cfg = make_cfg(root, args, "none", batch, args.train_frames[0])
-    loader = build_loader(build_engine_dataset(cfg, "train"), batch, train=True, workers=workers, seed=0)
+    loader = build_loader(build_run_dataset(cfg, "train"), batch, train=True, workers=workers, seed=0)
     n = min(len(loader), args.loader_batches)
     it = iter(loader)
     next(it)
@@ -220,14 +221,15 @@ def loader_rate(root: Path, args: Any, workers: int, batch: int) -> float:
 def run_epoch(root: Path, args: Any, amp: str, batch: int, device: torch.device, max_batches: int) -> dict[str, Any]:
     """``train_one_epoch`` over the cache (the first ``max_batches`` batches; the time is scaled up)."""
     from stfn.data.datasets import build_loader
-    from stfn.engine.features import build_engine_dataset
+    from stfn.data.features import build_run_dataset
     from stfn.engine.optim import build_optimizer, build_scheduler
-    from stfn.engine.train import resolve_amp, train_one_epoch
+    from stfn.engine.train import train_one_epoch
+    from stfn.runtime import resolve_amp
 
     cfg = make_cfg(root, args, amp, batch, args.train_frames[0])
     model = build_head(cfg, device)
     dtype = resolve_amp(amp, device, cfg.train.channels_last)[0]
-    loader = build_loader(build_engine_dataset(cfg, "train"), batch, train=True, workers=args.workers, seed=0)
+    loader = build_loader(build_run_dataset(cfg, "train"), batch, train=True, workers=args.workers, seed=0)
     limited = Limited(loader, max_batches)
     opt = build_optimizer(model, cfg.train)
     sched = build_scheduler(opt, cfg.train, len(limited))
@@ -243,9 +245,8 @@ def profile_step(root: Path, args: Any, device: torch.device) -> str:
     """torch.profiler table (top ops by self CPU time) of a few training steps at the first setting."""
     from torch.profiler import ProfilerActivity, profile
 
-    from stfn.engine.evaluate import autocast_context
     from stfn.engine.optim import build_optimizer
-    from stfn.engine.train import resolve_amp
+    from stfn.runtime import autocast_context, resolve_amp
 
     cfg = make_cfg(root, args, args.amp[0], args.batch[0], args.train_frames[0])
     model = build_head(cfg, device)
@@ -297,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.backbone:
         p.error("--dim has no default backbone; pass --backbone with a network of that feature size")
     common.setup_torch(args.threads)
-    device = common.pick_device(args.device)
+    device = resolve_device(args.device)
     load_before = common.loadavg()
     with tempfile.TemporaryDirectory(prefix="stfn-bench-") as tmp:
         root = args.cache or Path(tmp)

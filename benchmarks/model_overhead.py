@@ -33,6 +33,8 @@ import common
 import torch
 from torch import nn
 
+from stfn.runtime import resolve_device, sync
+
 ARCHS = ("stfn", "tsn")
 
 
@@ -58,7 +60,7 @@ def make_batch(args: Any, size: int, device: torch.device) -> tuple[dict[str, to
 
 
 def amp_dtype(args: Any, device: torch.device) -> torch.dtype | None:
-    from stfn.engine.train import resolve_amp
+    from stfn.runtime import resolve_amp
 
     return resolve_amp(args.amp, device, args.channels_last)[0]
 
@@ -67,8 +69,8 @@ def make_step(model: nn.Module, batch: dict[str, torch.Tensor], labels: torch.Te
               device: torch.device) -> Any:
     """One engine-like training step on a fixed batch, as a closure."""
     from stfn.config import TrainConfig
-    from stfn.engine.evaluate import autocast_context
     from stfn.engine.optim import build_optimizer
+    from stfn.runtime import autocast_context
 
     optimizer = build_optimizer(model, TrainConfig())
     params = [p for p in model.parameters() if p.requires_grad]
@@ -89,7 +91,7 @@ def make_step(model: nn.Module, batch: dict[str, torch.Tensor], labels: torch.Te
 def make_head_step(model: nn.Module, args: Any, labels: torch.Tensor, dtype: torch.dtype | None,
                    device: torch.device) -> Any:
     """Forward + backward of the head alone on random per-frame features ``(B, T, C)``."""
-    from stfn.engine.evaluate import autocast_context
+    from stfn.runtime import autocast_context
 
     g = torch.Generator().manual_seed(1)
     feats = {f"{s}_feat": torch.randn(args.batch, args.frames, model.feature_dim, generator=g).to(device)
@@ -107,7 +109,7 @@ def make_head_step(model: nn.Module, args: Any, labels: torch.Tensor, dtype: tor
 
 def child(args: Any) -> int:
     """Subprocess: build one network, run 2 steps, print its memory as one JSON line."""
-    device = common.pick_device(args.device)
+    device = resolve_device(args.device)
     model = build(args.child_arch, args.child_backbone, args, device)
     batch, labels = make_batch(args, args.child_size, device)
     step = make_step(model, batch, labels, amp_dtype(args, device), device)
@@ -116,7 +118,7 @@ def child(args: Any) -> int:
     before = common.current_rss_mb()
     for _ in range(2):
         step()
-    common.sync(device)
+    sync(device)
     out = {"rss_before_steps_mb": before, "peak_rss_mb": common.peak_rss_mb()}
     out["step_rise_mb"] = out["peak_rss_mb"] - before
     if device.type == "cuda":
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     common.setup_torch(args.threads)
     if args.child_arch:
         return child(args)
-    device = common.pick_device(args.device)
+    device = resolve_device(args.device)
     load_before = common.loadavg()
     rows = [run_config(b, s, args, device) for b in args.backbones for s in args.sizes]
     info = common.machine_info()

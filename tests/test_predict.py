@@ -15,6 +15,7 @@ from stfn.config import config_from_dict, config_to_dict
 from stfn.errors import StfnError
 from stfn.models import build_model
 from stfn.predict import Predictor, expand_inputs, parse_flow_spec, resolve_prepare_settings
+from stfn.runtime import cpu_supports_bf16  # --amp auto: bf16 only where the CPU runs it natively
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 VIDEOS = SHARED / "videos"
@@ -97,8 +98,6 @@ def test_json_output(two_stream_ckpt, capsys):
     assert bad["error"] in captured.err  # the error line is printed too
     s = doc["settings"]
     assert s["streams"] == ["rgb", "flow"] and s["frames"] == 6 and s["crops"] == 1
-    from stfn.engine.train import cpu_supports_bf16  # --amp auto: bf16 only where the CPU runs it natively
-
     assert s["amp"] == ("bfloat16" if cpu_supports_bf16() else "none")
     assert s["flow"]["algorithm"] == "dis" and s["flow"]["bound"] == 20.0 and s["resize"] == {"short_side": 36}
     assert r["ok"] and r["video"] == str(TEST_AVI) and r["frames"] == 164 and r["fps"] == pytest.approx(25.0)
@@ -121,7 +120,7 @@ def test_scores_equal_full_decode_and_full_flow(tmp_path):
     from stfn.engine.checkpoint import load_model
 
     prepare = {"flow": {"algorithm": "dis", "preset": "fast", "bound": 2.0}, "resize": {"short_side": 40}}
-    ckpt = save_checkpoint(tmp_path / "ckpt.pt", tiny_config(), {"dataset": {"prepare": prepare}})
+    ckpt = save_checkpoint(tmp_path / "ckpt.pt", tiny_config(), {"prepare": prepare})
     predictor = Predictor.from_checkpoint(ckpt, crops=3, device="cpu", amp="none")
     result = predictor.predict(TEST_AVI, top_k=len(CLASSES))
 
@@ -240,8 +239,8 @@ def test_prepare_settings_resolution(tmp_path):
     s = resolve_prepare_settings(cfg, {})
     assert (s.short_side, s.flow["algorithm"], s.bound) == (40, "farneback", 15.0) and "manifest" in s.source
 
-    ckpt = {"dataset": {"prepare": {"flow": {"algorithm": "dis", "preset": "medium", "bound": 10.0},
-                                    "resize": {"size": [60, 40]}}}}
+    ckpt = {"prepare": {"flow": {"algorithm": "dis", "preset": "medium", "bound": 10.0},
+                        "resize": {"size": [60, 40]}}}
     s = resolve_prepare_settings(cfg, ckpt)
     assert (s.short_side, s.size, s.flow_name(), s.bound) == (None, (60, 40), "dis:medium", 10.0)
     s = resolve_prepare_settings(cfg, ckpt, flow="tvl1")  # --flow changes the algorithm, keeps the bound
@@ -315,20 +314,8 @@ def test_autocast_precisions(two_stream_ckpt):
         a, b = fp32.scores(views), bf16.scores(views)
         assert a.dtype == b.dtype == torch.float32 and not torch.equal(a, b)  # bf16 really ran
         torch.testing.assert_close(b, a, atol=0.05, rtol=0.05)
-    with pytest.raises(StfnError, match="fp16 needs a CUDA device"):
+    with pytest.raises(StfnError, match="--amp is fp16, which needs a CUDA device"):
         Predictor.from_checkpoint(two_stream_ckpt, device="cpu", amp="fp16")
-
-
-def test_auto_precision_uses_bf16_only_where_native(monkeypatch):
-    import stfn.predict as predict_mod
-
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(predict_mod, "cpu_supports_bf16", lambda: False)
-    assert predict_mod.resolve_amp("auto", cpu) is None  # emulated bf16 (AVX2) would be slower
-    monkeypatch.setattr(predict_mod, "cpu_supports_bf16", lambda: True)
-    assert predict_mod.resolve_amp("auto", cpu) == torch.bfloat16
-    assert predict_mod.resolve_amp("auto", cpu, channels_last=False) is None
-    assert predict_mod.resolve_amp("none", cpu) is None
 
 
 @needs_videos

@@ -223,7 +223,7 @@ class _FeatureSource:
     changes the backbone (two-stage: new TSN backbones, then extraction) or asks for more frames."""
 
     def __init__(self, root: Path, out_dir: Path, progress: bool, log: Any) -> None:
-        from stfn.engine.features import load_features_meta
+        from stfn.data.features import load_features_meta
 
         self.root, self.out_dir, self.progress, self.log = root, out_dir, progress, log
         self.meta = load_features_meta(root)

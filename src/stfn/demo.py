@@ -245,8 +245,8 @@ def tsn_position_margins(tsn_ckpt: Path, features: Path, pairs: dict[int, int]) 
     """
     import torch
 
+    from stfn.data.features import FeatureDataset, load_features_meta
     from stfn.engine.checkpoint import load_model
-    from stfn.engine.features import FeatureDataset, load_features_meta
 
     model, cfg, _ = load_model(tsn_ckpt)
     n = int(load_features_meta(features)["frames"])
@@ -290,7 +290,7 @@ def _backbone_amp(base: Config) -> str:
     """What ``train.amp: auto`` ran the backbones in on this machine (it depends on the CPU or GPU)."""
     import torch
 
-    from stfn.engine.train import resolve_amp
+    from stfn.runtime import resolve_amp
 
     cuda = (torch.cuda.is_available() and base.train.device == "auto") or base.train.device.startswith("cuda")
     dtype, _ = resolve_amp(base.train.amp, torch.device("cuda" if cuda else "cpu"), base.train.channels_last)

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from stfn.engine.checkpoint import load_model
 from stfn.errors import StfnError
 
 __all__ = ["FORMATS", "ExportWrapper", "example_inputs", "export_checkpoint", "export_model", "run_exported"]
@@ -188,8 +189,6 @@ def export_checkpoint(
     logits are compared with PyTorch's. Returns ``{"path", "format", "inputs" (name -> shape, -1 for
     the batch), "num_classes", "classes", "max_abs_diff" (None without check)}``.
     """
-    from stfn.engine.checkpoint import load_model
-
     if fmt not in FORMATS:
         raise StfnError(f"unknown export format '{fmt}' (choose one of: {', '.join(FORMATS)})")
     if fmt == "onnx":

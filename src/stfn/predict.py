@@ -23,7 +23,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -37,14 +36,13 @@ from torch import nn
 
 from stfn.config import Config
 from stfn.data.prepare import VIDEO_EXTENSIONS
-from stfn.engine.train import cpu_supports_bf16
 from stfn.errors import StfnError
+from stfn.runtime import describe_dtype, resolve_amp, resolve_device, score_clips, sync
 
 __all__ = [
     "VIDEO_EXTENSIONS",
     "PrepareSettings",
     "Predictor",
-    "cpu_supports_bf16",
     "expand_inputs",
     "parse_flow_spec",
     "resolve_prepare_settings",
@@ -96,10 +94,8 @@ def _prepare_records(cfg: Config, checkpoint: dict[str, Any]) -> list[tuple[dict
     from stfn.data.prepare import load_manifest
 
     records = []
-    dataset = checkpoint.get("dataset") if isinstance(checkpoint.get("dataset"), dict) else {}
-    for rec in (checkpoint.get("prepare"), dataset.get("prepare")):
-        if isinstance(rec, dict):
-            records.append((rec, "the checkpoint"))
+    if isinstance(checkpoint.get("prepare"), dict):
+        records.append((checkpoint["prepare"], "the checkpoint"))
     if cfg.data.root and Path(cfg.data.root).is_dir():
         try:
             m = load_manifest(cfg.data.root)
@@ -112,8 +108,7 @@ def _prepare_records(cfg: Config, checkpoint: dict[str, Any]) -> list[tuple[dict
 def resolve_prepare_settings(cfg: Config, checkpoint: dict[str, Any], flow: str | None = None) -> PrepareSettings:
     """Resize and flow settings of the training data. Each is taken from the first of: ``flow``
     (``--flow ALGO[:OPTION]``, algorithm only; the bound stays the training one), the checkpoint
-    (``checkpoint["prepare"]`` or ``checkpoint["dataset"]["prepare"]``, ``{"flow", "resize"}`` as in the
-    manifest), the ``stfn prepare`` manifest in ``data.root`` when it still exists, and last the
+    (``checkpoint["prepare"]``, ``{"flow", "resize"}`` as in the manifest), the ``stfn prepare`` manifest in ``data.root`` when it still exists, and last the
     defaults: short side ``data.scale_size``, :mod:`stfn.data.flow`'s default algorithm and bound.
     A recorded ``resize`` of ``{}`` means the frames kept their source size.
     """
@@ -155,39 +150,6 @@ def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
         else:
             out.append(p)
     return out
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto | cpu | cuda | cuda:N`` -> a device that exists here."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device != "cpu" and not device.startswith("cuda"):
-        raise StfnError(f"--device must be auto, cpu, cuda or cuda:N, got '{device}'")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise StfnError(f"--device {device} asked for CUDA but no CUDA device is available")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise StfnError(f"--device must be auto, cpu, cuda or cuda:N, got '{device}'") from None
-
-
-def resolve_amp(amp: str, device: torch.device, channels_last: bool = True) -> torch.dtype | None:
-    """``auto``: bf16 on a GPU that supports it (else fp16), and on a CPU with native bf16 when the
-    weights are channels_last (bf16 convolutions in the default layout take a slow reference kernel);
-    fp32 otherwise, e.g. on AVX2 CPUs, where bf16 is emulated and many times slower."""
-    if amp == "none":
-        return None
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "fp16":
-        if device.type != "cuda":
-            raise StfnError("--amp fp16 needs a CUDA device; use bf16 or none on a CPU")
-        return torch.float16
-    if amp == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if channels_last and cpu_supports_bf16() else None
-    raise StfnError(f"--amp must be auto, none, bf16 or fp16, got '{amp}'")
 
 
 def _runs(fields: list[int]) -> list[tuple[int, int]]:
@@ -236,9 +198,9 @@ class Predictor:
     ) -> None:
         from stfn.data.transforms import build_transform
 
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, what="--device")
         self.channels_last = cfg.train.channels_last if channels_last is None else bool(channels_last)
-        self.amp_dtype = resolve_amp(amp, self.device, self.channels_last)
+        self.amp_dtype = resolve_amp(amp, self.device, self.channels_last, what="--amp")[0]
         self.model = model.eval().to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -278,7 +240,7 @@ class Predictor:
             "flow": {**self.prepare.flow, "bound": self.prepare.bound} if "flow" in self.streams else None,
             "prepare_source": self.prepare.source,
             "device": str(self.device),
-            "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "none",
+            "amp": describe_dtype(self.amp_dtype),
             "channels_last": self.channels_last,
             "video_backend": self.video_backend,
         }
@@ -372,27 +334,12 @@ class Predictor:
 
     # --- clip -> scores ---------------------------------------------------------------------------
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     @torch.inference_mode()
     def scores(self, views: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``(K,)`` averaged over views, from float ``(V, T, C, S, S)`` per stream."""
-        inputs = {s: views[s] for s in self.streams}
-        V, T = inputs[self.streams[0]].shape[:2]
-        per_chunk = max(1, self.chunk_frames // max(T, 1))
-        outs = []
-        for v0 in range(0, V, per_chunk):
-            chunk = {s: x[v0 : v0 + per_chunk].to(self.device, non_blocking=True) for s, x in inputs.items()}
-            with self._autocast():
-                outs.append(self.model(chunk).float())
-        return torch.cat(outs).mean(dim=0).cpu()
+        logits, _ = score_clips(self.model, {s: views[s] for s in self.streams}, self.device, self.amp_dtype,
+                                self.chunk_frames)
+        return logits.mean(dim=0)
 
     def predict(self, path: str | os.PathLike, top_k: int = 5) -> dict[str, Any]:
         """Top-``top_k`` classes of one video: ``{"video", "ok": True, "frames", "top": [{"class",
@@ -408,10 +355,10 @@ class Predictor:
         t = time.perf_counter()
         views = self.transform({s: clip[s] for s in self.streams})
         timings["transform"] = time.perf_counter() - t
-        self._sync()
+        sync(self.device)
         t = time.perf_counter()
         logits = self.scores(views)
-        self._sync()
+        sync(self.device)
         timings["network"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - start
         probs = logits.softmax(dim=0)

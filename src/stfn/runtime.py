@@ -18,6 +18,7 @@ the data code may use it too.
 from __future__ import annotations
 
 import contextlib
+
 import torch
 from torch import nn
 
@@ -110,8 +111,9 @@ def bare_model(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)  # torch.compile
 
 
-def sync(device: torch.device) -> None:
+def sync(device: torch.device | str) -> None:
     """Wait for queued GPU work (no-op on CPU), so wall-clock timing covers the work itself."""
+    device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 

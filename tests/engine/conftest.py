@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from engine_helpers import fake_builder
+from engine_helpers import fake_builder, use_fake_data
+
+from stfn.engine import features
 
 
 @pytest.fixture(autouse=True)
@@ -19,9 +21,7 @@ def one_thread():
 @pytest.fixture
 def fake_data(monkeypatch: pytest.MonkeyPatch):
     """Serve :class:`FakeVideos` wherever the engine builds a dataset."""
-    from stfn.engine import features
-
-    monkeypatch.setattr(features, "build_engine_dataset", fake_builder())
+    use_fake_data(monkeypatch, fake_builder())
     monkeypatch.setattr(features, "_extraction_dataset", lambda cfg, subset: fake_builder()(cfg, subset, views=1))
     return fake_builder
 

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from stfn.config import Config
+from stfn.engine import evaluate, train
 
 COLOURS = torch.tensor([[1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0], [1.0, 1.0, -1.0]])
 
@@ -88,8 +89,15 @@ def tiny_config(streams: list[str] | None = None, **train: Any) -> Config:
     return cfg
 
 
+def use_fake_data(monkeypatch: Any, builder: Any) -> None:
+    """Make training and evaluation read ``builder``'s datasets (``stfn.data.features.build_run_dataset``
+    as bound in the engine's modules)."""
+    monkeypatch.setattr(train, "build_run_dataset", builder)
+    monkeypatch.setattr(evaluate, "build_run_dataset", builder)
+
+
 def fake_builder(n_train: int = 16, n_test: int = 8, classes: int = 4):
-    """A replacement for ``stfn.engine.features.build_engine_dataset`` serving :class:`FakeVideos`.
+    """A replacement for ``stfn.data.features.build_run_dataset`` serving :class:`FakeVideos`.
 
     Videos ``0 .. n_train + n_test - 1``; split ``s`` tests on the ``s``-th window of ``n_test`` of them
     and trains on the rest, so (as in UCF101) a split-1 model tested on split 2 overlaps its training

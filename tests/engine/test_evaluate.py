@@ -8,16 +8,17 @@ import json
 
 import pytest
 import torch
-from engine_helpers import tiny_config
+from engine_helpers import tiny_config, use_fake_data
 from torch import nn
 
 from stfn.cli import main
 from stfn.data.datasets import build_loader
 from stfn.engine.checkpoint import CheckpointError
 from stfn.engine.evaluate import evaluate, evaluate_checkpoint, evaluate_many
-from stfn.engine.metrics import compute_metrics, fuse_scores
+from stfn.engine.metrics import compute_metrics
 from stfn.engine.train import train
 from stfn.errors import StfnError
+from stfn.models.fusion import late_fusion
 
 TABLE = torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0], [1.0, 0.0, 2.0], [2.0, 1.0, 0.0], [0.0, 1.0, 3.0]])
 LABELS = [0, 1, 1, 2, 2]
@@ -98,9 +99,7 @@ def test_classes_that_do_not_match_are_refused(tmp_path, fake_data, monkeypatch)
     cfg = tiny_config(epochs=1)
     cfg.train.eval_every = 0
     train(cfg, tmp_path / "run", progress=False)
-    from stfn.engine import features
-
-    monkeypatch.setattr(features, "build_engine_dataset", fake_data(classes=5))
+    use_fake_data(monkeypatch, fake_data(classes=5))
     with pytest.raises(CheckpointError, match=r"knows 4 classes but the test set of split 1 has 5"):
         evaluate_checkpoint(tmp_path / "run" / "last.pt")
 
@@ -122,7 +121,7 @@ def test_tsn_streams_fusion_of_two_checkpoints_and_mean_over_splits(tmp_path, fa
         rows = list(csv.DictReader((tmp_path / "eval" / f"{name}_last_split1" / "predictions.csv").open()))
         per[name] = torch.tensor([json.loads(x["scores"]) for x in rows])
         labels = torch.tensor([int(x["label"]) for x in rows])
-    by_hand = compute_metrics(fuse_scores([per["rgb"], per["flow"]], [1.0, 1.5]), labels, 4)
+    by_hand = compute_metrics(late_fusion([per["rgb"], per["flow"]], [1.0, 1.5]), labels, 4)
     assert fused["top1"] == pytest.approx(by_hand["top1"])
     assert report["splits"][1]["checkpoints"] == [paths["rgb"], paths["flow"]]
     assert (tmp_path / "eval" / "eval_fused_split1" / "confusion.png").is_file()
@@ -136,7 +135,7 @@ def test_tsn_streams_fusion_of_two_checkpoints_and_mean_over_splits(tmp_path, fa
     r = evaluate_checkpoint(tmp_path / "two" / "last.pt", progress=False)
     assert set(r["streams"]) == {"rgb", "flow"}
     p = r["predictions"][0]
-    refused = fuse_scores([torch.tensor([p["stream_scores"]["rgb"]]), torch.tensor([p["stream_scores"]["flow"]])],
+    refused = late_fusion([torch.tensor([p["stream_scores"]["rgb"]]), torch.tensor([p["stream_scores"]["flow"]])],
                           [1.0, 1.5])
     assert torch.allclose(refused[0], torch.tensor(p["scores"]), atol=1e-4)  # the model fuses like TSN
 

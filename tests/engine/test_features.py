@@ -9,9 +9,10 @@ import pytest
 import torch
 from engine_helpers import tiny_config, write_features
 
+from stfn.data.features import FeatureDataset, load_features_meta
 from stfn.engine.checkpoint import load_checkpoint, load_model
 from stfn.engine.evaluate import evaluate_checkpoint
-from stfn.engine.features import FeatureDataset, extract_features, load_features_meta
+from stfn.engine.features import extract_features
 from stfn.engine.train import train
 from stfn.errors import StfnError
 

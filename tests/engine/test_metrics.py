@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import math
 
 import pytest
 import torch
@@ -11,7 +10,6 @@ import torch
 from stfn.engine.metrics import (
     compute_metrics,
     confusion_matrix,
-    fuse_scores,
     summary_line,
     topk_accuracy,
     write_confusion_png,
@@ -58,23 +56,6 @@ def test_mean_class_differs_from_top1_on_unbalanced_sets() -> None:
     assert m["top1"] == pytest.approx(75.0)
     assert m["per_class"] == [100.0, 0.0, None]
     assert m["mean_class_acc"] == pytest.approx(50.0)  # (100 + 0) / 2: the empty class is left out
-
-
-def test_fuse_scores_is_weighted_softmax_mean() -> None:
-    rgb = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
-    flow = torch.tensor([[0.0, 3.0], [0.0, 0.0]])
-    fused = fuse_scores([rgb, flow], [1.0, 1.5])
-    p_rgb = [[math.exp(2) / (math.exp(2) + 1), 1 / (math.exp(2) + 1)], [1 / (1 + math.e), math.e / (1 + math.e)]]
-    p_flow = [[1 / (1 + math.exp(3)), math.exp(3) / (1 + math.exp(3))], [0.5, 0.5]]
-    for i in range(2):
-        for j in range(2):
-            expected = (1.0 * p_rgb[i][j] + 1.5 * p_flow[i][j]) / 2.5
-            assert fused[i, j].exp().item() == pytest.approx(expected, rel=1e-5)
-    # the heavier flow weight wins video 0 (rgb says class 0, flow says class 1 more strongly)
-    assert fused.argmax(1).tolist() == [1, 1]
-    assert fuse_scores([rgb, flow], [1.0, 0.0]).argmax(1).tolist() == rgb.argmax(1).tolist()
-    with pytest.raises(ValueError):
-        fuse_scores([rgb], [1.0, 1.5])
 
 
 def test_per_class_csv_and_confusion_png(tmp_path) -> None:

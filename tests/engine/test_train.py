@@ -97,7 +97,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, fake
         model.head.register_forward_hook(poison)
         return model
 
-    monkeypatch.setattr(stfn.models, "build_model", build_with_nan_after_epoch_1)
+    monkeypatch.setattr(train_mod, "build_model", build_with_nan_after_epoch_1)
     cfg = tiny_config(epochs=3)
     with pytest.raises(NonFiniteLossError, match=r"non-finite \(nan\) at epoch 2, batch 1.*last good checkpoint "
                                                  r"'.*last\.pt' \(epoch 1\) is kept"):

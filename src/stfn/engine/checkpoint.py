@@ -23,6 +23,7 @@ from stfn import __version__
 from stfn.config import Config, ConfigError, config_from_dict, config_to_dict
 from stfn.errors import StfnError
 from stfn.fileio import atomic_torch_save
+from stfn.models import build_model
 
 __all__ = [
     "CheckpointError",
@@ -187,8 +188,6 @@ def load_model(
 
     ``model.pretrained`` is forced off (the weights come from the checkpoint, no download).
     """
-    from stfn.models import build_model
-
     ckpt = load_checkpoint(path, map_location)
     cfg = checkpoint_config(ckpt, path)
     cfg.model.pretrained = False

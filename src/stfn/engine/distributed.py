@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from stfn.errors import StfnError
+from stfn.runtime import resolve_device
 
 __all__ = [
     "DistInfo",
@@ -70,14 +70,9 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device]:
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise StfnError(f"config key 'train.device' is '{device}' but no CUDA device is available")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise StfnError(f"config key 'train.device' must be auto, cpu, cuda or cuda:N, got '{device}'")
+    chosen = resolve_device(device, what="config key 'train.device'")
     if world_size > 1:
-        if device.startswith("cuda"):
+        if chosen.type == "cuda":
             torch_device = torch.device("cuda", local_rank)
             torch.cuda.set_device(torch_device)
             backend = "nccl"
@@ -87,10 +82,9 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device]:
         if not dist.is_initialized():
             dist.init_process_group(backend=backend)
         return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank), torch_device
-    torch_device = torch.device(device)
-    if torch_device.type == "cuda" and torch_device.index is not None:
-        torch.cuda.set_device(torch_device)
-    return DistInfo(), torch_device
+    if chosen.type == "cuda" and chosen.index is not None:
+        torch.cuda.set_device(chosen)
+    return DistInfo(), chosen
 
 
 def cleanup() -> None:

@@ -10,7 +10,6 @@ every rank returns the metrics of the whole test set.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -24,15 +23,17 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from stfn.config import Config
+from stfn.data.datasets import build_loader
+from stfn.data.features import build_run_dataset
 from stfn.engine import distributed as dist_utils
-from stfn.engine.checkpoint import CheckpointError, load_model
-from stfn.engine.metrics import compute_metrics, fuse_scores, write_confusion_png, write_per_class_csv
+from stfn.engine.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, load_model
+from stfn.engine.metrics import compute_metrics, write_confusion_png, write_per_class_csv
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json, atomic_write_text
+from stfn.models.fusion import late_fusion
+from stfn.runtime import INPUT_KEYS, bare_model, resolve_amp, score_clips
 
 __all__ = [
-    "autocast_context",
-    "bare_model",
     "check_overlap",
     "evaluate",
     "evaluate_checkpoint",
@@ -43,28 +44,14 @@ __all__ = [
     "write_eval_outputs",
 ]
 
-INPUT_KEYS = ("rgb", "flow", "rgb_feat", "flow_feat")
 _NDIM_NO_VIEWS = {"rgb": 5, "flow": 5, "rgb_feat": 3, "flow_feat": 3}  # batched, without a views axis
 
 
-def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` for ``dtype`` on ``device``, or a no-op when ``dtype`` is None."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def bare_model(model: nn.Module) -> nn.Module:
-    """The network inside a DistributedDataParallel and/or ``torch.compile`` wrapper."""
-    model = getattr(model, "module", model)  # DistributedDataParallel
-    return getattr(model, "_orig_mod", model)  # torch.compile
-
-
-@torch.no_grad()
 def _score_batch(
     model: nn.Module, batch: dict[str, Any], device: torch.device, amp_dtype: torch.dtype | None, chunk_frames: int
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Video scores ``(B, K)`` (mean over views) and per-stream scores when the model has them."""
+    """Video scores ``(B, K)`` (mean over the ``V`` views of ``(B, V, ...)`` inputs) and per-stream
+    scores when the model has them (TSN)."""
     inputs = {k: batch[k] for k in INPUT_KEYS if k in batch}
     if not inputs:
         raise StfnError(f"a test batch has none of the input keys {', '.join(INPUT_KEYS)}")
@@ -73,22 +60,9 @@ def _score_batch(
     has_views = inputs[first].ndim == _NDIM_NO_VIEWS[first] + 1
     V = inputs[first].shape[1] if has_views else 1
     clips = {k: (v.flatten(0, 1) if has_views else v) for k, v in inputs.items()}
-    T = clips[first].shape[1]
-    per_chunk = max(1, chunk_frames // max(T, 1))
-    has_streams = hasattr(model, "stream_logits")
-    outs: list[torch.Tensor] = []
-    stream_outs: dict[str, list[torch.Tensor]] = {}
-    for start in range(0, B * V, per_chunk):
-        chunk = {k: v[start : start + per_chunk].to(device, non_blocking=True) for k, v in clips.items()}
-        with autocast_context(device, amp_dtype):
-            feats = model.forward_features(chunk)
-            outs.append(model.forward_head(feats).float().cpu())
-            if has_streams:
-                for s, logit in model.stream_logits(feats).items():
-                    stream_outs.setdefault(s, []).append(logit.float().cpu())
-    scores = torch.cat(outs).view(B, V, -1).mean(dim=1)
-    streams = {s: torch.cat(v).view(B, V, -1).mean(dim=1) for s, v in stream_outs.items()}
-    return scores, streams
+    logits, streams = score_clips(model, clips, device, amp_dtype, chunk_frames)
+    scores = logits.view(B, V, -1).mean(dim=1)
+    return scores, {s: v.view(B, V, -1).mean(dim=1) for s, v in streams.items()}
 
 
 def metrics_from_predictions(predictions: list[dict[str, Any]], num_classes: int) -> dict[str, Any]:
@@ -139,7 +113,7 @@ def evaluate(
             names = list(streams)
             if len(names) != len(fusion_weights):
                 raise StfnError(f"{len(fusion_weights)} fusion weights given for the streams {', '.join(names)}")
-            scores = fuse_scores([streams[s] for s in names], fusion_weights)
+            scores = late_fusion([streams[s] for s in names], fusion_weights)
         for i in range(scores.shape[0]):
             row = {
                 "index": int(batch["index"][i]),
@@ -171,8 +145,6 @@ def evaluate(
 def make_test_loader(test_set: Dataset, cfg: Config, distributed: bool, batch_size: int | None = None) -> DataLoader:
     """Ordered test loader, sharded without padding under ``torchrun``. The default batch holds about
     as many frames as a training batch (``train.batch_size * data.frames``), at least one video."""
-    from stfn.data.datasets import build_loader
-
     per_video = max(1, cfg.data.test_crops * cfg.data.frames) if not cfg.data.features else cfg.data.frames
     bs = batch_size or max(1, (cfg.train.batch_size * cfg.data.frames) // per_video)
     return build_loader(test_set, bs, train=False, workers=cfg.data.num_workers, distributed=distributed)
@@ -228,9 +200,6 @@ def evaluate_checkpoint(
     :func:`write_eval_outputs` there (rank 0). Returns :func:`evaluate`'s dict plus ``checkpoint``,
     ``split``, ``views`` and ``frames``. Refuses a test list that overlaps the training videos.
     """
-    from stfn.engine.features import build_engine_dataset
-    from stfn.engine.train import resolve_amp
-
     info, dev = dist_utils.init_distributed(device)
     model, cfg, ckpt = load_model(path)
     if split is not None:
@@ -241,7 +210,7 @@ def evaluate_checkpoint(
         cfg.data.test_crops = views
     if frames is not None:
         cfg.data.frames = frames
-    test_set = build_engine_dataset(cfg, "test")
+    test_set = build_run_dataset(cfg, "test")
     classes = list(ckpt["classes"])
     if list(test_set.classes) != classes:
         raise CheckpointError(
@@ -287,7 +256,7 @@ def fuse_results(results: list[dict[str, Any]], weights: list[float] | None = No
     videos = [[p["video"] for p in by_stream[s]["predictions"]] for s in order]
     if any(v != videos[0] for v in videos):
         raise StfnError("the checkpoints to fuse were evaluated on different test videos (same split and dataset?)")
-    fused_scores = fuse_scores([torch.tensor([p["scores"] for p in by_stream[s]["predictions"]]) for s in order],
+    fused_scores = late_fusion([torch.tensor([p["scores"] for p in by_stream[s]["predictions"]]) for s in order],
                                weights)
     predictions = []
     for i, p in enumerate(by_stream[order[0]]["predictions"]):
@@ -324,8 +293,6 @@ def evaluate_many(
     next to each checkpoint (``eval_<stem>_split<N>...``). Returns ``{"results", "fused",
     "splits": {N: final metrics}, "mean"}`` (summaries, without per-video rows).
     """
-    from stfn.engine.checkpoint import checkpoint_config, load_checkpoint
-
     if splits and len(splits) != len(paths):
         raise StfnError(f"--splits lists {len(splits)} splits for {len(paths)} checkpoints: give one checkpoint "
                         "per split, in the same order")

@@ -21,7 +21,6 @@ from stfn.fileio import atomic_write_bytes, atomic_write_text
 __all__ = [
     "compute_metrics",
     "confusion_matrix",
-    "fuse_scores",
     "summary_line",
     "topk_accuracy",
     "write_confusion_png",
@@ -67,19 +66,6 @@ def compute_metrics(scores: torch.Tensor, labels: torch.Tensor, num_classes: int
         "per_class": per_class,
         "confusion": conf.tolist(),
     }
-
-
-def fuse_scores(scores: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-    """TSN late fusion of per-stream logits (each ``(N, K)``): the weighted mean of the streams'
-    softmax scores, returned as its log, ``log(sum_i w_i softmax(s_i) / sum_i w_i)``, so the result
-    is again a valid logit (the models' TSN head fuses the same way). A stream of weight 0 is ignored."""
-    if len(scores) != len(weights):
-        raise ValueError(f"{len(scores)} score sets but {len(weights)} fusion weights")
-    total = float(sum(weights))
-    if total <= 0 or any(w < 0 for w in weights):
-        raise ValueError(f"fusion weights must be >= 0 with a positive sum, got {list(weights)}")
-    probs = sum(float(w) / total * torch.softmax(s.float(), dim=1) for s, w in zip(scores, weights, strict=True))
-    return torch.log(probs.clamp_min(1e-30))  # finite, so JSON files stay valid
 
 
 def write_per_class_csv(path: str | os.PathLike, metrics: dict[str, Any], classes: Sequence[str]) -> None:

@@ -31,67 +31,41 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from stfn.config import Config, ConfigError, config_to_dict, save_config
+from stfn.data.datasets import build_loader
+from stfn.data.features import build_run_dataset, load_features_meta
+from stfn.data.prepare import load_manifest
 from stfn.engine import checkpoint as ckpt_lib
 from stfn.engine import distributed as dist_utils
-from stfn.engine import features as feat_lib
-from stfn.engine.evaluate import INPUT_KEYS, autocast_context, bare_model, evaluate, make_test_loader
+from stfn.engine.evaluate import evaluate, make_test_loader
+from stfn.engine.meter import EpochMeter
 from stfn.engine.metrics import summary_line
 from stfn.engine.optim import build_optimizer, build_scheduler, freeze_layers, set_train_mode
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json, atomic_write_text
+from stfn.models import build_model
+from stfn.runtime import INPUT_KEYS, autocast_context, bare_model, resolve_amp
 
-__all__ = ["NonFiniteLossError", "cpu_supports_bf16", "resolve_amp", "train", "train_one_epoch"]
+__all__ = ["NonFiniteLossError", "train", "train_one_epoch"]
 
 
 class NonFiniteLossError(StfnError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def cpu_supports_bf16() -> bool:
-    """True when oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 / AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_amp(amp: str, device: torch.device, channels_last: bool = True) -> tuple[torch.dtype | None, bool]:
-    """``train.amp`` -> (autocast dtype or None, use a GradScaler).
-
-    ``auto``: on CUDA bfloat16 where supported, else float16 with loss scaling; on CPU bfloat16 only
-    where oneDNN runs it natively (AVX512-BF16 / AMX) and with ``channels_last`` (2-3x faster than
-    fp32 there), fp32 otherwise: on AVX2-only CPUs bf16 is emulated and 4-5x slower than fp32, and
-    bf16 convolutions in the default layout fall back to a reference kernel.
-    """
-    if amp == "none":
-        return None, False
-    if amp == "bf16":
-        return torch.bfloat16, False
-    if amp == "fp16":
-        if device.type != "cuda":
-            raise ConfigError("config key 'train.amp' is fp16, which needs a CUDA device; use bf16 or none on CPU")
-        return torch.float16, True
-    if amp == "auto":
-        if device.type == "cuda":
-            return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
-        return (torch.bfloat16, False) if channels_last and cpu_supports_bf16() else (None, False)
-    raise ConfigError(f"config key 'train.amp' must be auto, none, bf16 or fp16, got '{amp}'")
-
-
 def _prepare_record(cfg: Config) -> dict:
     """``{"flow", "resize"}`` of the manifest the training videos came from (for ``stfn predict``)."""
-    from stfn.data.prepare import load_manifest
-
     root = cfg.data.root
     if cfg.data.features:
-        root = feat_lib.load_features_meta(cfg.data.features).get("data", {}).get("root", "")
+        root = load_features_meta(cfg.data.features).get("data", {}).get("root", "")
     if not root:
         return {}
     try:
@@ -103,8 +77,6 @@ def _prepare_record(cfg: Config) -> dict:
 
 def _log(info: dist_utils.DistInfo, text: str) -> None:
     if info.is_main:
-        from tqdm import tqdm
-
         tqdm.write(text, file=sys.stdout)
 
 
@@ -147,64 +119,43 @@ def train_one_epoch(
     criterion = nn.CrossEntropyLoss(label_smoothing=tcfg.label_smoothing)
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    n_batches = len(loader)
-    accumulate = max(1, tcfg.accumulate)
-    loss_sum = correct = seen = 0.0
-    steps = 0
-    start = time.perf_counter()
-    bar = None
-    if progress and info.is_main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{tcfg.epochs}", unit="batch", dynamic_ncols=True,
-                   leave=False)
+    n_batches, accumulate, steps = len(loader), max(1, tcfg.accumulate), 0
+    meter = EpochMeter(n_batches, f"epoch {epoch + 1}/{tcfg.epochs}", info.world_size, show=progress and info.is_main,
+                       writer=writer, log_every=tcfg.log_every, global_step=global_step)
     optimizer.zero_grad(set_to_none=True)
-    for i, batch in enumerate(loader):
-        group_start = (i // accumulate) * accumulate
-        group_size = min(accumulate, n_batches - group_start)
-        step_now = i + 1 == group_start + group_size
-        inputs = {k: batch[k].to(device, non_blocking=True) for k in INPUT_KEYS if k in batch}
-        labels = torch.as_tensor(batch["label"]).to(device, non_blocking=True)
-        sync = contextlib.nullcontext()
-        if not step_now and hasattr(model, "no_sync"):
-            sync = model.no_sync()  # DDP: all-reduce gradients once per optimiser step
-        with sync:
-            with autocast_context(device, amp_dtype):
-                logits = model(inputs)
-            loss = criterion(logits.float(), labels)
-            loss_value = loss.item()
-            if not dist_utils.all_true(math.isfinite(loss_value), device):
-                if bar is not None:
-                    bar.close()
-                raise NonFiniteLossError(f"the training loss became non-finite ({loss_value}) at epoch {epoch + 1}, "
-                                         f"batch {i + 1}")
-            scaler.scale(loss / group_size).backward()
-        if step_now:
-            if tcfg.clip_grad > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, tcfg.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            steps += 1
-        n = labels.shape[0]
-        loss_sum += loss_value * n
-        correct += (logits.detach().argmax(dim=1) == labels).sum().item()
-        seen += n
-        elapsed = time.perf_counter() - start
-        if bar is not None:
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.1f}",
-                            lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-                            rate=f"{seen * info.world_size / max(elapsed, 1e-9):.1f}/s")
-            bar.update(1)
-        if writer is not None and (i + 1) % max(1, tcfg.log_every) == 0:
-            writer.add_scalar("train/loss_step", loss_value, global_step + steps)
-            writer.add_scalar("train/lr_step", optimizer.param_groups[0]["lr"], global_step + steps)
-    if bar is not None:
-        bar.close()
-    seconds = time.perf_counter() - start
-    loss_sum, correct, seen = dist_utils.sum_across([loss_sum, correct, seen], device)
+    try:
+        for i, batch in enumerate(loader):
+            group_start = (i // accumulate) * accumulate
+            group_size = min(accumulate, n_batches - group_start)
+            step_now = i + 1 == group_start + group_size
+            inputs = {k: batch[k].to(device, non_blocking=True) for k in INPUT_KEYS if k in batch}
+            labels = torch.as_tensor(batch["label"]).to(device, non_blocking=True)
+            sync = contextlib.nullcontext()
+            if not step_now and hasattr(model, "no_sync"):
+                sync = model.no_sync()  # DDP: all-reduce gradients once per optimiser step
+            with sync:
+                with autocast_context(device, amp_dtype):
+                    logits = model(inputs)
+                loss = criterion(logits.float(), labels)
+                loss_value = loss.item()
+                if not dist_utils.all_true(math.isfinite(loss_value), device):
+                    raise NonFiniteLossError(f"the training loss became non-finite ({loss_value}) at epoch "
+                                             f"{epoch + 1}, batch {i + 1}")
+                scaler.scale(loss / group_size).backward()
+            if step_now:
+                if tcfg.clip_grad > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(params, tcfg.clip_grad)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                steps += 1
+            meter.update(loss_value, logits, labels, optimizer.param_groups[0]["lr"], steps)
+    finally:
+        meter.close()
+    seconds = meter.elapsed()
+    loss_sum, correct, seen = dist_utils.sum_across(meter.totals(), device)
     return {
         "loss": loss_sum / max(seen, 1),
         "top1": 100.0 * correct / max(seen, 1),
@@ -249,7 +200,7 @@ def _init_backbones(model: nn.Module, cfg: Config, info: dist_utils.DistInfo) ->
             ckpt_lib.load_backbone(model, stream, path)
             _log(info, f"initialised the {stream} backbone from '{path}'")
     if cfg.data.features:
-        meta = feat_lib.load_features_meta(cfg.data.features)
+        meta = load_features_meta(cfg.data.features)
         if int(meta["feature_dim"]) != int(model.feature_dim):
             raise ConfigError(f"the features in '{cfg.data.features}' have {meta['feature_dim']} channels but "
                               f"model.backbone '{cfg.model.backbone}' gives {model.feature_dim}")
@@ -263,6 +214,130 @@ def _init_backbones(model: nn.Module, cfg: Config, info: dist_utils.DistInfo) ->
                        "it will only run on cached features")
 
 
+def _datasets(cfg: Config, info: dist_utils.DistInfo) -> tuple[Any, Any, list[str]]:
+    """The training set, the test set (None without evaluation) and the class names; sets
+    ``model.num_classes`` from the training set."""
+    tcfg = cfg.train
+    if tcfg.epochs < 1 or tcfg.batch_size < 1 or tcfg.accumulate < 1:
+        raise ConfigError("config keys 'train.epochs', 'train.batch_size' and 'train.accumulate' must be >= 1")
+    train_set = build_run_dataset(cfg, "train")
+    test_set = build_run_dataset(cfg, "test") if tcfg.eval_every > 0 else None
+    classes = list(train_set.classes)
+    if cfg.model.num_classes != len(classes):
+        _log(info, f"model.num_classes set to {len(classes)} (the classes of the training set)")
+        cfg.model.num_classes = len(classes)
+    return train_set, test_set, classes
+
+
+def _resume_state(cfg: Config, out: Path, resume: bool) -> dict[str, Any] | None:
+    """``out/last.pt`` when resuming a run of the same model; None for a fresh run."""
+    last_path = out / "last.pt"
+    if not last_path.is_file():
+        return None
+    if not resume:
+        raise StfnError(f"run folder '{out}' already holds a checkpoint; pass --resume to continue it "
+                        "or choose another --out")
+    state = ckpt_lib.load_checkpoint(last_path)
+    saved, now = dict(state["config"]["model"]), config_to_dict(cfg)["model"]
+    saved["pretrained"] = now["pretrained"]  # only matters before the first epoch
+    diff = _first_difference(saved, now, "model")
+    if diff:
+        raise StfnError(f"cannot resume '{last_path}': the model config differs at {diff}")
+    return state
+
+
+def _build_network(cfg: Config, fresh: bool, device: torch.device, info: dist_utils.DistInfo) -> nn.Module:
+    """The model, seeded identically on every rank, initialised (fresh runs), frozen as configured,
+    on ``device`` and in channels_last when ``train.channels_last``."""
+    dist_utils.seed_everything(cfg.train.seed)  # same initial weights on every rank
+    model = build_model(cfg.model)
+    if fresh:
+        _init_backbones(model, cfg, info)
+    freeze_layers(model, cfg)
+    model.to(device)
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+@dataclass
+class _Progress:
+    """What a run has done so far: restored from ``last.pt`` / ``best.pt`` when resuming."""
+
+    start_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+    best_top1: float = -1.0
+    last: dict[str, Any] | None = None
+
+
+def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+             scaler: torch.amp.GradScaler, best_path: Path) -> _Progress:
+    """Load the weights, optimiser, scheduler, scaler and RNG state of ``last.pt``."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler") and scaler.is_enabled():
+        scaler.load_state_dict(state["scaler"])
+    ckpt_lib.set_rng_state(state["rng"])
+    done = _Progress(int(state["epoch"]), list(state.get("history") or []), last=dict(state.get("metrics") or {}) or None)
+    if best_path.is_file():
+        done.best = dict(ckpt_lib.load_checkpoint(best_path).get("metrics") or {}) or None
+        done.best_top1 = done.best.get("top1", -1.0) if done.best else -1.0
+    return done
+
+
+def _wrap(model: nn.Module, cfg: Config, device: torch.device, info: dist_utils.DistInfo) -> nn.Module:
+    """DistributedDataParallel under ``torchrun``, then ``torch.compile`` when ``train.compile``."""
+    net: nn.Module = model
+    if info.distributed:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        net = torch.compile(net)
+    return net
+
+
+def _epoch_row(epoch: int, stats: dict[str, float], metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """One row of ``metrics.jsonl``: the epoch's training numbers and, when evaluated, validation."""
+    row: dict[str, Any] = {"epoch": epoch + 1, "lr": stats["lr"], "train_loss": stats["loss"],
+                           "train_top1": stats["top1"], "train_samples": stats["samples"],
+                           "train_samples_per_s": stats["samples_per_s"], "train_seconds": stats["seconds"]}
+    if metrics is not None:
+        row.update(val_top1=metrics["top1"], val_top5=metrics["top5"],
+                   val_mean_class_acc=metrics["mean_class_acc"], val_seconds=metrics["seconds"])
+    return row
+
+
+def _save_epoch(out: Path, ckpt: dict[str, Any], done: _Progress, row: dict[str, Any], evaluated: bool,
+                is_best: bool, always_best: bool, writer: Any) -> None:
+    """Rank 0: ``last.pt`` (and ``best.pt``), the metrics files, the predictions, TensorBoard."""
+    ckpt_lib.save_checkpoint(ckpt, out / "last.pt")
+    if is_best or always_best:
+        ckpt_lib.save_checkpoint(ckpt, out / "best.pt")
+    _write_history(out, done.history)
+    if evaluated:
+        atomic_write_json(out / "predictions_last.json", done.last["predictions"], indent=None)
+        if is_best:
+            atomic_write_json(out / "predictions_best.json", done.last["predictions"], indent=None)
+    for k, v in row.items():
+        if k != "epoch":
+            writer.add_scalar(k.replace("train_", "train/", 1).replace("val_", "val/", 1), v, row["epoch"])
+    writer.flush()
+
+
+def _train_epoch(net: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
+                 device: torch.device, cfg: Config, epoch: int, out: Path, **kwargs: Any) -> dict[str, float]:
+    """:func:`train_one_epoch`; a non-finite loss is reported with what is kept in ``out``."""
+    try:
+        return train_one_epoch(net, loader, optimizer, scheduler, device, cfg, epoch=epoch, **kwargs)
+    except NonFiniteLossError as e:
+        last_path = out / "last.pt"
+        kept = (f"the last good checkpoint '{last_path}' (epoch {epoch}) is kept" if last_path.is_file()
+                else "no checkpoint was written")
+        raise NonFiniteLossError(f"{e}; training stopped and {kept}; lower train.lr, raise "
+                                 "train.warmup_epochs or set train.clip_grad") from None
+
+
 def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run the whole training described by ``cfg``; write the run folder (module docstring).
 
@@ -271,45 +346,13 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
     ``{"best": metrics, "last": metrics, "history": [...], "checkpoint": best.pt path, "out_dir"}``
     where metrics are :func:`~stfn.engine.evaluate.evaluate`'s (with ``predictions`` when known).
     """
-    from stfn.data.datasets import build_loader
-    from stfn.models import build_model
-
-    cfg = copy.deepcopy(cfg)
-    out = Path(out_dir)
+    cfg, out = copy.deepcopy(cfg), Path(out_dir)
     info, device = dist_utils.init_distributed(cfg.train.device)
     _configure_determinism(cfg.train.deterministic)
     tcfg = cfg.train
-    if tcfg.epochs < 1 or tcfg.batch_size < 1 or tcfg.accumulate < 1:
-        raise ConfigError("config keys 'train.epochs', 'train.batch_size' and 'train.accumulate' must be >= 1")
-
-    train_set = feat_lib.build_engine_dataset(cfg, "train")
-    test_set = feat_lib.build_engine_dataset(cfg, "test") if tcfg.eval_every > 0 else None
-    classes = list(train_set.classes)
-    if cfg.model.num_classes != len(classes):
-        _log(info, f"model.num_classes set to {len(classes)} (the classes of the training set)")
-        cfg.model.num_classes = len(classes)
-
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    state = None
-    if last_path.is_file():
-        if not resume:
-            raise StfnError(f"run folder '{out}' already holds a checkpoint; pass --resume to continue it "
-                            "or choose another --out")
-        state = ckpt_lib.load_checkpoint(last_path)
-        saved, now = dict(state["config"]["model"]), config_to_dict(cfg)["model"]
-        saved["pretrained"] = now["pretrained"]  # only matters before the first epoch
-        diff = _first_difference(saved, now, "model")
-        if diff:
-            raise StfnError(f"cannot resume '{last_path}': the model config differs at {diff}")
-
-    dist_utils.seed_everything(tcfg.seed)  # same initial weights on every rank
-    model = build_model(cfg.model)
-    if state is None:
-        _init_backbones(model, cfg, info)
-    freeze_layers(model, cfg)
-    model.to(device)
-    if tcfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+    train_set, test_set, classes = _datasets(cfg, info)
+    state = _resume_state(cfg, out, resume)
+    model = _build_network(cfg, state is None, device, info)
     amp_dtype, use_scaler = resolve_amp(tcfg.amp, device, tcfg.channels_last)
 
     loader = build_loader(train_set, tcfg.batch_size, train=True, workers=cfg.data.num_workers,
@@ -319,38 +362,20 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
     optimizer = build_optimizer(model, tcfg)
     scheduler = build_scheduler(optimizer, tcfg, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-
-    start_epoch, history, best, best_top1, last_metrics = 0, [], None, -1.0, None
+    done = _Progress()
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler") and use_scaler:
-            scaler.load_state_dict(state["scaler"])
-        ckpt_lib.set_rng_state(state["rng"])
-        start_epoch, history = int(state["epoch"]), list(state.get("history") or [])
-        last_metrics = dict(state.get("metrics") or {}) or None
-        if best_path.is_file():
-            best = dict(ckpt_lib.load_checkpoint(best_path).get("metrics") or {}) or None
-            best_top1 = best.get("top1", -1.0) if best else -1.0
-        _log(info, f"resuming '{out}' after epoch {start_epoch}")
+        done = _restore(state, model, optimizer, scheduler, scaler, out / "best.pt")
+        _log(info, f"resuming '{out}' after epoch {done.start_epoch}")
     del state
 
+    writer = None
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-    writer = None
-    if info.is_main:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # lazy: tensorboard is slow to import
 
-        writer = SummaryWriter(str(out / "tb"), purge_step=start_epoch * steps_per_epoch or None)
-
-    net: nn.Module = model
-    if info.distributed:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if tcfg.compile:
-        net = torch.compile(net)
-
+        writer = SummaryWriter(str(out / "tb"), purge_step=done.start_epoch * steps_per_epoch or None)
+    net = _wrap(model, cfg, device, info)
     _log(info, f"{cfg.name}: {len(train_set)} training / {len(test_set) if test_set else 0} test videos, "
                f"{len(classes)} classes, {info.world_size} process(es) on {device}, amp "
                f"{amp_dtype or 'off'}, batch {tcfg.batch_size} x {info.world_size} x {tcfg.accumulate}")
@@ -358,64 +383,50 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
     ckpt_common = {"dataset": getattr(train_set, "identity", {}), "train_videos": list(train_set.videos),
                    "prepare": _prepare_record(cfg)}
     try:
-        for epoch in range(start_epoch, tcfg.epochs):
+        for epoch in range(done.start_epoch, tcfg.epochs):
             dist_utils.seed_everything(tcfg.seed + 1_000_003 * (epoch + 1) + 7919 * info.rank)
             loader.sampler.set_epoch(epoch)
-            try:
-                stats = train_one_epoch(net, loader, optimizer, scheduler, device, cfg, epoch=epoch, scaler=scaler,
-                                        amp_dtype=amp_dtype, progress=progress, writer=writer,
-                                        global_step=epoch * steps_per_epoch)
-            except NonFiniteLossError as e:
-                kept = (f"the last good checkpoint '{last_path}' (epoch {epoch}) is kept" if last_path.is_file()
-                        else "no checkpoint was written")
-                raise NonFiniteLossError(f"{e}; training stopped and {kept}; lower train.lr, raise "
-                                         "train.warmup_epochs or set train.clip_grad") from None
-            row: dict[str, Any] = {"epoch": epoch + 1, "lr": stats["lr"], "train_loss": stats["loss"],
-                                   "train_top1": stats["top1"], "train_samples": stats["samples"],
-                                   "train_samples_per_s": stats["samples_per_s"],
-                                   "train_seconds": stats["seconds"]}
+            stats = _train_epoch(net, loader, optimizer, scheduler, device, cfg, epoch, out, scaler=scaler,
+                                 amp_dtype=amp_dtype, progress=progress, writer=writer,
+                                 global_step=epoch * steps_per_epoch)
             evaluated = test_loader is not None and ((epoch + 1) % tcfg.eval_every == 0 or epoch + 1 == tcfg.epochs)
             if evaluated:
                 dist_utils.sync_buffers(model)
-                last_metrics = evaluate(model, test_loader, device, amp_dtype=amp_dtype, progress=progress)
-                row.update(val_top1=last_metrics["top1"], val_top5=last_metrics["top5"],
-                           val_mean_class_acc=last_metrics["mean_class_acc"], val_seconds=last_metrics["seconds"])
-            history.append(row)
-            is_best = evaluated and last_metrics["top1"] > best_top1
+                done.last = evaluate(model, test_loader, device, amp_dtype=amp_dtype, progress=progress)
+            row = _epoch_row(epoch, stats, done.last if evaluated else None)
+            done.history.append(row)
+            is_best = evaluated and done.last["top1"] > done.best_top1
             if is_best:
-                best, best_top1 = last_metrics, last_metrics["top1"]
+                done.best, done.best_top1 = done.last, done.last["top1"]
             if info.is_main:
                 ckpt = ckpt_lib.make_checkpoint(model, cfg, classes, epoch + 1, optimizer=optimizer,
-                                                scheduler=scheduler, scaler=scaler, metrics=last_metrics,
-                                                history=history, **ckpt_common)
-                ckpt_lib.save_checkpoint(ckpt, last_path)
-                if is_best or test_loader is None:
-                    ckpt_lib.save_checkpoint(ckpt, best_path)
+                                                scheduler=scheduler, scaler=scaler, metrics=done.last,
+                                                history=done.history, **ckpt_common)
+                _save_epoch(out, ckpt, done, row, evaluated, is_best, test_loader is None, writer)
                 del ckpt
-                _write_history(out, history)
-                if evaluated:
-                    atomic_write_json(out / "predictions_last.json", last_metrics["predictions"], indent=None)
-                    if is_best:
-                        atomic_write_json(out / "predictions_best.json", last_metrics["predictions"], indent=None)
-                for k, v in row.items():
-                    if k != "epoch":
-                        writer.add_scalar(k.replace("train_", "train/", 1).replace("val_", "val/", 1), v, epoch + 1)
-                writer.flush()
-            done = epoch + 1 - start_epoch
-            left = (time.perf_counter() - run_start) / done * (tcfg.epochs - epoch - 1)
-            text = (f"epoch {epoch + 1}/{tcfg.epochs}  loss {stats['loss']:.4f}  train top1 {stats['top1']:.2f}  "
-                    f"{stats['samples_per_s']:.1f} samples/s")
-            if evaluated:
-                text += f"  | val {summary_line(last_metrics)}" + ("  *best*" if is_best else "")
-            _log(info, text + f"  | {left / 60:.1f} min left")
+            _log_epoch(info, epoch, tcfg.epochs, stats, done.last if evaluated else None, is_best,
+                       (time.perf_counter() - run_start) / (epoch + 1 - done.start_epoch) * (tcfg.epochs - epoch - 1))
             dist_utils.barrier()
     finally:
         if writer is not None:
             writer.close()
+    return _result(out, done)
 
-    for name, metrics in (("best", best), ("last", last_metrics)):
+
+def _log_epoch(info: dist_utils.DistInfo, epoch: int, epochs: int, stats: dict[str, float],
+               metrics: dict[str, Any] | None, is_best: bool, seconds_left: float) -> None:
+    text = (f"epoch {epoch + 1}/{epochs}  loss {stats['loss']:.4f}  train top1 {stats['top1']:.2f}  "
+            f"{stats['samples_per_s']:.1f} samples/s")
+    if metrics is not None:
+        text += f"  | val {summary_line(metrics)}" + ("  *best*" if is_best else "")
+    _log(info, text + f"  | {seconds_left / 60:.1f} min left")
+
+
+def _result(out: Path, done: _Progress) -> dict[str, Any]:
+    """:func:`train`'s return value; predictions of a resumed run's metrics come from their files."""
+    for name, metrics in (("best", done.best), ("last", done.last)):
         path = out / f"predictions_{name}.json"
         if metrics is not None and "predictions" not in metrics and path.is_file():
             metrics["predictions"] = json.loads(path.read_text())
-    return {"best": best, "last": last_metrics, "history": history, "checkpoint": str(best_path),
+    return {"best": done.best, "last": done.last, "history": done.history, "checkpoint": str(out / "best.pt"),
             "out_dir": str(out)}
