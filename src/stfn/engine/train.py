@@ -1,12 +1,8 @@
 """Training: plain functions, no runner framework.
 
-:func:`train` runs a whole training from a :class:`~stfn.config.Config` and writes the run folder::
-
-    RUN/config.yaml                resolved config (num_classes set from the data)
-    RUN/last.pt, RUN/best.pt       checkpoints (every epoch / best validation top-1), atomic
-    RUN/metrics.jsonl, metrics.csv one row per epoch (train loss/accuracy/lr/speed, validation)
-    RUN/predictions_last.json      per-video scores of the latest validation (and _best.json)
-    RUN/tb/                        TensorBoard scalars
+:func:`train` runs a whole training from a :class:`~stfn.config.Config` and writes the run folder
+(``config.yaml``, ``last.pt`` / ``best.pt``, ``metrics.jsonl`` / ``.csv``, ``predictions_*.json``,
+``tb/``: :mod:`stfn.engine.run_folder`).
 
 :func:`train_one_epoch` does one pass; :func:`stfn.engine.evaluate.evaluate` scores the test set.
 Under ``torchrun`` the model is wrapped in DistributedDataParallel, the training set is sharded
@@ -24,9 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
-import io
-import json
 import math
 import os
 import sys
@@ -39,7 +32,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from stfn.config import Config, ConfigError, config_to_dict, save_config
+from stfn.config import Config, ConfigError, save_config
 from stfn.data.datasets import build_loader
 from stfn.data.features import build_run_dataset, load_features_meta
 from stfn.data.prepare import load_manifest
@@ -49,8 +42,8 @@ from stfn.engine.evaluate import evaluate, make_test_loader
 from stfn.engine.meter import EpochMeter
 from stfn.engine.metrics import summary_line
 from stfn.engine.optim import build_optimizer, build_scheduler, freeze_layers, set_train_mode
+from stfn.engine.run_folder import resume_state, run_result, save_epoch
 from stfn.errors import StfnError
-from stfn.fileio import atomic_write_json, atomic_write_text
 from stfn.models import build_model
 from stfn.runtime import INPUT_KEYS, autocast_context, bare_model, resolve_amp
 
@@ -167,29 +160,6 @@ def train_one_epoch(
     }
 
 
-def _write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
-    """``metrics.jsonl`` and ``metrics.csv`` rewritten from the whole history (atomic)."""
-    atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-    keys: list[str] = []
-    for h in history:
-        keys += [k for k in h if k not in keys]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    w.writeheader()
-    w.writerows(history)
-    atomic_write_text(out_dir / "metrics.csv", buf.getvalue())
-
-
-def _first_difference(a: Any, b: Any, prefix: str) -> str | None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in list(a) + [k for k in b if k not in a]:
-            d = _first_difference(a.get(k), b.get(k), f"{prefix}.{k}")
-            if d:
-                return d
-        return None
-    return None if a == b else f"{prefix} ({a!r} in the run folder, {b!r} now)"
-
-
 def _init_backbones(model: nn.Module, cfg: Config, info: dist_utils.DistInfo) -> None:
     """Two-stage protocol (``train.init_rgb`` / ``init_flow``) and, for head training on cached
     features, the backbones that made them (so the checkpoint also runs on videos)."""
@@ -227,23 +197,6 @@ def _datasets(cfg: Config, info: dist_utils.DistInfo) -> tuple[Any, Any, list[st
         _log(info, f"model.num_classes set to {len(classes)} (the classes of the training set)")
         cfg.model.num_classes = len(classes)
     return train_set, test_set, classes
-
-
-def _resume_state(cfg: Config, out: Path, resume: bool) -> dict[str, Any] | None:
-    """``out/last.pt`` when resuming a run of the same model; None for a fresh run."""
-    last_path = out / "last.pt"
-    if not last_path.is_file():
-        return None
-    if not resume:
-        raise StfnError(f"run folder '{out}' already holds a checkpoint; pass --resume to continue it "
-                        "or choose another --out")
-    state = ckpt_lib.load_checkpoint(last_path)
-    saved, now = dict(state["config"]["model"]), config_to_dict(cfg)["model"]
-    saved["pretrained"] = now["pretrained"]  # only matters before the first epoch
-    diff = _first_difference(saved, now, "model")
-    if diff:
-        raise StfnError(f"cannot resume '{last_path}': the model config differs at {diff}")
-    return state
 
 
 def _build_network(cfg: Config, fresh: bool, device: torch.device, info: dist_utils.DistInfo) -> nn.Module:
@@ -308,53 +261,74 @@ def _epoch_row(epoch: int, stats: dict[str, float], metrics: dict[str, Any] | No
     return row
 
 
-def _save_epoch(out: Path, ckpt: dict[str, Any], done: _Progress, row: dict[str, Any], evaluated: bool,
-                is_best: bool, always_best: bool, writer: Any) -> None:
-    """Rank 0: ``last.pt`` (and ``best.pt``), the metrics files, the predictions, TensorBoard."""
-    ckpt_lib.save_checkpoint(ckpt, out / "last.pt")
-    if is_best or always_best:
-        ckpt_lib.save_checkpoint(ckpt, out / "best.pt")
-    _write_history(out, done.history)
-    if evaluated:
-        atomic_write_json(out / "predictions_last.json", done.last["predictions"], indent=None)
-        if is_best:
-            atomic_write_json(out / "predictions_best.json", done.last["predictions"], indent=None)
-    for k, v in row.items():
-        if k != "epoch":
-            writer.add_scalar(k.replace("train_", "train/", 1).replace("val_", "val/", 1), v, row["epoch"])
-    writer.flush()
+@dataclass
+class _Run:
+    """Everything one training run has built, shared by its epochs."""
+
+    cfg: Config
+    out: Path
+    info: dist_utils.DistInfo
+    device: torch.device
+    model: nn.Module  # the bare network (checkpoints, evaluation)
+    net: nn.Module  # what trains: DDP-wrapped and/or compiled
+    loader: Any
+    test_loader: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    steps_per_epoch: int
+    classes: list[str]
+    provenance: dict[str, Any]  # dataset identity, training videos, how the data was prepared
+    writer: Any = None
 
 
-def _train_epoch(net: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
-                 device: torch.device, cfg: Config, epoch: int, out: Path, **kwargs: Any) -> dict[str, float]:
-    """:func:`train_one_epoch`; a non-finite loss is reported with what is kept in ``out``."""
+def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict[str, float]:
+    """:func:`train_one_epoch`; a non-finite loss is reported with what is kept in the run folder."""
     try:
-        return train_one_epoch(net, loader, optimizer, scheduler, device, cfg, epoch=epoch, **kwargs)
+        return train_one_epoch(run.net, run.loader, run.optimizer, run.scheduler, run.device, run.cfg, epoch=epoch,
+                               scaler=run.scaler, amp_dtype=run.amp_dtype, progress=progress, writer=run.writer,
+                               global_step=epoch * run.steps_per_epoch)
     except NonFiniteLossError as e:
-        last_path = out / "last.pt"
+        last_path = run.out / "last.pt"
         kept = (f"the last good checkpoint '{last_path}' (epoch {epoch}) is kept" if last_path.is_file()
                 else "no checkpoint was written")
         raise NonFiniteLossError(f"{e}; training stopped and {kept}; lower train.lr, raise "
                                  "train.warmup_epochs or set train.clip_grad") from None
 
 
-def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run the whole training described by ``cfg``; write the run folder (module docstring).
+def _fit_epoch(run: _Run, done: _Progress, epoch: int, progress: bool) -> tuple[dict[str, float], bool, bool]:
+    """Train one epoch, evaluate when due, save (rank 0). Returns ``(stats, evaluated, is_best)``."""
+    tcfg = run.cfg.train
+    dist_utils.seed_everything(tcfg.seed + 1_000_003 * (epoch + 1) + 7919 * run.info.rank)
+    run.loader.sampler.set_epoch(epoch)
+    stats = _train_epoch(run, epoch, progress)
+    evaluated = run.test_loader is not None and ((epoch + 1) % tcfg.eval_every == 0 or epoch + 1 == tcfg.epochs)
+    if evaluated:
+        dist_utils.sync_buffers(run.model)
+        done.last = evaluate(run.model, run.test_loader, run.device, amp_dtype=run.amp_dtype, progress=progress)
+    done.history.append(_epoch_row(epoch, stats, done.last if evaluated else None))
+    is_best = evaluated and done.last["top1"] > done.best_top1
+    if is_best:
+        done.best, done.best_top1 = done.last, done.last["top1"]
+    if run.info.is_main:
+        ckpt = ckpt_lib.make_checkpoint(run.model, run.cfg, run.classes, epoch + 1, optimizer=run.optimizer,
+                                        scheduler=run.scheduler, scaler=run.scaler, metrics=done.last,
+                                        history=done.history, **run.provenance)
+        save_epoch(run.out, ckpt, done.history, done.last if evaluated else None, is_best,
+                   run.test_loader is None, run.writer)
+    return stats, evaluated, is_best
 
-    ``resume=True`` continues from ``out_dir/last.pt`` when it exists (else starts fresh); without
-    it an existing ``last.pt`` is an error, so a run is never overwritten by accident. Returns
-    ``{"best": metrics, "last": metrics, "history": [...], "checkpoint": best.pt path, "out_dir"}``
-    where metrics are :func:`~stfn.engine.evaluate.evaluate`'s (with ``predictions`` when known).
-    """
-    cfg, out = copy.deepcopy(cfg), Path(out_dir)
+
+def _setup(cfg: Config, out: Path, resume: bool) -> tuple[_Run, _Progress]:
+    """Data, model, optimiser and run folder of a training; restored from ``last.pt`` when resuming."""
     info, device = dist_utils.init_distributed(cfg.train.device)
     _configure_determinism(cfg.train.deterministic)
     tcfg = cfg.train
     train_set, test_set, classes = _datasets(cfg, info)
-    state = _resume_state(cfg, out, resume)
+    state = resume_state(cfg, out, resume)
     model = _build_network(cfg, state is None, device, info)
     amp_dtype, use_scaler = resolve_amp(tcfg.amp, device, tcfg.channels_last)
-
     loader = build_loader(train_set, tcfg.batch_size, train=True, workers=cfg.data.num_workers,
                           distributed=info.distributed, seed=tcfg.seed)
     test_loader = make_test_loader(test_set, cfg, info.distributed) if test_set is not None else None
@@ -367,50 +341,44 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
         done = _restore(state, model, optimizer, scheduler, scaler, out / "best.pt")
         _log(info, f"resuming '{out}' after epoch {done.start_epoch}")
     del state
-
-    writer = None
+    provenance = {"dataset": getattr(train_set, "identity", {}), "train_videos": list(train_set.videos),
+                  "prepare": _prepare_record(cfg)}
+    run = _Run(cfg, out, info, device, model, model, loader, test_loader, optimizer, scheduler, scaler, amp_dtype,
+               steps_per_epoch, classes, provenance)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
         from torch.utils.tensorboard import SummaryWriter  # lazy: tensorboard is slow to import
 
-        writer = SummaryWriter(str(out / "tb"), purge_step=done.start_epoch * steps_per_epoch or None)
-    net = _wrap(model, cfg, device, info)
+        run.writer = SummaryWriter(str(out / "tb"), purge_step=done.start_epoch * steps_per_epoch or None)
+    run.net = _wrap(model, cfg, device, info)
     _log(info, f"{cfg.name}: {len(train_set)} training / {len(test_set) if test_set else 0} test videos, "
                f"{len(classes)} classes, {info.world_size} process(es) on {device}, amp "
                f"{amp_dtype or 'off'}, batch {tcfg.batch_size} x {info.world_size} x {tcfg.accumulate}")
-    run_start = time.perf_counter()
-    ckpt_common = {"dataset": getattr(train_set, "identity", {}), "train_videos": list(train_set.videos),
-                   "prepare": _prepare_record(cfg)}
+    return run, done
+
+
+def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run the whole training described by ``cfg``; write the run folder (module docstring).
+
+    ``resume=True`` continues from ``out_dir/last.pt`` when it exists (else starts fresh); without
+    it an existing ``last.pt`` is an error, so a run is never overwritten by accident. Returns
+    ``{"best": metrics, "last": metrics, "history": [...], "checkpoint": best.pt path, "out_dir"}``
+    where metrics are :func:`~stfn.engine.evaluate.evaluate`'s (with ``predictions`` when known).
+    """
+    cfg, out = copy.deepcopy(cfg), Path(out_dir)
+    run, done = _setup(cfg, out, resume)
+    epochs, start = cfg.train.epochs, time.perf_counter()
     try:
-        for epoch in range(done.start_epoch, tcfg.epochs):
-            dist_utils.seed_everything(tcfg.seed + 1_000_003 * (epoch + 1) + 7919 * info.rank)
-            loader.sampler.set_epoch(epoch)
-            stats = _train_epoch(net, loader, optimizer, scheduler, device, cfg, epoch, out, scaler=scaler,
-                                 amp_dtype=amp_dtype, progress=progress, writer=writer,
-                                 global_step=epoch * steps_per_epoch)
-            evaluated = test_loader is not None and ((epoch + 1) % tcfg.eval_every == 0 or epoch + 1 == tcfg.epochs)
-            if evaluated:
-                dist_utils.sync_buffers(model)
-                done.last = evaluate(model, test_loader, device, amp_dtype=amp_dtype, progress=progress)
-            row = _epoch_row(epoch, stats, done.last if evaluated else None)
-            done.history.append(row)
-            is_best = evaluated and done.last["top1"] > done.best_top1
-            if is_best:
-                done.best, done.best_top1 = done.last, done.last["top1"]
-            if info.is_main:
-                ckpt = ckpt_lib.make_checkpoint(model, cfg, classes, epoch + 1, optimizer=optimizer,
-                                                scheduler=scheduler, scaler=scaler, metrics=done.last,
-                                                history=done.history, **ckpt_common)
-                _save_epoch(out, ckpt, done, row, evaluated, is_best, test_loader is None, writer)
-                del ckpt
-            _log_epoch(info, epoch, tcfg.epochs, stats, done.last if evaluated else None, is_best,
-                       (time.perf_counter() - run_start) / (epoch + 1 - done.start_epoch) * (tcfg.epochs - epoch - 1))
+        for epoch in range(done.start_epoch, epochs):
+            stats, evaluated, is_best = _fit_epoch(run, done, epoch, progress)
+            left = (time.perf_counter() - start) / (epoch + 1 - done.start_epoch) * (epochs - epoch - 1)
+            _log_epoch(run.info, epoch, epochs, stats, done.last if evaluated else None, is_best, left)
             dist_utils.barrier()
     finally:
-        if writer is not None:
-            writer.close()
-    return _result(out, done)
+        if run.writer is not None:
+            run.writer.close()
+    return run_result(out, done.best, done.last, done.history)
 
 
 def _log_epoch(info: dist_utils.DistInfo, epoch: int, epochs: int, stats: dict[str, float],
@@ -420,13 +388,3 @@ def _log_epoch(info: dist_utils.DistInfo, epoch: int, epochs: int, stats: dict[s
     if metrics is not None:
         text += f"  | val {summary_line(metrics)}" + ("  *best*" if is_best else "")
     _log(info, text + f"  | {seconds_left / 60:.1f} min left")
-
-
-def _result(out: Path, done: _Progress) -> dict[str, Any]:
-    """:func:`train`'s return value; predictions of a resumed run's metrics come from their files."""
-    for name, metrics in (("best", done.best), ("last", done.last)):
-        path = out / f"predictions_{name}.json"
-        if metrics is not None and "predictions" not in metrics and path.is_file():
-            metrics["predictions"] = json.loads(path.read_text())
-    return {"best": done.best, "last": done.last, "history": done.history, "checkpoint": str(out / "best.pt"),
-            "out_dir": str(out)}

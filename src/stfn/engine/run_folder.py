@@ -1,0 +1,93 @@
+"""The run folder of a training, as :func:`stfn.engine.train.train` writes and resumes it::
+
+    RUN/config.yaml                resolved config (num_classes set from the data)
+    RUN/last.pt, RUN/best.pt       checkpoints (every epoch / best validation top-1), atomic
+    RUN/metrics.jsonl, metrics.csv one row per epoch (train loss/accuracy/lr/speed, validation)
+    RUN/predictions_last.json      per-video scores of the latest validation (and _best.json)
+    RUN/tb/                        TensorBoard scalars
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from stfn.config import Config, config_to_dict
+from stfn.engine import checkpoint as ckpt_lib
+from stfn.errors import StfnError
+from stfn.fileio import atomic_write_json, atomic_write_text
+
+__all__ = ["first_difference", "resume_state", "run_result", "save_epoch", "write_history"]
+
+
+def write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
+    """``metrics.jsonl`` and ``metrics.csv`` rewritten from the whole history (atomic)."""
+    atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    keys: list[str] = []
+    for h in history:
+        keys += [k for k in h if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(history)
+    atomic_write_text(out_dir / "metrics.csv", buf.getvalue())
+
+
+def first_difference(a: Any, b: Any, prefix: str) -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in list(a) + [k for k in b if k not in a]:
+            d = first_difference(a.get(k), b.get(k), f"{prefix}.{k}")
+            if d:
+                return d
+        return None
+    return None if a == b else f"{prefix} ({a!r} in the run folder, {b!r} now)"
+
+
+def resume_state(cfg: Config, out: Path, resume: bool) -> dict[str, Any] | None:
+    """``out/last.pt`` when resuming a run of the same model; None for a fresh run."""
+    last_path = out / "last.pt"
+    if not last_path.is_file():
+        return None
+    if not resume:
+        raise StfnError(f"run folder '{out}' already holds a checkpoint; pass --resume to continue it "
+                        "or choose another --out")
+    state = ckpt_lib.load_checkpoint(last_path)
+    saved, now = dict(state["config"]["model"]), config_to_dict(cfg)["model"]
+    saved["pretrained"] = now["pretrained"]  # only matters before the first epoch
+    diff = first_difference(saved, now, "model")
+    if diff:
+        raise StfnError(f"cannot resume '{last_path}': the model config differs at {diff}")
+    return state
+
+
+def save_epoch(out: Path, ckpt: dict[str, Any], history: list[dict[str, Any]], metrics: dict[str, Any] | None,
+               is_best: bool, always_best: bool, writer: Any) -> None:
+    """Rank 0, after an epoch: ``last.pt`` (and ``best.pt`` when ``is_best`` or ``always_best``), the
+    metrics files, the predictions of ``metrics`` (this epoch's evaluation, or None), TensorBoard."""
+    ckpt_lib.save_checkpoint(ckpt, out / "last.pt")
+    if is_best or always_best:
+        ckpt_lib.save_checkpoint(ckpt, out / "best.pt")
+    write_history(out, history)
+    row = history[-1]
+    if metrics is not None:
+        atomic_write_json(out / "predictions_last.json", metrics["predictions"], indent=None)
+        if is_best:
+            atomic_write_json(out / "predictions_best.json", metrics["predictions"], indent=None)
+    for k, v in row.items():
+        if k != "epoch":
+            writer.add_scalar(k.replace("train_", "train/", 1).replace("val_", "val/", 1), v, row["epoch"])
+    writer.flush()
+
+
+def run_result(out: Path, best: dict[str, Any] | None, last: dict[str, Any] | None,
+               history: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`stfn.engine.train.train`'s return value; the predictions of metrics restored from a
+    checkpoint (a resumed run) are read back from their files."""
+    for name, metrics in (("best", best), ("last", last)):
+        path = out / f"predictions_{name}.json"
+        if metrics is not None and "predictions" not in metrics and path.is_file():
+            metrics["predictions"] = json.loads(path.read_text())
+    return {"best": best, "last": last, "history": history, "checkpoint": str(out / "best.pt"), "out_dir": str(out)}
