@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import save_tiny_checkpoint
 from stfn.cli import main
-from stfn.config import config_from_dict, config_to_dict
+from stfn.config import config_from_dict
 from stfn.errors import StfnError
 from stfn.export import example_inputs, export_checkpoint, run_exported
-from stfn.models import build_model
 
 CLASSES = ["a", "b", "c"]
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\.load.* is deprecated:FutureWarning")
@@ -25,23 +25,7 @@ def save_tiny(path: Path, streams=("rgb", "flow"), arch="stfn", backbone="cnn_sm
                   "flow_length": 2, "head": {"hidden_dim": 16, "blocks": 2, "dropout": 0.0, **head}},
         "data": {"frames": 4, "scale_size": 36, "crop_size": 32},
     })
-    torch.manual_seed(0)
-    model = build_model(cfg.model).eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    torch.save({"model": model.state_dict(), "config": config_to_dict(cfg), "classes": CLASSES}, path)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    return save_tiny_checkpoint(path, cfg, CLASSES)
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import save_tiny_checkpoint
 from stfn.cli import main
-from stfn.config import config_from_dict, config_to_dict
+from stfn.config import config_from_dict
 from stfn.errors import StfnError
-from stfn.models import build_model
 from stfn.predict import Predictor, expand_inputs, parse_flow_spec, resolve_prepare_settings
 from stfn.runtime import cpu_supports_bf16  # --amp auto: bf16 only where the CPU runs it natively
 
@@ -38,25 +38,7 @@ def tiny_config(streams=("rgb", "flow"), **data):
 
 
 def save_checkpoint(path: Path, cfg, extra: dict | None = None) -> Path:
-    torch.manual_seed(0)
-    model = build_model(cfg.model).eval()
-    with torch.no_grad():  # non-trivial BN statistics so the test inputs matter
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    ckpt = {"model": model.state_dict(), "config": config_to_dict(cfg), "classes": list(CLASSES), "epoch": 1}
-    ckpt.update(extra or {})
-    torch.save(ckpt, path)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    return save_tiny_checkpoint(path, cfg, CLASSES, extra)
 
 
 @pytest.fixture(scope="module")

@@ -3,19 +3,9 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from engine_helpers import fake_builder, use_fake_data
 
 from stfn.engine import features
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread per test: the suite shares 2 cores, and oversubscribed threads spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -1,0 +1,108 @@
+"""The package's structure, read from its sources: layers, no hidden cycles, every module importable alone.
+
+Layers, lowest first (a module imports only from its own layer or below)::
+
+    0  errors, fileio, config, runtime
+    1  data, models
+    2  engine
+    3  predict, export, study
+    4  serve, commands, cli, __main__
+
+Commands import their heavy modules inside ``run`` (so ``stfn --help`` stays fast); everywhere else an
+import of an stfn module inside a function would hide a cycle, and in ``engine/`` there is none.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "stfn"
+LAYERS = {
+    "errors": 0, "fileio": 0, "config": 0, "runtime": 0,
+    "data": 1, "models": 1,
+    "engine": 2,
+    "predict": 3, "export": 3, "study": 3,
+    "serve": 4, "commands": 4, "cli": 4, "__main__": 4,
+}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def _stfn_imports(tree: ast.AST, name: str) -> list[tuple[str, ast.AST, bool]]:
+    """``(imported stfn module, node, inside a function)`` for every import of an stfn module."""
+    found = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+            if isinstance(child, ast.Import):
+                found.extend((a.name, child, inner) for a in child.names if a.name.split(".")[0] == "stfn")
+            elif isinstance(child, ast.ImportFrom):
+                if child.level:  # relative: resolve against this module's package
+                    base = name.split(".")[: -child.level] if not name.endswith("__init__") else name.split(".")
+                    module = ".".join(base + ([child.module] if child.module else []))
+                else:
+                    module = child.module or ""
+                if module.split(".")[0] == "stfn":
+                    found.append((module, child, inner))
+            visit(child, inner)
+
+    visit(tree, False)
+    return found
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    return LAYERS.get(parts[1]) if len(parts) > 1 else None
+
+
+MODULES = _modules()
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_imports_respect_the_layers(name: str) -> None:
+    tree = ast.parse(MODULES[name].read_text(), str(MODULES[name]))
+    own = _layer(name)
+    for module, node, inside in _stfn_imports(tree, name):
+        target = _layer(module)
+        if own is not None and target is not None:
+            assert target <= own, f"{name}:{node.lineno} imports {module} from a higher layer"
+        if inside and not name.startswith("stfn.commands."):
+            pytest.fail(f"{name}:{node.lineno} imports {module} inside a function (a hidden cycle?)")
+
+
+def test_every_layer_is_known() -> None:
+    unknown = {n.split(".")[1] for n in MODULES if n != "stfn" and _layer(n) is None}
+    assert unknown == set(), f"put these in LAYERS: {sorted(unknown)}"
+
+
+def test_every_module_imports_alone_in_a_fresh_interpreter() -> None:
+    """Each module first, in its own process: an import cycle fails whichever module starts it."""
+    names = sorted(n for n in MODULES if n != "stfn.__main__")
+    script = (
+        "import importlib, sys, traceback\n"
+        "bad = []\n"
+        "for name in sys.argv[1:]:\n"
+        "    for m in [k for k in sys.modules if k == 'stfn' or k.startswith('stfn.')]:\n"
+        "        del sys.modules[m]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception:\n"
+        "        bad.append(name + ': ' + traceback.format_exc().splitlines()[-1])\n"
+        "print('\\n'.join(bad))\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, *names], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
