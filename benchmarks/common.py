@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as _dt
 import json
 import os
-import platform
 import resource
 import shlex
 import statistics
@@ -25,6 +23,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from stfn.study.machine import benchmark_machine_info as machine_info  # the package's one machine description
+from stfn.study.machine import loadavg, machine_line
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench_results"
@@ -57,34 +58,6 @@ __all__ = [
 
 # ---------------------------------------------------------------- the machine
 
-def loadavg() -> list[float]:
-    """1, 5 and 15 minute load averages (``/proc/loadavg``); ``[]`` where unavailable."""
-    try:
-        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return []
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def bf16_native() -> bool:
     """Whether this CPU has bfloat16 arithmetic in hardware (AVX512-BF16 or AMX).
 
@@ -98,53 +71,6 @@ def bf16_native() -> bool:
     if all(c is None for c in checks):
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return any(bool(c()) for c in checks if c is not None)
-
-
-def machine_info() -> dict[str, Any]:
-    """What the numbers were measured on: CPU, ISA, threads, libraries, GPU, memory, load, date."""
-    import torch
-
-    flags = _cpu_flags()
-    info: dict[str, Any] = {
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": _cpu_model(),
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "isa": torch.backends.cpu.get_cpu_capability(),
-        "avx512": "avx512f" in flags,
-        "avx512_bf16": "avx512_bf16" in flags,
-        "amx": "amx_tile" in flags,
-        "bf16_native": bf16_native(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "loadavg": loadavg(),
-        # OpenMP's spin-waiting makes multi-threaded torch 5-10x slower on a loaded machine; record it.
-        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS") if k in os.environ},
-    }
-    try:
-        import torchvision
-
-        info["torchvision"] = torchvision.__version__
-    except ImportError:
-        pass
-    try:
-        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        info["memory_gb"] = round(pages / 2**30, 1)
-    except (ValueError, OSError, AttributeError):
-        pass
-    if torch.cuda.is_available():
-        info["cuda_device"] = torch.cuda.get_device_name()
-    return info
-
-
-def machine_line(info: dict[str, Any]) -> str:
-    """One line for a table caption: CPU, cores, ISA, bf16 support, torch, load."""
-    load = "/".join(f"{v:.2f}" for v in info.get("loadavg", []))
-    gpu = f", GPU {info['cuda_device']}" if info.get("cuda_device") else ""
-    env = "".join(f", {k}={v}" for k, v in info.get("env", {}).items())
-    return (f"{info['cpu']}, {info['cpus']} cores ({info['isa']}, bf16 "
-            f"{'native' if info['bf16_native'] else 'emulated'}){gpu}, torch {info['torch']}, "
-            f"{info['torch_threads']} threads{env}; load {load}; {info['date']}")
 
 
 # ---------------------------------------------------------------- devices and timing
