@@ -115,7 +115,7 @@ def base_config(p: DemoPreset, data_root: Path, splits: Path, size: int, seed: i
 
 
 def backbone_config(base: Config, p: DemoPreset) -> Config:
-    """TSN, trained end to end on each stream alone (step 3, :func:`train_backbones`)."""
+    """TSN, trained end to end on each stream alone (step 3, :func:`stfn.study.protocol.train_backbones`)."""
     cfg = copy.deepcopy(base)
     cfg.name = "demo-tsn"
     cfg.model.arch, cfg.model.tsn_dropout = "tsn", 0.5
