@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as _dt
 import json
 import os
-import platform
 import resource
 import shlex
 import statistics
@@ -26,7 +24,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from stfn.runtime import cpu_supports_bf16, sync  # one answer per machine, as the commands get
+from stfn.runtime import sync  # one answer per machine, as the commands get
+from stfn.study.machine import benchmark_machine_info as machine_info  # the package's one machine description
+from stfn.study.machine import loadavg, machine_line, usable_cores
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench_results"
@@ -54,84 +54,7 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------- the machine
-
-def loadavg() -> list[float]:
-    """1, 5 and 15 minute load averages (``/proc/loadavg``); ``[]`` where unavailable."""
-    try:
-        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return []
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def machine_info() -> dict[str, Any]:
-    """What the numbers were measured on: CPU, ISA, threads, libraries, GPU, memory, load, date."""
-    import torch
-
-    flags = _cpu_flags()
-    info: dict[str, Any] = {
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": _cpu_model(),
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "isa": torch.backends.cpu.get_cpu_capability(),
-        "avx512": "avx512f" in flags,
-        "avx512_bf16": "avx512_bf16" in flags,
-        "amx": "amx_tile" in flags,
-        "bf16_native": cpu_supports_bf16(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "loadavg": loadavg(),
-        # OpenMP's spin-waiting makes multi-threaded torch 5-10x slower on a loaded machine; record it.
-        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS") if k in os.environ},
-    }
-    try:
-        import torchvision
-
-        info["torchvision"] = torchvision.__version__
-    except ImportError:
-        pass
-    try:
-        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        info["memory_gb"] = round(pages / 2**30, 1)
-    except (ValueError, OSError, AttributeError):
-        pass
-    if torch.cuda.is_available():
-        info["cuda_device"] = torch.cuda.get_device_name()
-    return info
-
-
-def machine_line(info: dict[str, Any]) -> str:
-    """One line for a table caption: CPU, cores, ISA, bf16 support, torch, load."""
-    load = "/".join(f"{v:.2f}" for v in info.get("loadavg", []))
-    gpu = f", GPU {info['cuda_device']}" if info.get("cuda_device") else ""
-    env = "".join(f", {k}={v}" for k, v in info.get("env", {}).items())
-    return (f"{info['cpu']}, {info['cpus']} cores ({info['isa']}, bf16 "
-            f"{'native' if info['bf16_native'] else 'emulated'}){gpu}, torch {info['torch']}, "
-            f"{info['torch_threads']} threads{env}; load {load}; {info['date']}")
-
-
-# ---------------------------------------------------------------- devices and timing
+# ---------------------------------------------------------------- timing
 
 def timed(fn: Callable[[], Any], device: Any) -> float:
     """Seconds of one call of ``fn``."""
@@ -243,7 +166,7 @@ def setup_torch(threads: int) -> int:
     """Set torch's intra-op threads (0: every core this process may use); returns the count."""
     import torch
 
-    n = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    n = threads or usable_cores()
     torch.set_num_threads(n)
     return n
 

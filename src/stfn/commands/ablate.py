@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from stfn.errors import StfnError
+
 HELP = ("Run a grid of design choices (every combination, or one axis at a time) over several seeds and "
         "write one table with mean and spread; resumable.")
 
@@ -26,10 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    import torch  # heavy imports inside run (see stfn.cli)
 
-    from stfn.ablate import ablation_markdown, parse_grid, run_ablation
-    from stfn.errors import StfnError
+    from stfn.study.ablate import ablation_markdown, parse_grid, run_ablation
 
     if not args.grid:
         raise StfnError("give at least one --grid key=value1,value2")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from stfn.study.presets import PRESETS  # light: no torch import
+
 HELP = ("Generate the synthetic benchmark, prepare it, train and compare TSN, Temporal-Inception and STFN, "
         "and write a report (no data or weights needed).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from stfn.demo import PRESETS  # light: no torch import
-
     parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo); re-running resumes")
     parser.add_argument("--preset", default="small", choices=sorted(PRESETS),
                         help="small: the full demo, about 4 min on 2 CPU cores (default); tiny: a smoke test")
@@ -25,10 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    import torch  # heavy imports inside run (see stfn.cli)
 
-    from stfn.demo import run_demo
-    from stfn.report import demo_table
+    from stfn.study.demo import run_demo
+    from stfn.study.report import demo_table
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -1,16 +1,23 @@
-"""Tests of ``stfn.ablate`` (grid parsing, expansion, aggregation, the runner on a tiny grid) and of
-the table helpers in ``stfn.report`` that it uses."""
+"""Tests of ``stfn ablate`` (``stfn.study.ablate``): grid parsing and expansion, the table, the runner on
+a tiny grid."""
 
 from __future__ import annotations
 
 import copy
 import json
-import math
+from pathlib import Path
 
 import pytest
 import torch
 
-from stfn.ablate import (
+from stfn.cli import main
+from stfn.config import ConfigError, config_to_dict, load_config
+from stfn.data.prepare import prepare_dataset
+from stfn.data.synthetic import generate
+from stfn.engine.features import extract_features
+from stfn.errors import StfnError
+from stfn.study.ablate import (
+    ablation_markdown,
     combo_name,
     combo_overrides,
     combo_slug,
@@ -18,10 +25,11 @@ from stfn.ablate import (
     parse_grid,
     run_ablation,
     split_values,
+    write_table,
 )
-from stfn.config import ConfigError, config_to_dict, load_config
-from stfn.errors import StfnError
-from stfn.report import fmt_summary, markdown_table, summarize
+from stfn.study.demo import base_config, head_config
+from stfn.study.presets import PRESETS
+from stfn.study.report import summarize
 
 # ----------------------------------------------------------------------------- grid parsing
 
@@ -99,32 +107,37 @@ def test_combo_overrides_round_trip_through_config():
     assert slug != combo_slug({**combo, "model.head.pooling": "avg"})
 
 
-# ----------------------------------------------------------------------------- aggregation and tables
+# ----------------------------------------------------------------------------- the table
 
 
-def test_summarize_mean_std_range():
-    s = summarize([50.0, 70.0, 90.0])
-    assert s["n"] == 3
-    assert s["mean"] == pytest.approx(70.0)
-    assert s["std"] == pytest.approx(20.0)  # sample std (n - 1)
-    assert (s["min"], s["max"]) == (50.0, 90.0)
-    assert fmt_summary(s) == "70.0 ± 20.0 (50.0–90.0)"
-    one = summarize([25.0])
-    assert one["std"] == 0.0 and fmt_summary(one) == "25.0"
-    empty = summarize([float("nan"), None])
-    assert empty["n"] == 0 and fmt_summary(empty) == "–"
-    assert not math.isnan(summarize([0.1, float("nan")])["mean"])
+def _row(combo: dict, values: list[float], protocol: str = "head-only") -> dict:
+    metrics = {k: summarize(values if k == "overall" else []) for k in
+               ("overall", "mean_class_acc", "appearance", "motion", "temporal_order", "temporal_order_pair",
+                "appearance_motion")}
+    return {"combo": combo, "name": combo_name(combo), "slug": combo_slug(combo), "protocol": protocol,
+            "seeds": list(range(len(values))), "metrics": metrics, "time_s": 12.4}
 
 
-def test_markdown_table_shape_and_escaping():
-    text = markdown_table(["model", "acc"], [["a|b", "1.0"], ["c", "2.0"]], align="lr")
-    lines = text.strip().splitlines()
-    assert lines[0] == "| model | acc |"
-    assert lines[1] == "| --- | ---: |"
-    assert lines[2] == "| a\\|b | 1.0 |"
-    assert len(lines) == 4
-    with pytest.raises(ValueError):
-        markdown_table(["a", "b"], [["only one"]])
+def test_ablation_markdown_one_column_per_key_and_only_measured_metrics():
+    table = {"keys": ["model.head.fusion", "model.head.blocks"], "one_at_a_time": False,
+             "rows": [_row({"model.head.fusion": "sum", "model.head.blocks": 2}, [70.0, 90.0]),
+                      _row({"model.head.fusion": "none", "model.head.blocks": 1}, [60.0])]}
+    assert ablation_markdown(table) == (
+        "| fusion | blocks | protocol | top-1 | seeds | s/run |\n"
+        "| --- | --- | --- | ---: | ---: | ---: |\n"
+        "| sum | 2 | head-only | 80.0 ± 14.1 (70.0–90.0) | 2 | 12 |\n"
+        "| none | 1 | head-only | 60.0 | 1 | 12 |\n")
+
+
+def test_write_table_one_at_a_time(tmp_path):
+    table = {"config": "config", "keys": ["model.head.residual"], "seeds": 1, "one_at_a_time": True,
+             "rows": [_row({}, [50.0], "end to end"), _row({"model.head.residual": False}, [40.0], "end to end")]}
+    write_table(table, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "ablation.json").read_text()) == table
+    md = (tmp_path / "out" / "ablation.md").read_text()
+    assert md.startswith("Test accuracy (%) of the last epoch: mean ± std (min–max) over seeds, one axis varied "
+                         "at a time around the base config.\n\n| change | protocol | top-1 |")
+    assert "| base | end to end | 50.0 |" in md and "| residual=off | end to end | 40.0 |" in md
 
 
 # ----------------------------------------------------------------------------- the runner on a tiny grid
@@ -132,10 +145,6 @@ def test_markdown_table_shape_and_escaping():
 @pytest.fixture(scope="module")
 def tiny_features(tmp_path_factory):
     """A reduced tiny synthetic benchmark, prepared, and features of a random ``cnn_small`` (4 positions)."""
-    from stfn.data.prepare import prepare_dataset
-    from stfn.data.synthetic import generate
-    from stfn.engine.features import extract_features
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("ablate")
@@ -230,8 +239,6 @@ def test_runner_rejects_bad_combination_before_training(tiny_features, tmp_path)
 
 
 def test_cli_ablate_errors_are_one_sentence(capsys):
-    from stfn.cli import main
-
     assert main(["ablate", "--config", "does-not-exist.yaml", "--grid", "model.head.blocks=1,2"]) == 2
     assert "does-not-exist.yaml" in capsys.readouterr().err
     assert main(["ablate", "--config", "x.yaml"]) == 2
@@ -240,11 +247,7 @@ def test_cli_ablate_errors_are_one_sentence(capsys):
 
 def test_ablate_config_is_the_demo_stfn(tmp_path):
     """configs/ablate_synthetic.yaml must stay the STFN head that `stfn demo` trains (preset small)."""
-    from pathlib import Path
-
-    from stfn.demo import PRESETS, base_config, head_config
-
-    path = Path(__file__).resolve().parents[1] / "configs" / "ablate_synthetic.yaml"
+    path = Path(__file__).resolve().parents[2] / "configs" / "ablate_synthetic.yaml"
     yaml_cfg = config_to_dict(load_config(path))
     p = PRESETS["small"]
     demo = config_to_dict(head_config(base_config(p, tmp_path, tmp_path, 64, 0), p, "stfn", "sum", tmp_path))

@@ -1,10 +1,10 @@
-"""Paired comparisons of per-video outcomes (stfn.significance), against hand-counted cases."""
+"""Paired comparisons of per-video outcomes (stfn.study.significance), against hand-counted cases."""
 
 from __future__ import annotations
 
 import pytest
 
-from stfn.significance import compare, verdict_text, video_outcomes
+from stfn.study.significance import compare, verdict_text, video_outcomes
 
 
 def test_video_outcomes_sorted_by_name_with_pairs():

@@ -17,7 +17,8 @@ Protocols, chosen per combination:
   which also freezes the backbones): seconds per run;
 * **backbone changes** (``model.backbone``, ``model.flow_length``, input size, ...) cannot reuse those
   features. With features, such a combination first builds its own: single-stream TSN backbones are
-  trained and their features extracted (the demo's two-stage protocol, :func:`stfn.demo.build_features`),
+  trained and their features extracted (the demo's two-stage protocol,
+  :func:`stfn.study.protocol.build_features`),
   once per distinct backbone setting (for features of an untrained or ImageNet backbone, the new
   backbone's features are simply extracted), then the head trains on them. Without features, every
   run is end to end;
@@ -26,7 +27,7 @@ Protocols, chosen per combination:
 
 The metrics are those of the last epoch (the synthetic benchmark has no validation split, so no
 model is selected on the test split); on the synthetic benchmark they include the accuracy per class
-group and the within-pair accuracy of the temporal-order pairs (:mod:`stfn.report`).
+group and the within-pair accuracy of the temporal-order pairs (:mod:`stfn.study.analysis`).
 """
 
 from __future__ import annotations
@@ -44,9 +45,16 @@ from typing import Any
 
 import yaml
 
-from stfn.config import Config, ConfigError, apply_overrides, config_from_dict, config_to_dict
+from stfn.config import Config, ConfigError, apply_overrides, config_from_dict, config_to_dict, load_config
+from stfn.engine.checkpoint import checkpoint_config, load_checkpoint
+from stfn.engine.features import extract_features, load_features_meta
+from stfn.engine.train import train
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json, atomic_write_text
+from stfn.models import check_model_config
+from stfn.study.analysis import class_groups, group_accuracy, load_classes_meta, temporal_pairs
+from stfn.study.protocol import build_features
+from stfn.study.report import fmt_summary, markdown_table, summarize
 
 __all__ = [
     "ablation_markdown",
@@ -192,8 +200,6 @@ METRICS: tuple[tuple[str, str], ...] = (
 
 def _find_classes_meta(cfg: Config) -> dict[str, Any] | None:
     """The synthetic benchmark's ``classes.json`` next to the split files, when there is one."""
-    from stfn.report import load_classes_meta
-
     if not cfg.data.splits:
         return None
     for d in (Path(cfg.data.splits), Path(cfg.data.splits).parent):
@@ -204,14 +210,10 @@ def _find_classes_meta(cfg: Config) -> dict[str, Any] | None:
 
 def _run_metrics(result: dict[str, Any], meta: dict[str, Any] | None) -> dict[str, Any]:
     """Metrics of the last epoch of a training run (percentages), per class group when known."""
-    from stfn.report import class_groups, group_accuracy, temporal_pairs
-
     last = result["last"] or {}
     out = {"overall": last.get("top1"), "mean_class_acc": last.get("mean_class_acc"), "top5": last.get("top5")}
     preds = last.get("predictions")
     if meta is not None and preds:
-        from stfn.engine.checkpoint import load_checkpoint
-
         classes = list(load_checkpoint(Path(result["out_dir"]) / "last.pt")["classes"])
         acc = group_accuracy(preds, class_groups(meta, classes), temporal_pairs(meta, classes))
         out.update({k: acc.get(k) for k, _ in METRICS if k not in ("overall", "mean_class_acc")})
@@ -223,8 +225,6 @@ class _FeatureSource:
     changes the backbone (two-stage: new TSN backbones, then extraction) or asks for more frames."""
 
     def __init__(self, root: Path, out_dir: Path, progress: bool, log: Any) -> None:
-        from stfn.data.features import load_features_meta
-
         self.root, self.out_dir, self.progress, self.log = root, out_dir, progress, log
         self.meta = load_features_meta(root)
 
@@ -239,8 +239,6 @@ class _FeatureSource:
         folder = self.out_dir / "features" / combo_slug({**changed, "frames": frames})
         if changed:
             return self._new_backbones(cfg, changed, frames, folder), "two-stage, new backbones"
-        from stfn.engine.features import extract_features
-
         self.log(f"ablate: extracting {frames} positions per video into {folder}")
         extract_features(self._source(), folder, frames=frames, progress=self.progress)
         return folder, f"head-only, {frames} positions extracted"
@@ -253,8 +251,8 @@ class _FeatureSource:
         return config_from_dict({"model": self.meta["model"], "data": self.meta["data"]})
 
     def _new_backbones(self, cfg: Config, changed: dict[str, Any], frames: int, folder: Path) -> Path:
-        from stfn.engine.features import extract_features
-
+        """Features of the backbones ``changed`` asks for: extracted from an untrained or ImageNet backbone,
+        or from new TSN backbones trained by the two-stage protocol."""
         source = self._source()
         if not isinstance(source, str):  # features of an untrained (e.g. ImageNet) backbone: same for the new one
             new = copy.deepcopy(source)
@@ -262,9 +260,6 @@ class _FeatureSource:
                 new = config_from_dict(apply_overrides(config_to_dict(new), combo_overrides({k: v})))
             self.log(f"ablate: extracting features of {combo_name(changed)} into {folder}")
             return extract_features(new, folder, frames=frames, progress=self.progress)
-        from stfn.demo import build_features
-        from stfn.engine.checkpoint import checkpoint_config, load_checkpoint
-
         tsn = checkpoint_config(load_checkpoint(source), source)
         tsn = config_from_dict(apply_overrides(config_to_dict(tsn), combo_overrides(changed)))
         self.log(f"ablate: training TSN backbones with {combo_name(changed)} (two-stage protocol) in {folder.parent}")
@@ -290,28 +285,11 @@ def run_ablation(
     Seeds are ``train.seed + s`` for ``s < seeds``. Finished runs (``result.json``) are skipped.
     Returns the table as a dict (``rows`` with per-metric ``summarize`` results).
     """
-    from stfn.config import load_config
-    from stfn.engine.train import train
-    from stfn.models import check_model_config
-
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-    base = copy.deepcopy(config) if isinstance(config, Config) else load_config(config, list(overrides))
-    if isinstance(config, Config) and overrides:
-        base = config_from_dict(apply_overrides(config_to_dict(base), list(overrides)))
-    if features:
-        base.data.features = str(features)
-    if base.data.features:
-        base.model.freeze_backbone = True
+    base = _base_config(config, overrides, features)
     out = Path(out_dir)
-    base_dict = config_to_dict(base)
-    combos = expand_grid(axes, base=base_dict if one_at_a_time else None)
-    cfgs = []
-    for combo in combos:  # every combination is checked before anything trains
-        # a deep copy: config.apply_overrides writes into the nested sections of the dict it is given
-        cfg = config_from_dict(apply_overrides(copy.deepcopy(base_dict), combo_overrides(combo)))
-        check_model_config(cfg.model)
-        cfgs.append(cfg)
+    combos, cfgs = _combo_configs(base, axes, one_at_a_time)
     feature_source = _FeatureSource(Path(base.data.features), out, progress, log) if base.data.features else None
     meta = _find_classes_meta(base)
     keys = [k for k, _ in axes]
@@ -322,29 +300,8 @@ def run_ablation(
         if feature_source is not None:
             feats, protocol = feature_source.for_config(cfg, combo)
             cfg.data.features = str(feats)
-        runs = []
-        for s in range(seeds):
-            run_cfg = copy.deepcopy(cfg)
-            run_cfg.train.seed = cfg.train.seed + s
-            run_cfg.name = f"ablate-{combo_slug(combo)}-seed{run_cfg.train.seed}"
-            run_dir = out / "runs" / combo_slug(combo) / f"seed{run_cfg.train.seed}"
-            done = run_dir / "result.json"
-            k = ci * seeds + s + 1
-            if done.is_file():
-                res = json.loads(done.read_text())
-                if res.get("config") != config_to_dict(run_cfg):
-                    raise StfnError(f"'{run_dir}' holds a run of a different configuration; use another --out")
-                log(f"[ablate {k}/{total}] {combo_name(combo)} seed {run_cfg.train.seed}: done before, skipped")
-                runs.append(res)
-                continue
-            log(f"[ablate {k}/{total}] {combo_name(combo)} seed {run_cfg.train.seed} ({protocol})")
-            start = time.perf_counter()
-            result = train(run_cfg, run_dir, resume=True, progress=progress)
-            res = {"combo": combo, "seed": run_cfg.train.seed, "protocol": protocol,
-                   "metrics": _run_metrics(result, meta), "time_s": round(time.perf_counter() - start, 2),
-                   "config": config_to_dict(run_cfg)}
-            atomic_write_json(done, res)
-            runs.append(res)
+        runs = [_run_seed(cfg, combo, s, protocol, meta, out, f"{ci * seeds + s + 1}/{total}", progress, log)
+                for s in range(seeds)]
         rows.append(_aggregate(combo, protocol, runs))
         table = {"config": str(config) if not isinstance(config, Config) else "config", "keys": keys,
                  "seeds": seeds, "one_at_a_time": one_at_a_time, "rows": rows}
@@ -352,9 +309,60 @@ def run_ablation(
     return table
 
 
-def _aggregate(combo: dict[str, Any], protocol: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    from stfn.report import summarize
+def _base_config(config: str | os.PathLike | Config, overrides: Sequence[str],
+                 features: str | os.PathLike | None) -> Config:
+    """The base config with ``--set`` overrides and ``--features`` applied (features freeze the backbones)."""
+    base = copy.deepcopy(config) if isinstance(config, Config) else load_config(config, list(overrides))
+    if isinstance(config, Config) and overrides:
+        base = config_from_dict(apply_overrides(config_to_dict(base), list(overrides)))
+    if features:
+        base.data.features = str(features)
+    if base.data.features:
+        base.model.freeze_backbone = True
+    return base
 
+
+def _combo_configs(base: Config, axes: Sequence[tuple[str, Sequence[Any]]],
+                   one_at_a_time: bool) -> tuple[list[dict[str, Any]], list[Config]]:
+    """The combinations and their configs, every one checked before anything trains."""
+    base_dict = config_to_dict(base)
+    combos = expand_grid(axes, base=base_dict if one_at_a_time else None)
+    cfgs = []
+    for combo in combos:
+        # a deep copy: config.apply_overrides writes into the nested sections of the dict it is given
+        cfg = config_from_dict(apply_overrides(copy.deepcopy(base_dict), combo_overrides(combo)))
+        check_model_config(cfg.model)
+        cfgs.append(cfg)
+    return combos, cfgs
+
+
+def _run_seed(cfg: Config, combo: dict[str, Any], s: int, protocol: str, meta: dict[str, Any] | None, out: Path,
+              counter: str, progress: bool, log: Any) -> dict[str, Any]:
+    """Seed ``train.seed + s`` of one combination: its ``result.json``, trained now unless it exists
+    (``counter``: ``"k/total"`` for the progress line)."""
+    run_cfg = copy.deepcopy(cfg)
+    run_cfg.train.seed = cfg.train.seed + s
+    run_cfg.name = f"ablate-{combo_slug(combo)}-seed{run_cfg.train.seed}"
+    run_dir = out / "runs" / combo_slug(combo) / f"seed{run_cfg.train.seed}"
+    done = run_dir / "result.json"
+    if done.is_file():
+        res = json.loads(done.read_text())
+        if res.get("config") != config_to_dict(run_cfg):
+            raise StfnError(f"'{run_dir}' holds a run of a different configuration; use another --out")
+        log(f"[ablate {counter}] {combo_name(combo)} seed {run_cfg.train.seed}: done before, skipped")
+        return res
+    log(f"[ablate {counter}] {combo_name(combo)} seed {run_cfg.train.seed} ({protocol})")
+    start = time.perf_counter()
+    result = train(run_cfg, run_dir, resume=True, progress=progress)
+    res = {"combo": combo, "seed": run_cfg.train.seed, "protocol": protocol,
+           "metrics": _run_metrics(result, meta), "time_s": round(time.perf_counter() - start, 2),
+           "config": config_to_dict(run_cfg)}
+    atomic_write_json(done, res)
+    return res
+
+
+def _aggregate(combo: dict[str, Any], protocol: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table row: the combination and ``summarize`` over its seeds of every metric."""
     metrics = {k: summarize([r["metrics"].get(k) for r in runs]) for k, _ in METRICS}
     return {"combo": combo, "name": combo_name(combo), "slug": combo_slug(combo), "protocol": protocol,
             "seeds": [r["seed"] for r in runs], "metrics": metrics,
@@ -364,8 +372,6 @@ def _aggregate(combo: dict[str, Any], protocol: str, runs: list[dict[str, Any]])
 def ablation_markdown(table: dict[str, Any]) -> str:
     """One row per combination: what changed (one column per key, or one ``change`` column when one
     axis varies at a time), the protocol, then mean ± std (min–max) over seeds of each metric."""
-    from stfn.report import fmt_summary, markdown_table
-
     keys = table["keys"]
     metrics = [(k, h) for k, h in METRICS if any(r["metrics"][k]["n"] for r in table["rows"])]
     lead = ["change"] if table.get("one_at_a_time") else [_short(k) for k in keys]

@@ -1,0 +1,50 @@
+"""What ``stfn demo`` generates and trains, per preset, and its models' names (no torch import: the CLI
+reads the preset names when it builds its parser)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["E2E_MODEL", "MODELS", "PRESETS", "DemoPreset"]
+
+
+@dataclass(frozen=True)
+class DemoPreset:
+    """What the demo generates and trains (README, "What `make demo` shows", has the times)."""
+
+    synthetic: str  # preset of the generator
+    frames: int  # T: positions per video for the backbones and the heads
+    feature_frames: int  # positions cached per video (heads sample T of them: one per segment)
+    flow_length: int  # L
+    backbone_epochs: int
+    backbone_lr: float
+    head_epochs: int
+    head_lr: float
+    head_hidden: int  # model.head.hidden_dim of the STFN / Temporal-Inception heads
+    batch_size: int
+    workers: int
+    e2e_epochs: int  # --end-to-end: STFN fine-tuned from the TSN backbones
+    head_seeds: int  # each head trains with seeds seed, seed+1, ...: the table gives mean ± std
+
+
+PRESETS: dict[str, DemoPreset] = {
+    # the test's smoke run: the generator's tiny preset (8 classes, 32x32), one epoch per backbone
+    "tiny": DemoPreset("tiny", frames=4, feature_frames=4, flow_length=2, backbone_epochs=1, backbone_lr=1e-3,
+                       head_epochs=2, head_lr=1e-3, head_hidden=32, batch_size=8, workers=0, e2e_epochs=1,
+                       head_seeds=2),
+    # the demo: the generator's small preset (14 classes, 64x64), about 4 minutes on an idle 2-core CPU
+    "small": DemoPreset("small", frames=8, feature_frames=16, flow_length=5, backbone_epochs=10, backbone_lr=1e-3,
+                        head_epochs=30, head_lr=1e-3, head_hidden=256, batch_size=16, workers=1, e2e_epochs=20,
+                        head_seeds=3),
+}
+
+# Display name -> run folder, in table order.
+MODELS: dict[str, str] = {
+    "TSN RGB": "tsn_rgb",
+    "TSN flow": "tsn_flow",
+    "TSN two-stream": "tsn_two_stream",
+    "Temporal-Inception": "temporal_inception",
+    "STFN (no fusion)": "stfn_nofusion",
+    "STFN": "stfn",
+}
+E2E_MODEL = "STFN (end-to-end)"  # added by ``stfn demo --end-to-end``
