@@ -83,30 +83,31 @@ class STFNHead(nn.Module):
     A loop over :attr:`stages` (``N = cfg.blocks``, ``H = cfg.hidden_dim``), temporal aggregation per
     stream (``cfg.pooling``), concatenation of the streams' video vectors, dropout, linear classifier::
 
-        rgb_feat (B, T, C)                  flow_feat (B, T, C)       viewed as (B, C, T)
-              |                                   |
-        +-----|----------- stage 0 ---------------|-----+
-        |  input_proj 1x1                    input_proj 1x1 |   C -> H
-        |     +---------- fusion (N = 0) ---------+     |
-        +-----|-----------------------------------|-----+
-              |                                   |
-        +-----|----------- stage i = 1..N --------|-----+
-        |  RI block i                        RI block i |   (B, H, T) -> (B, H, T)
-        |     +---------- fusion i ---------------+     |   place each: every i; end: i = N only
-        |  max-pool /2                       max-pool /2|   i < N, with cfg.downsample
-        +-----|-----------------------------------|-----+
-              |                                   |
-        pool over T (B, H)                  pool over T (B, H)
-              +------------- concat (B, 2H) ------+--> dropout --> fc --> (B, K)
+          rgb_feat (B, T, C)              flow_feat (B, T, C)      viewed as (B, C, T)
+                 |                               |
+        +--------|---------- stage 0 ------------|--------+
+        |   input_proj 1x1                input_proj 1x1  |    C -> H
+        |        +------ fusion 0 (if N = 0) ----+        |
+        +--------|-------------------------------|--------+
+                 |                               |
+        +--------|-------- stage i = 1..N -------|--------+
+        |    RI block i                     RI block i    |    (B, H, T) -> (B, H, T)
+        |        +---------- fusion i -----------+        |    each: every i; end: i = N only
+        |    max-pool /2                   max-pool /2    |    i < N, with cfg.downsample
+        +--------|-------------------------------|--------+
+                 |                               |
+          pool over T (B, H)              pool over T (B, H)
+                 +------- concat (B, 2H) --------+--> dropout --> fc --> (B, K)
 
     A fusion connection is a :class:`FusionConnection` (``cfg.fusion``, ``cfg.fusion_direction``);
     the max-pool has kernel 2, stride 2 and ceil mode (``T -> ceil(T / 2)``). With a single stream
     there is no fusion and the video vector is ``(B, H)``.
 
-    Parameters are registered per stream (``stacks[stream].input_proj``, ``stacks[stream].blocks[i]``),
-    then ``fusions[str(i)]`` (after block ``i``), ``pools[stream]`` and ``fc``: the state_dict keys
-    and parameter order of checkpoints (and of the optimiser's parameter list) are those of earlier
-    versions, so :attr:`stages` is a plain list of :class:`Stage` s holding these modules.
+    The modules are registered per stream (``stacks[stream]["input_proj"]``, ``...["blocks"][i - 1]``),
+    then ``fusions[str(i)]``, ``pools[stream]``, ``fc``: the state_dict keys and the parameter order
+    (checkpoints, optimiser state, the order of the gradient-norm sum) of earlier versions, which
+    registered stages would change. So :attr:`stages` is a plain list of :class:`Stage` s that hold
+    these modules.
     """
 
     def __init__(self, in_dim: int, num_classes: int, streams: Sequence[str], cfg: HeadConfig | None = None) -> None:
@@ -127,9 +128,9 @@ class STFNHead(nn.Module):
         self.num_features = cfg.hidden_dim * len(self.streams)
         self.drop = nn.Dropout(cfg.dropout)
         self.fc = nn.Linear(self.num_features, num_classes)
-        self.stages = [self._stage(i) for i in range(cfg.blocks + 1)]
+        self.stages = [self._stage(i, cfg.blocks) for i in range(cfg.blocks + 1)]
 
-    def _stage(self, i: int) -> Stage:
+    def _stage(self, i: int, num_blocks: int) -> Stage:
         """Stage ``i``: the input projections (``i = 0``) or block ``i``; fusion ``i``; downsampling
         after every block but the last."""
         if i == 0:
@@ -137,8 +138,7 @@ class STFNHead(nn.Module):
         else:
             blocks = {s: self.stacks[s]["blocks"][i - 1] for s in self.streams}
         fusion = self.fusions[str(i)] if str(i) in self.fusions else None
-        last = len(self.stacks[self.streams[0]]["blocks"])
-        return Stage(blocks, fusion, self.downsample if 0 < i < last else None)
+        return Stage(blocks, fusion, self.downsample if 0 < i < num_blocks else None)
 
     def stream_vectors(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each stream's video-level vector after temporal modelling and fusion: ``{stream: (B, H)}``."""
