@@ -103,3 +103,14 @@ def test_freeze_backbone_trains_only_the_head() -> None:
     set_train_mode(model, cfg)
     assert not any(m.training for m in model.backbones.modules())
     assert model.head.training
+
+
+def test_cached_features_freeze_the_backbones_through_the_network() -> None:
+    cfg = tiny_config()
+    cfg.data.features = "features"
+    model = build_model(cfg.model)
+    assert not model.freeze_backbone
+    freeze_layers(model, cfg)
+    assert model.freeze_backbone and not any(p.requires_grad for p in model.backbones.parameters())
+    model.train()  # the network itself keeps frozen backbones in eval mode
+    assert not any(m.training for m in model.backbones.modules()) and model.head.training

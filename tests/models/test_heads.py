@@ -1,4 +1,4 @@
-"""Heads on per-frame features: STFN, TSN (consensus + score fusion), Temporal-Inception."""
+"""Heads on per-frame features: STFN (its stages), TSN (consensus + score fusion), Temporal-Inception."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from stfn.config import HeadConfig
-from stfn.models.heads import STFNHead, TemporalInceptionHead, TemporalInceptionModule, TSNHead
-from stfn.models.temporal import to_reference
+from stfn.models.fusion import FusionConnection, late_fusion
+from stfn.models.heads import Stage, STFNHead, TemporalInceptionHead, TemporalInceptionModule, TSNHead
+from stfn.models.temporal import TemporalMaxPool1d, to_reference
 
 
 def feats(b=2, t=8, c=24, seed=0, streams=("rgb", "flow")):
@@ -31,13 +33,18 @@ def test_stfn_head_shapes(t, place, pooling):
             "rgb": (2, 16), "flow": (2, 16)}
 
 
+def _fused_stages(head: STFNHead) -> list[int]:
+    return [i for i, stage in enumerate(head.stages) if stage.fusion is not None]
+
+
 def test_stfn_fusion_places():
     each = STFNHead(24, 3, ["rgb", "flow"], HeadConfig(hidden_dim=8, blocks=3, fusion_place="each"))
     end = STFNHead(24, 3, ["rgb", "flow"], HeadConfig(hidden_dim=8, blocks=3, fusion_place="end", fusion="concat"))
     zero = STFNHead(24, 3, ["rgb", "flow"], HeadConfig(hidden_dim=8, blocks=0, fusion_place="each", fusion="gated"))
-    assert each.fuse_after == {1, 2, 3} and set(each.fusions) == {"1", "2", "3"}
-    assert end.fuse_after == {3} and set(end.fusions) == {"3"}
-    assert zero.fuse_after == {0}
+    assert _fused_stages(each) == [1, 2, 3] and set(each.fusions) == {"1", "2", "3"}
+    assert _fused_stages(end) == [3] and set(end.fusions) == {"3"}
+    assert _fused_stages(zero) == [0] and set(zero.fusions) == {"0"}
+    assert all(stage.fusion is end.fusions[str(i)] for i, stage in enumerate(end.stages) if stage.fusion)
     with torch.no_grad():
         assert zero.eval()(feats(t=5)).shape == (2, 3)
 
@@ -46,8 +53,85 @@ def test_stfn_fusion_places():
 def test_stfn_single_stream_has_no_fusion(stream):
     head = STFNHead(24, 3, [stream], HeadConfig(hidden_dim=8, fusion="concat")).eval()
     assert len(head.fusions) == 0 and head.fc.in_features == 8
+    assert _fused_stages(head) == [] and all(list(stage.blocks) == [stream] for stage in head.stages)
     with torch.no_grad():
         assert head(feats(streams=(stream,))).shape == (2, 3)
+
+
+@pytest.mark.parametrize("downsample", [True, False])
+def test_stfn_stages_hold_the_registered_modules(downsample):
+    """Stage 0: the input projections; stage i: block i of each stream, fusion i, max-pool /2 but after
+    the last block. The modules are those the head registers (state_dict, .to(), to_reference)."""
+    head = STFNHead(24, 3, ["rgb", "flow"], HeadConfig(hidden_dim=8, blocks=3, downsample=downsample))
+    assert len(head.stages) == 4
+    for module in (head, to_reference(head)):
+        stacks = module.stacks
+        assert all(module.stages[0].blocks[s] is stacks[s]["input_proj"] for s in ("rgb", "flow"))
+        for i, stage in enumerate(module.stages[1:], 1):
+            assert list(stage.blocks) == ["rgb", "flow"]
+            assert all(stage.blocks[s] is stacks[s]["blocks"][i - 1] for s in ("rgb", "flow"))
+        pooled = [i for i, stage in enumerate(module.stages) if stage.downsample is not None]
+        assert pooled == ([1, 2] if downsample else [])
+        assert all(module.stages[i].downsample is module.downsample for i in pooled)
+    assert isinstance(to_reference(head).stages[1].downsample, nn.MaxPool1d if downsample else type(None))
+
+
+def test_stage_runs_blocks_then_fusion_then_downsampling():
+    a, m = torch.randn(2, 4, 5), torch.randn(2, 4, 5)
+    stage = Stage({"rgb": nn.Identity(), "flow": nn.Tanh()}, FusionConnection("sum", "both", 4),
+                  TemporalMaxPool1d(2, 2, ceil_mode=True))
+    out = stage({"rgb": a, "flow": m})
+    assert list(out) == ["rgb", "flow"]
+    torch.testing.assert_close(out["rgb"], nn.functional.max_pool1d(a + m.tanh(), 2, 2, ceil_mode=True))
+    torch.testing.assert_close(out["flow"], nn.functional.max_pool1d(m.tanh() + a, 2, 2, ceil_mode=True))
+    assert out["rgb"].shape == (2, 4, 3)
+    plain = Stage({"flow": nn.Tanh()}, None, None)({"flow": m})
+    assert list(plain) == ["flow"] and torch.equal(plain["flow"], m.tanh())
+
+
+@pytest.mark.parametrize("keys", [{"fusion": "gated", "fusion_direction": "both"},
+                                  {"fusion": "concat", "fusion_place": "end", "pooling": "attention"},
+                                  {"blocks": 0, "fusion": "sum"}, {"downsample": False, "blocks": 1}])
+def test_stfn_head_is_its_parts_in_order(keys):
+    """The head is: input projections, then per block: both streams' blocks, the fusion after that block,
+    max-pool /2 but after the last block; pooling over T, concatenation, dropout, fc (bit for bit)."""
+    cfg = HeadConfig(**{"hidden_dim": 8, "blocks": 3, "dropout": 0.0, **keys})
+    head = STFNHead(24, 5, ["rgb", "flow"], cfg).train()
+    f = feats(t=9)
+    h = {s: head.stacks[s]["input_proj"](f[f"{s}_feat"].transpose(1, 2)) for s in ("rgb", "flow")}
+    fuse = {int(i): fusion for i, fusion in head.fusions.items()}
+    if 0 in fuse:
+        h["rgb"], h["flow"] = fuse[0](h["rgb"], h["flow"])
+    for i in range(cfg.blocks):
+        h = {s: head.stacks[s]["blocks"][i](h[s]) for s in ("rgb", "flow")}
+        if i + 1 in fuse:
+            h["rgb"], h["flow"] = fuse[i + 1](h["rgb"], h["flow"])
+        if cfg.downsample and i < cfg.blocks - 1:
+            h = {s: nn.functional.max_pool1d(h[s], 2, 2, ceil_mode=True) for s in ("rgb", "flow")}
+    expected = head.fc(torch.cat([head.pools[s](h[s]) for s in ("rgb", "flow")], dim=1))
+    assert torch.equal(head(f), expected)
+
+
+@pytest.mark.parametrize("t, expected", [(1, 1), (8, 2), (25, 7)])
+def test_stfn_downsampling_lengths(t, expected):
+    for downsample, length in ((True, expected), (False, t)):
+        head = STFNHead(20, 3, ["rgb"], HeadConfig(hidden_dim=16, blocks=3, downsample=downsample)).eval()
+        h = {"rgb": torch.randn(2, 20, t)}
+        with torch.no_grad():
+            for stage in head.stages:
+                h = stage(h)
+        assert h["rgb"].shape == (2, 16, length)
+
+
+def test_stfn_parameter_order_is_per_stream_then_fusions_pools_fc():
+    """Checkpoints (state_dict and optimiser state) and the order of the clip-norm sum depend on it."""
+    head = STFNHead(24, 3, ["rgb", "flow"], HeadConfig(hidden_dim=8, blocks=2, fusion="gated", pooling="attention"))
+    parts = [".".join(n.split(".")[:2]) for n, _ in head.named_parameters()]
+    parts = [p for i, p in enumerate(parts) if i == 0 or parts[i - 1] != p]
+    assert parts == ["stacks.rgb", "stacks.flow", "fusions.1", "fusions.2", "pools.rgb", "pools.flow", "fc.weight",
+                     "fc.bias"]
+    assert [n for n, _ in head.named_parameters()] == list(
+        k for k in head.state_dict() if "running" not in k and "num_batches" not in k)
 
 
 def test_stfn_head_is_order_sensitive_and_tsn_is_not():
@@ -80,6 +164,14 @@ def test_tsn_zero_weight_ignores_a_stream():
     f = feats(t=3)
     with torch.no_grad():
         torch.testing.assert_close(head(f), head.stream_logits(f)["flow"].log_softmax(1))
+
+
+def test_tsn_fusion_is_late_fusion():
+    head = TSNHead(24, 6, ["rgb", "flow"], dropout=0.0, fusion_weights={"rgb": 1.0, "flow": 1.5}).eval()
+    f = feats(t=5)
+    with torch.no_grad():
+        logits = head.stream_logits(f)
+        assert torch.equal(head(f), late_fusion([logits["rgb"], logits["flow"]], [1.0, 1.5]))
 
 
 def test_tsn_single_stream_returns_its_logits():
@@ -247,3 +339,31 @@ def test_forward_head_runs_the_head_in_float32_under_cpu_bf16_autocast():
             in_bf16 = net.head(f)
     assert out.dtype == torch.float32 and in_bf16.dtype == torch.bfloat16
     torch.testing.assert_close(out, expected, rtol=1e-2, atol=1e-2)  # only the bf16 rounding of the inputs
+
+
+def _ops(fn) -> set[str]:
+    """Names of the aten operators ``fn`` runs (forward and backward)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: set[str] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(func.__name__.split(".")[0])
+            return func(*args, **(kwargs or {}))
+
+    with Record() as rec:
+        fn()
+    return rec.names
+
+
+def test_stfn_head_runs_matrix_products_not_convolutions():
+    head = STFNHead(16, 3, ["rgb", "flow"], HeadConfig(hidden_dim=12, blocks=2, fusion="gated")).train()
+    f = feats(t=7, c=16)
+    ops = _ops(lambda: head(f).sum().backward())
+    assert {"mm", "native_batch_norm", "max_pool2d_with_indices"} <= ops
+    assert not {n for n in ops if "conv" in n or "max_pool1d" in n}
+    ref_ops = _ops(lambda: to_reference(head)(f).sum().backward())
+    assert "convolution" in ref_ops

@@ -204,6 +204,19 @@ def test_freeze_backbone(small_cfg, clip):
     assert all(p.grad is None for p in model.backbones.parameters())
 
 
+def test_freeze_backbones_after_building(small_cfg, clip):
+    """``freeze_backbones`` (what ``train`` calls for cached features) is ``freeze_backbone=True``."""
+    model, frozen = build_model(small_cfg()), build_model(small_cfg(freeze_backbone=True))
+    assert not model.freeze_backbone and all(p.requires_grad for p in model.parameters())
+    model.freeze_backbones()
+    assert model.freeze_backbone
+    assert [p.requires_grad for p in model.parameters()] == [p.requires_grad for p in frozen.parameters()]
+    model.train()
+    assert not any(m.training for m in model.backbones.modules()) and model.head.training
+    model(clip(b=2, t=3)).sum().backward()
+    assert all(p.grad is None for p in model.backbones.parameters())
+
+
 def test_wrong_input_shapes_are_clear(small_cfg, clip):
     model = build_model(small_cfg(flow_length=5)).eval()
     batch = clip(b=1, t=2, flow_length=2)
@@ -248,9 +261,9 @@ def test_bad_config_values_name_the_key(small_cfg, keys, name):
 
 def test_dilations_of_ones_follow_kernel_sizes(small_cfg, clip):
     model = build_model(small_cfg(head={"kernel_sizes": [3, 5], "dilations": [1, 1, 1]})).eval()
-    block = model.head.stacks["rgb"].blocks[0]
+    block = model.head.stacks["rgb"]["blocks"][0]
     assert [b[1][0].dilation[0] for b in block.branches[:2]] == [1, 1]
     dilated = build_model(small_cfg(head={"kernel_sizes": [3, 3], "dilations": [1, 2]}))
-    assert dilated.head.stacks["rgb"].blocks[0].branches[1][1][0].dilation == (2,)
+    assert dilated.head.stacks["rgb"]["blocks"][0].branches[1][1][0].dilation == (2,)
     with torch.no_grad():
         assert model(clip(b=1, t=6)).shape == (1, 5)

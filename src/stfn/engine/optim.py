@@ -6,9 +6,10 @@
   ``warmup_epochs`` then ``cosine`` (to 0 at the last step), ``step`` (``gamma`` at each epoch in
   ``milestones``) or ``constant``.
 - Frozen layers: ``model.freeze_backbone`` (and head-only training on cached features) freezes the
-  backbones; ``train.partial_bn`` (TSN) freezes the statistics and affine parameters of every
-  BatchNorm layer in each backbone except the first. :func:`set_train_mode` re-applies the ``eval()``
-  part after every ``model.train()``.
+  backbones (:meth:`~stfn.models.TwoStreamNet.freeze_backbones`, which keeps them in eval mode
+  through every ``model.train()``); ``train.partial_bn`` (TSN) freezes the statistics and affine
+  parameters of every BatchNorm layer in each backbone except the first. :func:`set_train_mode`
+  re-applies the ``eval()`` part of partial BN after every ``model.train()``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from stfn.config import Config, ConfigError, TrainConfig
+from stfn.models import TwoStreamNet
 
 __all__ = [
     "build_optimizer",
@@ -31,37 +33,28 @@ __all__ = [
 ]
 
 
-def _backbones(model: nn.Module) -> list[nn.Module]:
-    backbones = getattr(model, "backbones", None)
-    return list(backbones.values()) if backbones is not None else []
-
-
-def _partial_bn_layers(model: nn.Module) -> list[nn.Module]:
+def _partial_bn_layers(model: TwoStreamNet) -> list[nn.Module]:
     """Every BatchNorm layer of every backbone except the first one of each (TSN partial BN)."""
     out: list[nn.Module] = []
-    for backbone in _backbones(model):
+    for backbone in model.backbones.values():
         bns = [m for m in backbone.modules() if isinstance(m, _BatchNorm)]
         out.extend(bns[1:])
     return out
 
 
-def freeze_layers(model: nn.Module, cfg: Config) -> None:
+def freeze_layers(model: TwoStreamNet, cfg: Config) -> None:
     """Turn off gradients of the frozen parts (call once, before building the optimiser)."""
     if cfg.model.freeze_backbone or cfg.data.features:
-        for backbone in _backbones(model):
-            backbone.requires_grad_(False)
+        model.freeze_backbones()
     if cfg.train.partial_bn:
         for bn in _partial_bn_layers(model):
             bn.requires_grad_(False)
 
 
-def set_train_mode(model: nn.Module, cfg: Config) -> None:
-    """``model.train()``, then ``eval()`` on frozen backbones and on partial-BN layers (BN statistics
-    must not move where the layer is frozen)."""
+def set_train_mode(model: TwoStreamNet, cfg: Config) -> None:
+    """``model.train()`` (frozen backbones stay in eval mode), then ``eval()`` on partial-BN layers (BN
+    statistics must not move where the layer is frozen)."""
     model.train()
-    if cfg.model.freeze_backbone or cfg.data.features:
-        for backbone in _backbones(model):
-            backbone.eval()
     if cfg.train.partial_bn:
         for bn in _partial_bn_layers(model):
             bn.eval()

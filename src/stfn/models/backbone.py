@@ -154,7 +154,7 @@ def _offline_error(name: str, err: Exception) -> StfnError:
 
 
 def _torchvision_net(name: str, pretrained: bool) -> tuple[nn.Module, int, str | None]:
-    from torchvision import models
+    from torchvision import models  # imported here: ~1 s, needed only for torchvision backbones
 
     if name not in models.list_models(module=models):
         raise ConfigError(
@@ -183,7 +183,7 @@ def _torchvision_net(name: str, pretrained: bool) -> tuple[nn.Module, int, str |
 
 def _timm_net(name: str, pretrained: bool) -> tuple[nn.Module, int, str | None]:
     try:
-        import timm
+        import timm  # optional dependency (the timm extra), imported only for timm backbones
     except ImportError:
         raise ConfigError(
             f"model.backbone 'timm:{name}' needs timm; install it with pip install 'stfn[timm]'"

@@ -1,7 +1,8 @@
 """Heads: from per-frame features ``{"rgb_feat": (B, T, C), "flow_feat": (B, T, C)}`` to logits ``(B, K)``.
 
-- :class:`STFNHead`: one Residual Inception stack per stream, fusion connections between them,
-  temporal aggregation, concatenation of the streams' video vectors, dropout, linear classifier.
+- :class:`STFNHead`: :class:`Stage` s of Residual Inception blocks, one per stream, with fusion
+  connections between the streams; temporal aggregation, concatenation of the streams' video vectors,
+  dropout, linear classifier.
 - :class:`TSNHead`: per stream dropout + linear classifier on every frame, average consensus over
   ``T``, weighted late fusion of the streams' softmax scores.
 - :class:`TemporalInceptionHead`: Ma et al. 2017: the streams' frame features stacked along channels
@@ -13,23 +14,23 @@ Every head takes only the streams it was built for; the order of streams is alwa
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from stfn.config import HeadConfig
-from stfn.models.fusion import FusionConnection
+from stfn.models.fusion import FusionConnection, late_fusion
 from stfn.models.temporal import (
-    ResidualInceptionStack,
+    ResidualInceptionBlock,
     TemporalMaxPool1d,
     TemporalPool,
     cat_channels,
     conv_bn_relu,
 )
 
-__all__ = ["STFNHead", "TSNHead", "TemporalInceptionHead", "TemporalInceptionModule"]
+__all__ = ["STFNHead", "Stage", "TSNHead", "TemporalInceptionHead", "TemporalInceptionModule"]
 
 
 def _sequence(features: dict[str, torch.Tensor], stream: str) -> torch.Tensor:
@@ -43,59 +44,107 @@ def _dilations(cfg: HeadConfig) -> list[int]:
     return [1] * len(cfg.kernel_sizes) if all(d == 1 for d in cfg.dilations) else list(cfg.dilations)
 
 
-class STFNHead(nn.Module):
-    """Spatio-Temporal Fusion head.
+@dataclass(frozen=True, eq=False)
+class Stage:
+    """One stage of :class:`STFNHead`: ``{stream: (B, C_in, T)} -> {stream: (B, H, T')}``.
 
-    Per stream: ``(B, T, C) -> (B, C, T)``, 1x1 projection to ``H = cfg.hidden_dim``, ``cfg.blocks``
-    Residual Inception blocks (temporal max-pool /2 between blocks with ``cfg.downsample``). A
-    :class:`FusionConnection` follows every block (``fusion_place: each``) or only the last one
-    (``end``; with 0 blocks it acts on the projected features). Each stream is then pooled over time
-    (``cfg.pooling``) to ``(B, H)``; the video vector is the concatenation over streams ``(B, S*H)``,
-    then dropout and a linear classifier. With a single stream there is no fusion.
+    Each stream's ``blocks[stream]`` ``(B, C_in, T) -> (B, H, T)``, then the ``fusion`` connection of the
+    two streams (``None``: no connection), then ``downsample`` on each stream ``(B, H, T) -> (B, H, T')``
+    (``None``: ``T' = T``). The modules are the head's, registered there (a stage holds references).
+    """
+
+    blocks: dict[str, nn.Module]
+    fusion: FusionConnection | None
+    downsample: nn.Module | None
+
+    def __call__(self, h: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        h = {s: block(h[s]) for s, block in self.blocks.items()}
+        if self.fusion is not None:
+            h["rgb"], h["flow"] = self.fusion(h["rgb"], h["flow"])
+        if self.downsample is not None:
+            h = {s: self.downsample(x) for s, x in h.items()}
+        return h
+
+
+def _stack(in_dim: int, cfg: HeadConfig) -> nn.ModuleDict:
+    """One stream's temporal modules, created in this order: ``input_proj`` (1x1 conv + BN + ReLU,
+    ``C -> H``) and ``blocks`` (``cfg.blocks`` :class:`ResidualInceptionBlock` s on ``(B, H, T)``)."""
+    input_proj = conv_bn_relu(in_dim, cfg.hidden_dim)
+    blocks = nn.ModuleList(
+        ResidualInceptionBlock(cfg.hidden_dim, cfg.kernel_sizes, _dilations(cfg), cfg.pool_branch, cfg.residual)
+        for _ in range(cfg.blocks)
+    )
+    return nn.ModuleDict({"input_proj": input_proj, "blocks": blocks})
+
+
+class STFNHead(nn.Module):
+    """Spatio-Temporal Fusion head: ``{"rgb_feat": (B, T, C), "flow_feat": (B, T, C)} -> (B, K)``.
+
+    A loop over :attr:`stages` (``N = cfg.blocks``, ``H = cfg.hidden_dim``), temporal aggregation per
+    stream (``cfg.pooling``), concatenation of the streams' video vectors, dropout, linear classifier::
+
+          rgb_feat (B, T, C)              flow_feat (B, T, C)      viewed as (B, C, T)
+                 |                               |
+        +--------|---------- stage 0 ------------|--------+
+        |   input_proj 1x1                input_proj 1x1  |    C -> H
+        |        +------ fusion 0 (if N = 0) ----+        |
+        +--------|-------------------------------|--------+
+                 |                               |
+        +--------|-------- stage i = 1..N -------|--------+
+        |    RI block i                     RI block i    |    (B, H, T) -> (B, H, T)
+        |        +---------- fusion i -----------+        |    each: every i; end: i = N only
+        |    max-pool /2                   max-pool /2    |    i < N, with cfg.downsample
+        +--------|-------------------------------|--------+
+                 |                               |
+          pool over T (B, H)              pool over T (B, H)
+                 +------- concat (B, 2H) --------+--> dropout --> fc --> (B, K)
+
+    A fusion connection is a :class:`FusionConnection` (``cfg.fusion``, ``cfg.fusion_direction``);
+    the max-pool has kernel 2, stride 2 and ceil mode (``T -> ceil(T / 2)``). With a single stream
+    there is no fusion and the video vector is ``(B, H)``.
+
+    The modules are registered per stream (``stacks[stream]["input_proj"]``, ``...["blocks"][i - 1]``),
+    then ``fusions[str(i)]``, ``pools[stream]``, ``fc``: the state_dict keys and the parameter order
+    (checkpoints, optimiser state, the order of the gradient-norm sum) of earlier versions, which
+    registered stages would change. So :attr:`stages` is a plain list of :class:`Stage` s that hold
+    these modules.
     """
 
     def __init__(self, in_dim: int, num_classes: int, streams: Sequence[str], cfg: HeadConfig | None = None) -> None:
         super().__init__()
         cfg = cfg or HeadConfig()
         self.streams = list(streams)
-        self.stacks = nn.ModuleDict(
-            {
-                s: ResidualInceptionStack(
-                    in_dim, cfg.hidden_dim, cfg.blocks, cfg.kernel_sizes, _dilations(cfg),
-                    cfg.pool_branch, cfg.residual, cfg.downsample,
-                )
-                for s in self.streams
-            }
-        )
+        self.stacks = nn.ModuleDict({s: _stack(in_dim, cfg) for s in self.streams})
+        self.downsample = TemporalMaxPool1d(2, 2, ceil_mode=True) if cfg.downsample else None
         if cfg.blocks == 0:
-            self.fuse_after = {0}  # fuse the projected frame features
-        elif cfg.fusion_place == "each":
-            self.fuse_after = set(range(1, cfg.blocks + 1))
+            fuse_after = [0]  # fuse the projected frame features
         else:
-            self.fuse_after = {cfg.blocks}
-        self.fusions = nn.ModuleDict()  # after block i (as a string key); none with one stream
+            fuse_after = list(range(1, cfg.blocks + 1)) if cfg.fusion_place == "each" else [cfg.blocks]
+        self.fusions = nn.ModuleDict()  # after stage i (as a string key); none with one stream
         if len(self.streams) == 2 and cfg.fusion != "none":
-            for i in sorted(self.fuse_after):
+            for i in fuse_after:
                 self.fusions[str(i)] = FusionConnection(cfg.fusion, cfg.fusion_direction, cfg.hidden_dim)
         self.pools = nn.ModuleDict({s: TemporalPool(cfg.hidden_dim, cfg.pooling) for s in self.streams})
         self.num_features = cfg.hidden_dim * len(self.streams)
         self.drop = nn.Dropout(cfg.dropout)
         self.fc = nn.Linear(self.num_features, num_classes)
+        self.stages = [self._stage(i, cfg.blocks) for i in range(cfg.blocks + 1)]
 
-    def _fuse(self, h: dict[str, torch.Tensor], after: int) -> dict[str, torch.Tensor]:
-        if str(after) in self.fusions:
-            h["rgb"], h["flow"] = self.fusions[str(after)](h["rgb"], h["flow"])
-        return h
+    def _stage(self, i: int, num_blocks: int) -> Stage:
+        """Stage ``i``: the input projections (``i = 0``) or block ``i``; fusion ``i``; downsampling
+        after every block but the last."""
+        if i == 0:
+            blocks = {s: self.stacks[s]["input_proj"] for s in self.streams}
+        else:
+            blocks = {s: self.stacks[s]["blocks"][i - 1] for s in self.streams}
+        fusion = self.fusions[str(i)] if str(i) in self.fusions else None
+        return Stage(blocks, fusion, self.downsample if 0 < i < num_blocks else None)
 
     def stream_vectors(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each stream's video-level vector after temporal modelling and fusion: ``{stream: (B, H)}``."""
-        h = {s: self.stacks[s].input_proj(_sequence(features, s)) for s in self.streams}
-        h = self._fuse(h, 0)
-        num_blocks = len(self.stacks[self.streams[0]].blocks)
-        for i in range(num_blocks):
-            h = {s: self.stacks[s].blocks[i](h[s]) for s in self.streams}
-            h = self._fuse(h, i + 1)
-            h = {s: self.stacks[s].downsample(h[s], i) for s in self.streams}
+        h = {s: _sequence(features, s) for s in self.streams}
+        for stage in self.stages:
+            h = stage(h)
         return {s: self.pools[s](h[s]) for s in self.streams}
 
     def forward(self, features: dict[str, torch.Tensor], pre_logits: bool = False) -> torch.Tensor:
@@ -112,9 +161,10 @@ class TSNHead(nn.Module):
     """Temporal Segment Networks: per-frame classification, average consensus, weighted score fusion.
 
     ``stream_logits``: per stream ``dropout -> fc`` on every frame ``(B, T, K)``, averaged over ``T``.
-    ``forward``: one stream -> its logits; two streams -> ``log(sum_s w_s softmax(l_s) / sum_s w_s)``,
-    the log of TSN's weighted average of softmax scores. These are valid logits (their softmax *is* the
-    fused score), rank classes exactly as TSN's score fusion does, and can be trained with cross-entropy.
+    ``forward``: one stream -> its logits; two streams -> ``log(sum_s w_s softmax(l_s) / sum_s w_s)``
+    (:func:`~stfn.models.fusion.late_fusion`), the log of TSN's weighted average of softmax scores.
+    These are valid logits (their softmax *is* the fused score), rank classes exactly as TSN's score
+    fusion does, and can be trained with cross-entropy.
     """
 
     def __init__(
@@ -139,17 +189,11 @@ class TSNHead(nn.Module):
         return {s: self.fcs[s](self.drop(features[f"{s}_feat"])).mean(dim=1) for s in self.streams}
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits ``(B, K)``: one stream's, or the :func:`late_fusion` of two streams' (float32)."""
         logits = self.stream_logits(features)
         if len(self.streams) == 1:
             return logits[self.streams[0]]
-        total = sum(self.fusion_weights.values())
-        terms = [
-            torch.log_softmax(logits[s].float(), dim=1) + math.log(self.fusion_weights[s] / total)
-            if self.fusion_weights[s] > 0
-            else torch.full_like(logits[s].float(), -math.inf)
-            for s in self.streams
-        ]
-        return torch.logsumexp(torch.stack(terms), dim=0)
+        return late_fusion([logits[s] for s in self.streams], [self.fusion_weights[s] for s in self.streams])
 
     def reset_classifier(self, num_classes: int) -> None:
         self.fcs = nn.ModuleDict({s: nn.Linear(self.in_dim, num_classes) for s in self.streams})

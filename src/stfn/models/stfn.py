@@ -17,16 +17,14 @@ import copy
 import torch
 from torch import nn
 
-from stfn.config import ConfigError, HeadConfig, ModelConfig
+from stfn.config import STREAMS, ConfigError, HeadConfig, ModelConfig
 from stfn.errors import StfnError
 from stfn.models.backbone import FrameBackbone, adapt_stem, build_rgb_network
 from stfn.models.fusion import DIRECTIONS, FUSION_OPS
 from stfn.models.heads import STFNHead, TemporalInceptionHead, TSNHead
 from stfn.models.temporal import POOLINGS
 
-__all__ = ["ARCHS", "STREAMS", "TSN", "TwoStreamNet", "build_model", "check_model_config"]
-
-STREAMS = ("rgb", "flow")
+__all__ = ["ARCHS", "TSN", "TwoStreamNet", "build_model", "check_model_config"]
 
 
 class TwoStreamNet(nn.Module):
@@ -34,7 +32,7 @@ class TwoStreamNet(nn.Module):
 
     Attributes: ``backbones`` (``nn.ModuleDict`` keyed by stream; empty for a head-only model),
     ``head``, ``streams`` (subset of ``["rgb", "flow"]``, in that order), ``feature_dim`` (C),
-    ``flow_length`` (L), ``freeze_backbone`` (backbones run without gradients and stay in eval mode).
+    ``flow_length`` (L), ``freeze_backbone`` (see :meth:`freeze_backbones`).
     """
 
     def __init__(
@@ -52,9 +50,16 @@ class TwoStreamNet(nn.Module):
         self.streams = list(streams)
         self.feature_dim = feature_dim
         self.flow_length = flow_length
-        self.freeze_backbone = freeze_backbone
+        self.freeze_backbone = False
         if freeze_backbone:
-            self.backbones.requires_grad_(False)
+            self.freeze_backbones()
+
+    def freeze_backbones(self) -> None:
+        """Train only the head: the backbones' parameters get no gradients, the backbones run without
+        autograd and :meth:`train` keeps them in eval mode (frozen BatchNorm statistics, so their
+        features can be cached). The one implementation of backbone freezing."""
+        self.freeze_backbone = True
+        self.backbones.requires_grad_(False)
 
     def train(self, mode: bool = True) -> TwoStreamNet:
         super().train(mode)

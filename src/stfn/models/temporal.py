@@ -2,8 +2,8 @@
 
 - :class:`ResidualInceptionBlock`: parallel temporal convolutions of several lengths (local
   dynamics) and a max-pool branch, concatenated, projected back to ``C`` and added to a shortcut.
-- :class:`ResidualInceptionStack`: an input projection and ``N`` blocks with optional temporal
-  max-pool downsampling between them, so that stacking reaches the whole video (global dynamics).
+  :class:`~stfn.models.heads.STFNHead` stacks them per stream with temporal max-pool downsampling
+  between them, so that stacking reaches the whole video (global dynamics).
 - :class:`TemporalPool`: aggregation over time (average, max or attention).
 
 Padding keeps every length, so any ``T >= 1`` works (downsampling uses ``ceil_mode``: 25 -> 13 -> 7,
@@ -35,7 +35,6 @@ from torch import nn
 __all__ = [
     "POOLINGS",
     "ResidualInceptionBlock",
-    "ResidualInceptionStack",
     "TemporalBatchNorm1d",
     "TemporalConv1d",
     "TemporalMaxPool1d",
@@ -197,44 +196,6 @@ class ResidualInceptionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(cat_channels([b(x) for b in self.branches]))
         return x + out if self.residual else out
-
-
-class ResidualInceptionStack(nn.Module):
-    """One stream's temporal network: ``(B, C_in, T) -> (B, C, T')``.
-
-    ``input_proj`` (1x1 conv + BN + ReLU, ``C_in -> C``), then ``num_blocks`` Residual Inception blocks;
-    with ``downsample`` a temporal max-pool (k=2, stride 2, ceil mode) follows every block but the last,
-    so ``T' = ceil(T / 2**(num_blocks-1))``. The STFN head drives the parts itself to insert fusion
-    connections between blocks; ``forward`` runs the stack alone.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        channels: int,
-        num_blocks: int = 2,
-        kernel_sizes: Sequence[int] = (1, 3, 5),
-        dilations: Sequence[int] | None = None,
-        pool_branch: bool = True,
-        residual: bool = True,
-        downsample: bool = True,
-    ) -> None:
-        super().__init__()
-        self.input_proj = conv_bn_relu(in_channels, channels)
-        self.blocks = nn.ModuleList(
-            ResidualInceptionBlock(channels, kernel_sizes, dilations, pool_branch, residual) for _ in range(num_blocks)
-        )
-        self.pool = TemporalMaxPool1d(2, 2, ceil_mode=True) if downsample else nn.Identity()
-
-    def downsample(self, x: torch.Tensor, block_index: int) -> torch.Tensor:
-        """Apply the temporal downsampling that follows block ``block_index`` (none after the last)."""
-        return self.pool(x) if block_index < len(self.blocks) - 1 else x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.input_proj(x)
-        for i, block in enumerate(self.blocks):
-            x = self.downsample(block(x), i)
-        return x
 
 
 class TemporalPool(nn.Module):
