@@ -1,4 +1,4 @@
-"""Shared fixtures of the model tests: one CPU thread, fixed seeds, small configs and batches."""
+"""Fixtures of the model tests: small configs and batches (one thread and a fixed seed: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,6 @@ import pytest
 import torch
 
 from stfn.config import HeadConfig, ModelConfig
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_fixed_seed():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
