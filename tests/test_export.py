@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import save_tiny_checkpoint
 from stfn.cli import main
 from stfn.config import config_from_dict
 from stfn.errors import StfnError
 from stfn.export import example_inputs, export_checkpoint, run_exported
+from suite_helpers import save_tiny_checkpoint
 
 CLASSES = ["a", "b", "c"]
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\.load.* is deprecated:FutureWarning")

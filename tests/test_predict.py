@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import save_tiny_checkpoint
 from stfn.cli import main
 from stfn.config import config_from_dict
 from stfn.errors import StfnError
 from stfn.predict import Predictor, expand_inputs, parse_flow_spec, resolve_prepare_settings
 from stfn.runtime import cpu_supports_bf16  # --amp auto: bf16 only where the CPU runs it natively
+from suite_helpers import SHARED, save_tiny_checkpoint
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 VIDEOS = SHARED / "videos"
 TEST_AVI = VIDEOS / "test.avi"
 CORRUPT = VIDEOS / "corrupted.mp4"
