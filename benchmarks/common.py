@@ -34,7 +34,6 @@ RESULTS_DIR = REPO / "bench_results"
 __all__ = [
     "REPO",
     "RESULTS_DIR",
-    "atomic_text",
     "base_parser",
     "command_line",
     "current_rss_mb",
@@ -201,13 +200,6 @@ def write_results(name: str, payload: dict[str, Any], out_dir: Path = RESULTS_DI
     path = Path(out_dir) / f"{name}.json"
     atomic_write_json(path, doc)
     return path
-
-
-def atomic_text(path: Path, text: str) -> None:
-    """Write a text file atomically (tmp file + ``os.replace``)."""
-    from stfn.fileio import atomic_write_text
-
-    atomic_write_text(path, text)
 
 
 @contextlib.contextmanager

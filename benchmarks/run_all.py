@@ -25,6 +25,8 @@ from typing import Any
 
 import common
 
+from stfn.fileio import atomic_write_text
+
 # name -> script, in the order they run (cheap, self-contained ones first).
 BENCHMARKS = {
     "backbone_throughput": "backbone_throughput.py",
@@ -96,7 +98,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     sys.stdout.write(stdout)
     sys.stdout.flush()
-    common.atomic_text(args.out / f"{name}.md", stdout)
+    atomic_write_text(args.out / f"{name}.md", stdout)
     status = "ok" if rc == 0 else ("timeout" if rc == -9 else "failed")
     return {"name": name, "status": status, "rc": rc, "command": cmd, "seconds": seconds,
             "loadavg_before": load_before, "loadavg_after": common.loadavg(), "stdout": stdout}
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in (args.only or BENCHMARKS) if n not in args.skip]
     results = [run_one(n, args) for n in names]
     info = common.machine_info()
-    common.atomic_text(args.out / "report.md", report(results, info))
+    atomic_write_text(args.out / "report.md", report(results, info))
     summary = [{k: v for k, v in r.items() if k != "stdout"} for r in results]
     common.write_results("summary", {"quick": args.quick, "benchmarks": summary}, args.out)
     print("\n" + common.md_table(["benchmark", "status", "seconds"],
