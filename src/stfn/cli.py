@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     except StfnError as e:
         print(f"stfn {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a path the user gave that cannot be read or written (exists as a file, read-only, full)
+        where = f": '{e.filename}'" if e.filename else ""
+        print(f"stfn {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"stfn {args.command}: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130

@@ -1,0 +1,64 @@
+"""The ``stfn`` command line: every subcommand's ``--help``, and one user mistake each, answered with one
+sentence that names the file or key (exit status 2, no traceback)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stfn.cli import COMMANDS, main
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_help_of_every_subcommand(command: str, capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: stfn {command}") and "-h, --help" in out
+
+
+def _mistakes(tmp: Path) -> dict[str, tuple[list[str], str]]:
+    """Per subcommand: arguments with one mistake, and what the error sentence must say."""
+    a_file = tmp / "a_file.txt"
+    a_file.write_text("not a folder\n")
+    missing = str(tmp / "missing")
+    return {
+        "demo": (["--out", str(a_file)], f"'{a_file}'"),
+        "synth": ([str(a_file / "videos"), "--preset", "tiny"], f"'{a_file / 'videos'}'"),
+        "prepare": ([missing, str(tmp / "out")], f"video root '{missing}' does not exist"),
+        "data-info": (["--dataset", "ucf101", "--splits", missing, "--root", str(tmp)],
+                      f"split folder '{missing}' does not exist"),
+        "model-info": (["--set", "model.nope=1"], "unknown config key 'model.nope'"),
+        "train": (["--config", missing + ".yaml"], f"config file '{missing}.yaml' does not exist"),
+        "eval": ([missing + ".pt"], f"checkpoint '{missing}.pt' does not exist"),
+        "extract-features": ([missing + ".pt", "--out", str(tmp / "f")], f"checkpoint '{missing}.pt' does not exist"),
+        "predict": ([missing + ".pt", str(a_file)], f"checkpoint '{missing}.pt' does not exist"),
+        "export": ([missing + ".pt", "--out", str(tmp / "m.onnx")], f"checkpoint '{missing}.pt' does not exist"),
+        "ablate": (["--config", missing + ".yaml", "--grid", "model.head.blocks=1,2"],
+                   f"config file '{missing}.yaml' does not exist"),
+    }
+
+
+def test_every_subcommand_has_a_tested_mistake(tmp_path: Path) -> None:
+    assert set(_mistakes(tmp_path)) == set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_user_mistake_is_one_sentence(command: str, tmp_path: Path, capsys) -> None:
+    args, expected = _mistakes(tmp_path)[command]
+    assert main([command, *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"stfn {command}: error: ") and expected in err, err
+    assert "\n" not in err and "Traceback" not in err
+
+
+@pytest.mark.e2e
+def test_the_installed_entry_point_runs() -> None:
+    done = subprocess.run([sys.executable, "-m", "stfn", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("stfn ")
+    bare = subprocess.run([sys.executable, "-m", "stfn"], capture_output=True, text=True, timeout=120)
+    assert bare.returncode == 2 and "COMMAND" in bare.stdout
