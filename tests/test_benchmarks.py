@@ -77,6 +77,7 @@ def test_run_all_builds_commands_from_each_scripts_flags(tmp_path: Path) -> None
         "benchmarks/loader.py", "--quick", "--out", str(tmp_path)]
 
 
+@pytest.mark.e2e
 def test_backbone_throughput_quick(tmp_path: Path) -> None:
     stdout, result = run_script("backbone_throughput.py", tmp_path)
     assert "| resnet18 | channels_last |" in stdout
@@ -93,6 +94,7 @@ def test_backbone_throughput_quick(tmp_path: Path) -> None:
     assert rows["bf16"]["dtype"] == "bfloat16"
 
 
+@pytest.mark.e2e
 def test_model_overhead_quick(tmp_path: Path) -> None:
     stdout, result = run_script("model_overhead.py", tmp_path)
     assert "| resnet18 | 32 |" in stdout
@@ -108,6 +110,7 @@ def test_model_overhead_quick(tmp_path: Path) -> None:
     assert math.isfinite(row["step_overhead"]) and math.isfinite(row["head_overhead"])
 
 
+@pytest.mark.e2e
 def test_head_training_quick_through_run_all(tmp_path: Path) -> None:
     assert run_all.main(["--quick", "--only", "head_training", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "head_training.json").read_text())
@@ -136,6 +139,7 @@ def test_head_training_rejects_bad_arguments(tmp_path: Path, bad: list[str], nam
     assert not list(tmp_path.iterdir())  # nothing measured, nothing written
 
 
+@pytest.mark.e2e
 def test_head_speed_quick(tmp_path: Path) -> None:
     stdout, result = run_script("head_speed.py", tmp_path)
     assert "| stfn | 1 | fp32 |" in stdout

@@ -88,6 +88,7 @@ def test_every_layer_is_known() -> None:
     assert unknown == set(), f"put these in LAYERS: {sorted(unknown)}"
 
 
+@pytest.mark.e2e
 def test_every_module_imports_alone_in_a_fresh_interpreter() -> None:
     """Each module first, in its own process: an import cycle fails whichever module starts it."""
     names = sorted(n for n in MODULES if n != "stfn.__main__")

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from stfn.cli import main
 
@@ -14,6 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "configs" / "tiny.yaml")
 
 
+@pytest.mark.e2e
 def test_train_eval_extract_and_head_training_chain(tmp_path, tiny_data, capsys) -> None:
     run = tmp_path / "run"
     data = ["--data", tiny_data["root"], "--splits", tiny_data["splits"]]

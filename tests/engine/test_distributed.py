@@ -25,6 +25,7 @@ def test_single_process_fallbacks() -> None:
     assert all_true(False, device) is False and sum_across([1.0, 2.0], device) == [1.0, 2.0]
 
 
+@pytest.mark.e2e
 def test_torchrun_two_processes_train_and_evaluate_exactly_once(tmp_path, tiny_data) -> None:
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

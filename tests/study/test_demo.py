@@ -61,6 +61,7 @@ def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.e2e
 def test_tiny_demo_results(tiny_demo):
     """results.json holds every model, scored on every test video, with the documented fields."""
     for name in ("results.json", "report.md", "curves.png", "groups.png", "confusion_stfn.png"):
@@ -96,6 +97,7 @@ def test_tiny_demo_results(tiny_demo):
     assert res["models"]["TSN RGB"]["seeds"] == [0]
 
 
+@pytest.mark.e2e
 def test_tiny_demo_report(tiny_demo):
     """report.md's table has the documented structure: one row per model, spread only for several seeds."""
     res = json.loads((tiny_demo / "results.json").read_text())
@@ -115,6 +117,7 @@ def test_tiny_demo_report(tiny_demo):
     assert "two-stage protocol" in report and "Machine" in report
 
 
+@pytest.mark.e2e
 def test_tiny_demo_two_stream_checkpoint(tiny_demo):
     """The two-stream TSN checkpoint holds both single-stream networks, unchanged, and its forward (TSN
     late fusion 1:1.5) is what the demo computed from the two evaluations."""
