@@ -84,6 +84,19 @@ def _configure_determinism(deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
+                    params: list[torch.Tensor], clip_grad: float) -> None:
+    """One optimiser step on the accumulated gradients (clipped to ``clip_grad`` when > 0), then the
+    scheduler's step."""
+    if clip_grad > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Any,
@@ -136,13 +149,7 @@ def train_one_epoch(
                                              f"{epoch + 1}, batch {i + 1}")
                 scaler.scale(loss / group_size).backward()
             if step_now:
-                if tcfg.clip_grad > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, tcfg.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
+                _optimizer_step(optimizer, scheduler, scaler, params, tcfg.clip_grad)
                 steps += 1
             meter.update(loss_value, logits, labels, optimizer.param_groups[0]["lr"], steps)
     finally:
