@@ -21,19 +21,18 @@ import logging
 import math
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from stfn.config import STREAMS, ConfigError, DataConfig
+from stfn.data.manifest import load_prepared_manifest
 from stfn.data.sampling import sample_clip
-from stfn.data.splits import Split, VideoRecord, check_prepared, load_prepared_manifest, load_split
+from stfn.data.splits import Split, VideoRecord, check_prepared, load_split
 from stfn.data.transforms import EvalTransform, TrainTransform, build_transform
 from stfn.errors import StfnError
-
-if TYPE_CHECKING:
-    from stfn.config import DataConfig
 
 __all__ = [
     "JPEG_DECODERS",
@@ -41,14 +40,11 @@ __all__ = [
     "VideoFrameDataset",
     "build_dataset",
     "build_loader",
-    "check_prepared",
-    "load_prepared_manifest",
     "read_jpegs",
 ]
 
 log = logging.getLogger("stfn.data")
 JPEG_DECODERS = ("opencv", "torchvision", "pillow")
-STREAMS = ("rgb", "flow")
 
 
 def _first(keys: list[str], n: int = 3) -> str:
@@ -208,8 +204,6 @@ def build_dataset(data_cfg: DataConfig, subset: str, streams: list[str], flow_le
     listed-but-unusable videos do: ``error`` raises one :class:`StfnError` naming how many and the
     first few, ``skip`` logs that sentence once as a warning and leaves them out.
     """
-    from stfn.config import ConfigError
-
     if subset not in ("train", "test"):
         raise StfnError(f"subset must be 'train' or 'test', got '{subset}'")
     if data_cfg.on_missing not in ("error", "skip"):
