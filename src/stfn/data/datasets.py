@@ -23,8 +23,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from stfn.config import STREAMS, ConfigError, DataConfig
@@ -65,8 +67,6 @@ def unusable_message(split: Split, subset: str, root: Path, total: int, missing:
 def _decode(datas: list[bytes], gray: bool, decoder: str) -> list[np.ndarray] | torch.Tensor:
     """Decoded images: arrays ``(H, W)`` / ``(H, W, 3)`` RGB, or (torchvision) a tensor ``(N, C, H, W)``."""
     if decoder == "opencv":
-        import cv2
-
         rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.11 decodes straight to RGB
         flag = cv2.IMREAD_GRAYSCALE if gray else (cv2.IMREAD_COLOR if rgb_flag is None else rgb_flag)
         out = [cv2.imdecode(np.frombuffer(d, np.uint8), flag) for d in datas]
@@ -74,10 +74,10 @@ def _decode(datas: list[bytes], gray: bool, decoder: str) -> list[np.ndarray] | 
             raise ValueError("OpenCV could not decode the image")
         return out if gray or rgb_flag is not None else [cv2.cvtColor(a, cv2.COLOR_BGR2RGB) for a in out]
     if decoder == "pillow":
-        from PIL import Image
+        from PIL import Image  # the other decoders load only when chosen (data.jpeg_decoder)
 
         return [np.asarray(Image.open(io.BytesIO(d)).convert("L" if gray else "RGB")) for d in datas]
-    from torchvision.io import ImageReadMode, decode_jpeg
+    from torchvision.io import ImageReadMode, decode_jpeg  # see above
 
     with warnings.catch_warnings():  # torchvision 0.29 deprecates its image codecs in favour of torchcodec
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -275,8 +275,6 @@ class SeededSampler(Sampler):
 
 def _worker_init(worker_id: int) -> None:
     """One OpenCV thread per loader worker (torch already uses one), so workers do not oversubscribe."""
-    import cv2
-
     cv2.setNumThreads(1)
 
 
@@ -292,8 +290,6 @@ def build_loader(dataset: Dataset, batch_size: int, train: bool, workers: int, d
     """
     rank, world = 0, 1
     if distributed:
-        import torch.distributed as dist
-
         if not dist.is_available() or not dist.is_initialized():
             raise StfnError("build_loader(distributed=True) needs an initialised torch.distributed process group")
         rank, world = dist.get_rank(), dist.get_world_size()

@@ -112,7 +112,7 @@ def dequantize_flow(q: np.ndarray, bound: float = DEFAULT_BOUND) -> np.ndarray:
 
 
 def _gray(frames: np.ndarray) -> np.ndarray:
-    import cv2
+    import cv2  # on first use (see the module docstring), as below
 
     if frames.ndim == 3:
         return frames
@@ -127,7 +127,7 @@ class OpenCVFlow:
     """Pairwise flow with OpenCV: ``__call__(frames (N, H, W[, 3]) uint8) -> (N-1, H, W, 2) float32``."""
 
     def __init__(self, algorithm: str = DEFAULT_ALGORITHM, preset: str = DEFAULT_DIS_PRESET) -> None:
-        import cv2
+        import cv2  # see _gray
 
         self.algorithm = algorithm
         if algorithm == "dis":
@@ -155,7 +155,7 @@ class OpenCVFlow:
 
     def pair(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
         """Flow ``(H, W, 2)`` float32 from gray ``prev`` to gray ``nxt`` (both ``(H, W)`` uint8)."""
-        import cv2
+        import cv2  # see _gray
 
         if self._impl is None:
             return cv2.calcOpticalFlowFarneback(prev, nxt, None, 0.5, 3, 15, 3, 5, 1.2, 0)
@@ -261,7 +261,7 @@ def synthetic_pair(
     about the centre), each scaled by ``strength`` (3 gives up to ~25 px at 320x240). Returns ``frames (2, H, W, 3)`` uint8, ground-truth ``flow (H, W, 2)`` float32
     (frame 0 -> frame 1) and ``valid (H, W)`` bool (pixels that stay inside frame 1, 4 px margin).
     """
-    import cv2
+    import cv2  # see _gray
 
     w, h = size
     rng = np.random.default_rng(seed)

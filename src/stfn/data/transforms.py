@@ -27,6 +27,7 @@ Normalisation. RGB: ``(x / 255 - mean) / std`` with ImageNet mean/std. Flow:
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 
@@ -129,8 +130,6 @@ def crop_resize(x: torch.Tensor, box: Box, size: int) -> torch.Tensor:
     top, left, h, w = box
     if (h, w) == (size, size):
         return x[..., top : top + h, left : left + w]
-    import cv2
-
     interp = cv2.INTER_AREA if min(h, w) > 1.25 * size else cv2.INTER_LINEAR
     if x.dim() == 4 and x.shape[1] == 3 and x.permute(0, 2, 3, 1).is_contiguous():
         frames = x.permute(0, 2, 3, 1).numpy()
