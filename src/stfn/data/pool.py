@@ -53,6 +53,7 @@ def run_pool(
 ) -> None:
     """Run ``job`` (a module-level function) over ``tasks`` and call ``done(task, result)`` as each ends.
 
+    ``crashed(task)``: the result handed to ``done`` for a task whose worker process died.
     ``workers``: processes (``None``: :func:`default_workers`); ``0`` runs in this process.
     ``setup(setup_arg, index)`` prepares each process before its first task: ``index`` 0, 1, ... numbers
     the worker processes in start order, ``None`` is this process (``workers=0``).
@@ -79,7 +80,8 @@ def _run_here(job: Job, tasks: list[Task], done: Done, setup: Setup, setup_arg: 
 
 def _run_workers(job: Job, tasks: list[Task], done: Done, crashed: Callable[[Task], dict[str, Any]],
                  workers: int, initargs: tuple) -> None:
-    """The pool loop. After a crash, one task at a time until every suspect has run on its own."""
+    """The pool loop (``initargs``: :func:`_worker_init`'s first four). After a crash, one task at a
+    time until every suspect has run on its own."""
     ctx = mp.get_context("spawn")
     counter = ctx.Value("i", 0)
 

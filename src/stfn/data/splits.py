@@ -1,8 +1,9 @@
 """Split-list parsers: which videos are in the train and test sets, and with which label.
 
 Every parser returns :class:`VideoRecord` lists whose ``key`` is the video's canonical manifest key
-(its path relative to the video root, without extension, ``/`` separators), so splits from any source
-are joined with the ``stfn prepare`` manifest and compared with each other by key. Labels are 0-based.
+(:func:`stfn.data.manifest.canonical_key`: its path relative to the video root, without extension,
+``/`` separators), so splits from any source are joined with the ``stfn prepare`` manifest and
+compared with each other by key. Labels are 0-based.
 
 Formats (``load_split`` picks one by dataset name):
 
