@@ -35,7 +35,8 @@ import torch
 from torch import nn
 
 from stfn.config import Config
-from stfn.data.prepare import VIDEO_EXTENSIONS
+from stfn.data.flow import flow_name, parse_flow_spec, recorded_options
+from stfn.data.manifest import VIDEO_EXTENSIONS
 from stfn.errors import StfnError
 from stfn.runtime import describe_dtype, resolve_amp, resolve_device, score_clips, sync
 
@@ -47,9 +48,6 @@ __all__ = [
     "parse_flow_spec",
     "resolve_prepare_settings",
 ]
-
-# flow options that describe how the training flow was computed (the rest of a manifest entry is not)
-_FLOW_OPTIONS = {"dis": ("preset",), "raft": ("model", "weights", "iters")}
 
 
 @dataclass(frozen=True)
@@ -63,35 +61,15 @@ class PrepareSettings:
     source: str = "defaults"  # where each came from, for the logs
 
     def flow_options(self) -> dict[str, Any]:
-        algo = self.flow.get("algorithm", "dis")
-        return {k: self.flow[k] for k in _FLOW_OPTIONS.get(algo, ()) if self.flow.get(k) is not None}
+        return recorded_options(self.flow)
 
     def flow_name(self) -> str:
-        opts = self.flow_options()
-        return self.flow.get("algorithm", "dis") + "".join(f":{v}" for v in opts.values())
-
-
-def parse_flow_spec(spec: str) -> dict[str, Any]:
-    """``"dis"``, ``"dis:medium"``, ``"tvl1"``, ``"farneback"``, ``"raft"``, ``"raft:large"`` -> flow dict."""
-    from stfn.data.flow import ALGORITHMS, DIS_PRESETS
-
-    algo, _, option = spec.partition(":")
-    if algo not in ALGORITHMS:
-        raise StfnError(f"unknown flow algorithm '{algo}' in --flow {spec} (choose {', '.join(ALGORITHMS)})")
-    out: dict[str, Any] = {"algorithm": algo}
-    if option:
-        if algo == "dis" and option in DIS_PRESETS:
-            out["preset"] = option
-        elif algo == "raft" and option in ("small", "large"):
-            out["model"] = option
-        else:
-            raise StfnError(f"--flow {spec}: '{option}' is not an option of '{algo}' (dis:{'|'.join(DIS_PRESETS)}, raft:small|large)")
-    return out
+        return flow_name(self.flow)
 
 
 def _prepare_records(cfg: Config, checkpoint: dict[str, Any]) -> list[tuple[dict, str]]:
     """``({"flow": ..., "resize": ...}, where)`` records of how the training data was prepared, best first."""
-    from stfn.data.prepare import load_manifest
+    from stfn.data.manifest import load_manifest
 
     records = []
     if isinstance(checkpoint.get("prepare"), dict):

@@ -1,4 +1,5 @@
-"""Fixtures for the decoding / flow / prepare tests: tiny generated videos and the shared real files."""
+"""Fixtures for the decoding / flow / prepare tests: tiny generated videos, the shared real files, and
+checks of a prepared folder."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from stfn.data.manifest import load_manifest
+from stfn.data.prepare_state import STATE_DIR
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 SHARED_VIDEOS = SHARED / "videos"
@@ -65,3 +69,44 @@ def video_shared() -> Path:
     if not (SHARED_VIDEOS / "test.avi").is_file():
         pytest.skip(f"shared sample videos not found at {SHARED_VIDEOS}")
     return SHARED_VIDEOS
+
+
+def _frame_counts(folder: Path) -> tuple[int, int, int]:
+    """Frames, flow-x and flow-y images in a prepared video folder (numbering checked)."""
+    names = [p.name for p in folder.iterdir()]
+    n = sum(x.startswith("img_") for x in names)
+    fx = sum(x.startswith("flow_x_") for x in names)
+    fy = sum(x.startswith("flow_y_") for x in names)
+    # numbering is contiguous from 1
+    assert sorted(x for x in names if x.startswith("img_")) == [f"img_{i:05d}.jpg" for i in range(1, n + 1)]
+    assert sorted(x for x in names if x.startswith("flow_x_")) == [f"flow_x_{i:05d}.jpg" for i in range(1, fx + 1)]
+    return n, fx, fy
+
+
+def _check_prepared(out: Path, expected: dict[str, int], failed: set[str], flow: bool = True) -> None:
+    """Every video in the manifest exactly once, counts equal files on disk, nothing left over."""
+    m = load_manifest(out)
+    assert set(m.videos) == set(expected) | failed
+    for key, n in expected.items():
+        rec = m.videos[key]
+        assert rec["status"] == "ok" and rec["error"] is None
+        assert (rec["frames"], rec["flows"]) == (n, n - 1 if flow else 0)
+        assert _frame_counts(out / key) == (n, n - 1, n - 1) if flow else (n, 0, 0)
+    for key in failed:
+        assert m.videos[key]["status"] == "failed" and m.videos[key]["error"]
+        assert not (out / key).exists()
+    assert not list((out / STATE_DIR).glob("tmp*"))
+    lines = (out / "rawframes.txt").read_text().splitlines()
+    assert lines == [f"{k} {n}" for k, n in sorted(expected.items())]
+
+
+@pytest.fixture
+def frame_counts() -> Callable[[Path], tuple[int, int, int]]:
+    """``frame_counts(folder)``: ``(frames, flow-x, flow-y)`` images of a prepared video folder."""
+    return _frame_counts
+
+
+@pytest.fixture
+def check_prepared() -> Callable[..., None]:
+    """``check_prepared(out, expected {key: frames}, failed {keys})``: a prepared folder is consistent."""
+    return _check_prepared

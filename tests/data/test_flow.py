@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -115,37 +118,6 @@ def test_missing_tvl1_fails_clearly(monkeypatch) -> None:
         F.create_estimator("tvl1")
 
 
-def test_raft_shapes_batching_and_padding() -> None:
-    torch = pytest.importorskip("torch")
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    frames = F.synthetic_pair("shift", size=(52, 36))[0]  # sides not multiples of 8
-    frames = np.concatenate([frames, frames[:1]])
-    one = F.RaftFlow("small", weights="random", device="cpu", iters=2, batch_size=1)
-    two = F.RaftFlow("small", weights="random", device="cpu", iters=2, batch_size=2)
-    two.net.load_state_dict(one.net.state_dict())
-    a, b = one(frames), two(frames)
-    assert a.shape == (2, 36, 52, 2) and a.dtype == np.float32 and np.isfinite(a).all()
-    np.testing.assert_allclose(a, b, atol=1e-4)
-    with pytest.raises(StfnError, match="RGB"):
-        one(frames[..., 0])
-
-
-def test_raft_weights_offline_is_a_clear_error(monkeypatch, tmp_path) -> None:
-    pytest.importorskip("torch")
-    from urllib.error import URLError
-
-    from torchvision.models._api import WeightsEnum
-
-    def offline(self, *args, **kwargs):
-        raise URLError("Name or service not known")
-
-    monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
-    with pytest.raises(StfnError, match="could not be downloaded"):
-        F.create_estimator("raft", model="small", device="cpu")
-    with pytest.raises(StfnError, match="cannot load RAFT-small weights"):
-        F.create_estimator("raft", weights=str(tmp_path / "missing.pth"), device="cpu")
-
 # The cached DIS estimator must not carry state from one frame size to the next.
 
 
@@ -164,3 +136,37 @@ def test_dis_flow_of_a_large_frame_does_not_depend_on_a_small_frame_seen_before(
     F.compute_flow(_pair(16, 16, 1), "dis")  # a tiny frame first: DIS shrinks its pyramid
     after_small = F.compute_flow(big, "dis")
     np.testing.assert_array_equal(fresh, after_small)
+
+
+# --- the one table of flow options --------------------------------------------------------------
+
+
+def test_flow_settings_record_the_options_that_change_the_flow() -> None:
+    assert F.flow_settings("dis", {}, 20) == {"algorithm": "dis", "preset": F.DEFAULT_DIS_PRESET, "bound": 20.0}
+    raft = F.flow_settings("raft", {"iters": "4", "device": "cuda:1", "batch_size": 2}, 8)
+    assert raft == {"algorithm": "raft", "model": "small", "weights": "default", "iters": 4, "bound": 8.0}
+    assert list(raft) == ["algorithm", "model", "weights", "iters", "bound"]  # the manifest's key order
+    assert F.flow_settings("none", {}, 20) == {"algorithm": "none", "bound": 20.0}
+    assert F.recorded_options(raft) == {"model": "small", "weights": "default", "iters": 4}
+    assert F.recorded_options({"algorithm": "tvl1", "bound": 5.0}) == {}
+    assert F.recorded_options({"preset": None}) == {}  # algorithm defaults to dis; unset options are left out
+    assert F.flow_name(raft) == "raft:small:default:4" and F.flow_name({"preset": "medium"}) == "dis:medium"
+    assert set(F.ALGORITHMS) == set(F.FLOW_OPTIONS)
+
+
+def test_parse_flow_spec_sets_the_option_with_choices() -> None:
+    assert F.parse_flow_spec("dis:medium") == {"algorithm": "dis", "preset": "medium"}
+    assert F.parse_flow_spec("raft:large") == {"algorithm": "raft", "model": "large"}
+    assert F.parse_flow_spec("farneback") == {"algorithm": "farneback"}
+    with pytest.raises(StfnError, match=r"'12' is not an option of 'raft' \(dis:ultrafast\|fast\|medium, raft:small\|large\)"):
+        F.parse_flow_spec("raft:12")
+    with pytest.raises(StfnError, match="unknown flow algorithm 'lk' in --flow lk"):
+        F.parse_flow_spec("lk")
+
+
+def test_opencv_flow_needs_no_torch() -> None:
+    """``stfn prepare``'s workers import this module: torch (~270 MB a process) loads only for RAFT."""
+    code = ("import sys, numpy as np; from stfn.data import flow, prepare; "
+            "flow.compute_flow(np.zeros((2, 16, 16), np.uint8), 'dis'); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,28 +1,21 @@
-"""`stfn prepare`: layout, manifest, list files, shards, resume, kill -9, worker crashes."""
+"""`stfn prepare`: layout, manifest, list files, shards, resume (kill -9 and worker crashes: test_pool.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from stfn.data import flow as F
-from stfn.data.prepare import STATE_DIR, find_videos, load_manifest, parse_shard, prepare_dataset
+from stfn.data.manifest import load_manifest
+from stfn.data.prepare import parse_shard, prepare_dataset
 from stfn.data.video import read_video
 from stfn.errors import StfnError
 
 pytestmark = pytest.mark.timeout(300)
-
-LINUX = sys.platform.startswith("linux")
-
 
 @pytest.fixture
 def video_tree(video_factory, tmp_path: Path) -> Path:
@@ -38,35 +31,7 @@ def video_tree(video_factory, tmp_path: Path) -> Path:
 EXPECTED = {"A/a1": 12, "A/a2": 9, "B/b1": 10}
 
 
-def _counts(folder: Path) -> tuple[int, int, int]:
-    names = [p.name for p in folder.iterdir()]
-    n = sum(x.startswith("img_") for x in names)
-    fx = sum(x.startswith("flow_x_") for x in names)
-    fy = sum(x.startswith("flow_y_") for x in names)
-    # numbering is contiguous from 1
-    assert sorted(x for x in names if x.startswith("img_")) == [f"img_{i:05d}.jpg" for i in range(1, n + 1)]
-    assert sorted(x for x in names if x.startswith("flow_x_")) == [f"flow_x_{i:05d}.jpg" for i in range(1, fx + 1)]
-    return n, fx, fy
-
-
-def _check_consistent(out: Path, expected: dict[str, int], failed: set[str], flow: bool = True) -> None:
-    """Every video in the manifest exactly once, counts equal files on disk, nothing left over."""
-    m = load_manifest(out)
-    assert set(m.videos) == set(expected) | failed
-    for key, n in expected.items():
-        rec = m.videos[key]
-        assert rec["status"] == "ok" and rec["error"] is None
-        assert (rec["frames"], rec["flows"]) == (n, n - 1 if flow else 0)
-        assert _counts(out / key) == (n, n - 1, n - 1) if flow else (n, 0, 0)
-    for key in failed:
-        assert m.videos[key]["status"] == "failed" and m.videos[key]["error"]
-        assert not (out / key).exists()
-    assert not list((out / STATE_DIR).glob("tmp*"))
-    lines = (out / "rawframes.txt").read_text().splitlines()
-    assert lines == [f"{k} {n}" for k, n in sorted(expected.items())]
-
-
-def test_prepare_writes_frames_flow_manifest_and_lists(video_tree: Path, tmp_path: Path) -> None:
+def test_prepare_writes_frames_flow_manifest_and_lists(video_tree: Path, tmp_path: Path, check_prepared) -> None:
     import cv2
 
     out = tmp_path / "out"
@@ -74,7 +39,7 @@ def test_prepare_writes_frames_flow_manifest_and_lists(video_tree: Path, tmp_pat
     assert (s.total, s.ok, s.failed, s.processed, s.done_before) == (4, 3, 1, 4, 0)
     assert s.frames == sum(EXPECTED.values())
     assert s.failures[0][0] == "B/bad" and "bad.mp4" in s.failures[0][1]
-    _check_consistent(out, EXPECTED, {"B/bad"})
+    check_prepared(out, EXPECTED, {"B/bad"})
     m = load_manifest(out)
     assert m.flow == {"algorithm": "dis", "preset": F.DEFAULT_DIS_PRESET, "bound": 20.0} and m.flow_bound == 20.0
     assert m.videos["A/a1"] == {"source": "A/a1.mp4", "status": "ok", "frames": 12, "flows": 11,
@@ -95,7 +60,7 @@ def test_prepare_writes_frames_flow_manifest_and_lists(video_tree: Path, tmp_pat
     assert abs(np.median(vx) - 2.0) < 0.75 and abs(np.median(vy)) < 0.5
 
 
-def test_resume_redoes_only_what_is_missing(video_tree: Path, video_factory, tmp_path: Path) -> None:
+def test_resume_redoes_only_what_is_missing(video_tree: Path, video_factory, tmp_path: Path, check_prepared) -> None:
     out = tmp_path / "out"
     prepare_dataset(video_tree, out, workers=0, progress=False)
     (out / "A/a1/flow_y_00011.jpg").unlink()  # damaged after the fact
@@ -104,25 +69,25 @@ def test_resume_redoes_only_what_is_missing(video_tree: Path, video_factory, tmp
     video_factory("C/c1.mp4", n=8)  # new video
     s = prepare_dataset(video_tree, out, workers=0, progress=False)
     assert (s.done_before, s.processed) == (1, 4)  # bad.mp4 stays failed without retry
-    _check_consistent(out, {**EXPECTED, "A/a2": 14, "C/c1": 8}, {"B/bad"})
+    check_prepared(out, {**EXPECTED, "A/a2": 14, "C/c1": 8}, {"B/bad"})
     s = prepare_dataset(video_tree, out, workers=0, progress=False, retry_failed=True)
     assert (s.done_before, s.processed, s.failed) == (4, 1, 1)
     with pytest.raises(StfnError, match="other settings"):
         prepare_dataset(video_tree, out, flow="farneback", workers=0, progress=False)
 
 
-def test_resize_no_flow_single_file_and_list(video_tree: Path, tmp_path: Path) -> None:
+def test_resize_no_flow_single_file_and_list(video_tree: Path, tmp_path: Path, frame_counts) -> None:
     s = prepare_dataset(video_tree, tmp_path / "o1", flow="none", short_side=24, workers=0, progress=False)
     m = load_manifest(tmp_path / "o1")
     assert s.ok == 3 and (m.videos["A/a1"]["width"], m.videos["A/a1"]["height"]) == (32, 24)
     assert m.videos["A/a1"]["flows"] == 0 and not (tmp_path / "o1/rawframes_flow.txt").exists()
-    assert _counts(tmp_path / "o1/A/a1") == (12, 0, 0)
+    assert frame_counts(tmp_path / "o1/A/a1") == (12, 0, 0)
     assert m.resize == {"short_side": 24}
 
     prepare_dataset(video_tree / "A/a2.mp4", tmp_path / "o2", size=(40, 30), workers=0, progress=False)
     m = load_manifest(tmp_path / "o2")
     assert list(m.videos) == ["a2"] and (m.videos["a2"]["width"], m.videos["a2"]["height"]) == (40, 30)
-    assert _counts(tmp_path / "o2/a2") == (9, 8, 8)
+    assert frame_counts(tmp_path / "o2/a2") == (9, 8, 8)
 
     listing = tmp_path / "trainlist.txt"  # UCF101 style: CRLF, a label column
     listing.write_bytes(b"B/b1.avi 2\r\nA/a1.mp4 1\r\n")
@@ -137,7 +102,7 @@ def test_resize_no_flow_single_file_and_list(video_tree: Path, tmp_path: Path) -
         load_manifest(tmp_path / "o5")
 
 
-def test_shards_split_the_work_and_merge(video_tree: Path, tmp_path: Path) -> None:
+def test_shards_split_the_work_and_merge(video_tree: Path, tmp_path: Path, check_prepared) -> None:
     out = tmp_path / "out"
     a = prepare_dataset(video_tree, out, shard=(0, 2), workers=0, progress=False)
     b = prepare_dataset(video_tree, out, shard="1/2", workers=0, progress=False)
@@ -145,112 +110,8 @@ def test_shards_split_the_work_and_merge(video_tree: Path, tmp_path: Path) -> No
     first = json.loads((out / "manifest-shard0of2.json").read_text())["videos"]
     second = json.loads((out / "manifest-shard1of2.json").read_text())["videos"]
     assert not set(first) & set(second) and len(first) + len(second) == 4
-    _check_consistent(out, EXPECTED, {"B/bad"})
+    check_prepared(out, EXPECTED, {"B/bad"})
     assert parse_shard(None) == (0, 1)
     for bad in ("2/2", "x", "1/0"):
         with pytest.raises(StfnError):
             parse_shard(bad)
-
-
-def test_find_videos_rejects_clashing_keys(video_factory, tmp_path: Path) -> None:
-    video_factory("A/x.mp4", n=3)
-    video_factory("A/x.avi", n=3, codec="mpeg4")
-    with pytest.raises(StfnError, match="share the output folder"):
-        find_videos(tmp_path / "videos")
-    root, found = find_videos(tmp_path / "videos", extensions=("mp4",))
-    assert found == [("A/x", "A/x.mp4")]
-
-
-# --- interruptions (subprocesses) --------------------------------------------------------------
-
-
-def _descendants(pid: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        kids = [c for c, pp in parents.items() if pp == p]
-        found += kids
-        todo += kids
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def _start(videos: Path, out: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "stfn", "prepare", str(videos), str(out), "--workers", "2",
-           "--flow", "farneback", "--short-side", "120", "--quiet"]  # 120: the 720p corrupt file shrinks
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for_journal(proc: subprocess.Popen, journal: Path, lines: int) -> None:
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if journal.is_file() and journal.read_text().count("\n") >= lines:
-            return
-        assert proc.poll() is None, f"prepare ended early: {proc.communicate()}"
-        time.sleep(0.02)
-    proc.kill()
-    pytest.fail("prepare wrote nothing to its journal in 240 s")
-
-
-@pytest.fixture
-def video_many(video_factory, video_shared: Path, tmp_path: Path) -> Path:
-    for k in range(10):
-        video_factory(f"C{k % 3}/v{k}.mp4", n=40, size=(160, 120), seed=k)
-    shutil.copy(video_shared / "corrupted.mp4", tmp_path / "videos" / "C0" / "corrupted.mp4")
-    return tmp_path / "videos"
-
-
-@pytest.mark.skipif(not LINUX, reason="uses /proc and SIGKILL")
-def test_kill_9_mid_run_then_resume_gives_complete_consistent_output(video_many: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    journal = out / STATE_DIR / "journal.jsonl"
-    proc = _start(video_many, out)
-    _wait_for_journal(proc, journal, 2)
-    workers = _descendants(proc.pid)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    deadline = time.monotonic() + 20  # the workers notice that their parent is gone and exit
-    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [p for p in workers if _alive(p)], "worker processes outlived the killed run"
-
-    done = {json.loads(ln)["key"] for ln in journal.read_text().splitlines() if ln.endswith("}")}
-    assert 2 <= len(done) < 11, "the kill did not land mid-run"
-    for folder in out.glob("C*/*"):  # what is in place is complete: no partial video folder
-        assert _counts(folder) == (40, 39, 39)
-
-    s = prepare_dataset(video_many, out, flow="farneback", short_side=120, workers=2, progress=False)
-    assert s.done_before == len(done) and s.processed == 11 - len(done)
-    expected = {f"C{k % 3}/v{k}": 40 for k in range(10)}
-    _check_consistent(out, expected, {"C0/corrupted"})
-    again = prepare_dataset(video_many, out, flow="farneback", short_side=120, workers=0, progress=False)
-    assert again.processed == 0 and again.ok == 10
-
-
-@pytest.mark.skipif(not LINUX, reason="uses /proc and SIGKILL")
-def test_a_crashing_worker_fails_only_its_video_and_the_run_goes_on(video_many: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    proc = _start(video_many, out)
-    _wait_for_journal(proc, out / STATE_DIR / "journal.jsonl", 1)
-    spawned = [p for p in _descendants(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
-    assert spawned
-    os.kill(spawned[0], signal.SIGKILL)  # what a decoder segfault looks like to the pool
-    stdout, stderr = proc.communicate(timeout=240)
-    assert proc.returncode == 1, stderr  # 1: some video failed (the corrupt one)
-    assert "10 of 11 videos prepared" in stdout
-    _check_consistent(out, {f"C{k % 3}/v{k}": 40 for k in range(10)}, {"C0/corrupted"})
-    assert "corrupt" in load_manifest(out).videos["C0/corrupted"]["error"]

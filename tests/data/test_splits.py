@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from stfn.data.splits import (
     SplitError,
     available_splits,
-    canonical_key,
     load_split,
     parse_class_ind,
     parse_hmdb51,
@@ -125,14 +124,6 @@ def test_identity_ignores_line_endings_and_order(tmp_path):
 
 
 # --- small files and errors ---------------------------------------------------------------------------
-
-
-def test_canonical_key():
-    assert canonical_key("ApplyEyeMakeup/v_x_g01_c01.avi") == "ApplyEyeMakeup/v_x_g01_c01"
-    assert canonical_key("./a\\b/c.MP4\r") == "a/b/c"
-    assert canonical_key("rawframes/a/b/") == "rawframes/a/b"
-    assert canonical_key("a/b.name.with.dots") == "a/b.name.with.dots"  # not a video extension
-    assert canonical_key("/abs/x.avi") == "" and canonical_key("../x.avi") == "" and canonical_key("  ") == ""
 
 
 def test_ucf101_list_errors_name_file_and_line(tmp_path):

@@ -12,6 +12,11 @@ import cv2
 import numpy as np
 import pytest
 
+from stfn.config import DataConfig
+from stfn.data.datasets import build_dataset
+from stfn.data.manifest import load_manifest
+from stfn.data.prepare import prepare_dataset
+from stfn.data.splits import load_split
 from stfn.data.synthetic import (
     PRESETS,
     SyntheticError,
@@ -94,8 +99,7 @@ def test_layout_and_official_split_format(tiny: Path) -> None:
 
 
 def test_splits_parse_with_the_ucf101_parser(tiny: Path) -> None:
-    splits = pytest.importorskip("stfn.data.splits")
-    split = splits.load_split("synthetic", tiny / "splits", 1)
+    split = load_split("synthetic", tiny / "splits", 1)
     p = PRESETS["tiny"]
     assert split.classes == p["classes"]
     assert len(split.train) == len(p["classes"]) * p["train_per_class"]
@@ -108,19 +112,15 @@ def test_splits_parse_with_the_ucf101_parser(tiny: Path) -> None:
 
 def test_prepare_and_dataset_read_it_unchanged(tiny: Path, tmp_path: Path) -> None:
     """``stfn prepare`` on videos/ and the ``synthetic`` dataset on splits/: documented shapes."""
-    prepare = pytest.importorskip("stfn.data.prepare")
-    datasets = pytest.importorskip("stfn.data.datasets")
-    from stfn.config import DataConfig
-
     bound = load_info(tiny).flow_bound
-    prepare.prepare_dataset(tiny / "videos", tmp_path / "prep", flow="dis", bound=bound, workers=1, progress=False)
-    manifest = prepare.load_manifest(tmp_path / "prep")
+    prepare_dataset(tiny / "videos", tmp_path / "prep", flow="dis", bound=bound, workers=1, progress=False)
+    manifest = load_manifest(tmp_path / "prep")
     assert manifest.flow_bound == bound
     frames = {r["video"]: r["frames"] for r in load_scenes(tiny)}
     assert {k: v["frames"] for k, v in manifest.videos.items()} == frames
     cfg = DataConfig(dataset="synthetic", root=str(tmp_path / "prep"), splits=str(tiny / "splits"), frames=4,
                      scale_size=32, crop_size=32, num_workers=0)
-    ds = datasets.build_dataset(cfg, "train", ["rgb", "flow"], flow_length=5)
+    ds = build_dataset(cfg, "train", ["rgb", "flow"], flow_length=5)
     assert ds.classes == PRESETS["tiny"]["classes"] and len(ds) == 8 * PRESETS["tiny"]["train_per_class"]
     item = ds[0]
     assert item["rgb"].shape == (4, 3, 32, 32) and item["flow"].shape == (4, 10, 32, 32)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from stfn.config import ConfigError, DataConfig
+from stfn.data.flow import dequantize_flow, quantize_flow
 from stfn.data.transforms import (
     SCALES,
     EvalTransform,
@@ -17,20 +18,10 @@ from stfn.data.transforms import (
     eval_crop_boxes,
     hflip,
     hflip_flow,
-    iter_view_chunks,
     multiscale_crop_box,
     normalize_flow,
     normalize_rgb,
 )
-
-try:
-    from stfn.data.flow import dequantize_flow, quantize_flow
-except ImportError:  # the documented formulas (docs/interfaces.md, "Prepared data")
-    def quantize_flow(v, bound=20.0):
-        return np.floor((np.clip(v, -bound, bound) + bound) * 255.0 / (2 * bound) + 0.5).astype(np.uint8)
-
-    def dequantize_flow(q, bound=20.0):
-        return q.astype(np.float32) * np.float32(2 * bound / 255) - np.float32(bound)
 
 torch.set_num_threads(1)
 
@@ -62,7 +53,6 @@ def test_normalised_flow_is_flow_over_bound_and_flip_is_exact_negation():
     assert n.min() == -1.0 and n.max() == 1.0
     flipped = hflip({"flow": q})["flow"]
     assert torch.equal(normalize_flow(flipped)[:, 0], -n[:, 0].flip(-1))  # exact, not approximately
-    assert torch.equal(hflip({"flow": n}, normalized=True)["flow"], normalize_flow(flipped))
 
 
 def test_ten_crop_flipped_views_mirror_the_first_five():
@@ -212,19 +202,6 @@ def test_build_transform_config_errors():
         EvalTransform(32, 40)({"rgb": ramp_clip()["rgb"].float()})
 
 
-def test_iter_view_chunks_folds_views_into_the_batch():
-    b, v, t = 2, 10, 3
-    batch = {"rgb": torch.randn(b, v, t, 3, 4, 4), "flow": torch.randn(b, v, t, 6, 4, 4), "label": torch.tensor([0, 1])}
-    chunks = list(iter_view_chunks(batch, 4))
-    assert [c["views"] for c in chunks] == [4, 4, 2]
-    assert chunks[0]["rgb"].shape == (8, t, 3, 4, 4) and chunks[2]["flow"].shape == (4, t, 6, 4, 4)
-    rebuilt = torch.cat([c["rgb"].view(b, c["views"], t, 3, 4, 4) for c in chunks], dim=1)
-    assert torch.equal(rebuilt, batch["rgb"])
-
-
 def test_hflip_false_in_the_config_turns_training_flips_off():
-    from stfn.config import DataConfig
-    from stfn.data.transforms import build_transform
-
     assert build_transform(DataConfig(hflip=False), train=True).flip is False
     assert build_transform(DataConfig(), train=True).flip is True

@@ -6,6 +6,9 @@ import argparse
 import json
 from collections import Counter
 
+from stfn.data.manifest import load_prepared_manifest
+from stfn.data.splits import available_splits, check_prepared, load_split
+
 HELP = ("Show a dataset's classes and train/test counts per split, and which listed videos are missing or "
         "failed in a prepared folder (exit status 1 if any are).")
 
@@ -26,8 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _side(records, videos) -> dict:
-    from stfn.data.datasets import check_prepared
-
     usable, missing, failed = check_prepared(records, videos)
     return {"listed": len(records), "usable": len(usable), "missing": missing,
             "failed": [{"video": k, "error": videos[k].get("error")} for k in failed]}
@@ -35,9 +36,6 @@ def _side(records, videos) -> dict:
 
 def collect(args: argparse.Namespace) -> dict:
     """The report as one JSON-ready dict."""
-    from stfn.data.datasets import load_prepared_manifest
-    from stfn.data.splits import available_splits, load_split
-
     numbers = [args.split] if args.split is not None else available_splits(args.dataset, args.splits)
     manifest = load_prepared_manifest(args.root) if args.root else None
     report: dict = {"dataset": args.dataset, "splits_dir": args.splits, "root": args.root or None, "splits": []}

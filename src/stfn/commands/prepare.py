@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+from stfn.data.flow import (
+    ALGORITHMS,
+    DEFAULT_ALGORITHM,
+    DEFAULT_BOUND,
+    DEFAULT_DIS_PRESET,
+    DIS_PRESETS,
+    FLOW_OPTIONS,
+)
+from stfn.data.manifest import VIDEO_EXTENSIONS
+from stfn.data.prepare import prepare_dataset
+
 HELP = "decode videos into JPEG frames and optical flow (parallel, resumable) with a manifest"
 
-FLOWS = ("dis", "tvl1", "farneback", "raft", "none")
+FLOWS = (*ALGORITHMS, "none")
+RAFT = FLOW_OPTIONS["raft"]
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -29,10 +41,12 @@ def _positive(text: str) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("video_root", metavar="VIDEO_ROOT", help="folder of videos (searched recursively) or one video file")
     p.add_argument("out_dir", metavar="OUT_DIR", help="output folder: <key>/img_00001.jpg, flow_x_00001.jpg, ...")
-    p.add_argument("--flow", choices=FLOWS, default="dis", help="optical flow algorithm (default: dis)")
-    p.add_argument("--dis-preset", choices=("ultrafast", "fast", "medium"), default=None,
-                   help="DIS preset (default: stfn.data.flow.DEFAULT_DIS_PRESET, fast)")
-    p.add_argument("--bound", type=float, default=20.0, help="clip flow to +/- this many pixels (default: 20)")
+    p.add_argument("--flow", choices=FLOWS, default=DEFAULT_ALGORITHM,
+                   help=f"optical flow algorithm (default: {DEFAULT_ALGORITHM})")
+    p.add_argument("--dis-preset", choices=DIS_PRESETS, default=None,
+                   help=f"DIS preset (default: stfn.data.flow.DEFAULT_DIS_PRESET, {DEFAULT_DIS_PRESET})")
+    p.add_argument("--bound", type=float, default=DEFAULT_BOUND,
+                   help=f"clip flow to +/- this many pixels (default: {DEFAULT_BOUND:g})")
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes (default: the usable CPU cores; 0 runs in this process)")
     g = p.add_mutually_exclusive_group()
@@ -45,19 +59,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ext", default=None, help="comma-separated video extensions (default: avi,mp4,mkv,webm,mov,...)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of frames and flow (default: 95)")
     p.add_argument("--retry-failed", action="store_true", help="retry videos an earlier run recorded as failed")
-    p.add_argument("--raft-model", choices=("small", "large"), default="small", help="--flow raft: model size")
-    p.add_argument("--raft-weights", default="default",
+    p.add_argument("--raft-model", choices=RAFT["model"].choices, default=RAFT["model"].default,
+                   help="--flow raft: model size")
+    p.add_argument("--raft-weights", default=RAFT["weights"].default,
                    help="--flow raft: 'default' (pretrained, torchvision weights API), a state-dict file, or 'random'")
-    p.add_argument("--raft-iters", type=_positive, default=12, help="--flow raft: refinement iterations (default: 12)")
-    p.add_argument("--batch-size", type=_positive, default=8, help="--flow raft: frame pairs per forward pass")
-    p.add_argument("--device", default="auto",
+    p.add_argument("--raft-iters", type=_positive, default=RAFT["iters"].default,
+                   help=f"--flow raft: refinement iterations (default: {RAFT['iters'].default})")
+    p.add_argument("--batch-size", type=_positive, default=RAFT["batch_size"].default,
+                   help="--flow raft: frame pairs per forward pass")
+    p.add_argument("--device", default=RAFT["device"].default,
                    help="--flow raft: auto (GPU per worker / LOCAL_RANK when there is one), cpu, cuda, cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from stfn.data.prepare import VIDEO_EXTENSIONS, prepare_dataset
-
     opts: dict = {}
     if args.flow == "dis" and args.dis_preset:
         opts["preset"] = args.dis_preset

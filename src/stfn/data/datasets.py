@@ -21,19 +21,20 @@ import logging
 import math
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import cv2
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from stfn.config import STREAMS, ConfigError, DataConfig
+from stfn.data.manifest import load_prepared_manifest
 from stfn.data.sampling import sample_clip
-from stfn.data.splits import Split, VideoRecord, check_prepared, load_prepared_manifest, load_split
+from stfn.data.splits import Split, VideoRecord, check_prepared, load_split
 from stfn.data.transforms import EvalTransform, TrainTransform, build_transform
 from stfn.errors import StfnError
-
-if TYPE_CHECKING:
-    from stfn.config import DataConfig
 
 __all__ = [
     "JPEG_DECODERS",
@@ -41,14 +42,11 @@ __all__ = [
     "VideoFrameDataset",
     "build_dataset",
     "build_loader",
-    "check_prepared",
-    "load_prepared_manifest",
     "read_jpegs",
 ]
 
 log = logging.getLogger("stfn.data")
 JPEG_DECODERS = ("opencv", "torchvision", "pillow")
-STREAMS = ("rgb", "flow")
 
 
 def _first(keys: list[str], n: int = 3) -> str:
@@ -69,8 +67,6 @@ def unusable_message(split: Split, subset: str, root: Path, total: int, missing:
 def _decode(datas: list[bytes], gray: bool, decoder: str) -> list[np.ndarray] | torch.Tensor:
     """Decoded images: arrays ``(H, W)`` / ``(H, W, 3)`` RGB, or (torchvision) a tensor ``(N, C, H, W)``."""
     if decoder == "opencv":
-        import cv2
-
         rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.11 decodes straight to RGB
         flag = cv2.IMREAD_GRAYSCALE if gray else (cv2.IMREAD_COLOR if rgb_flag is None else rgb_flag)
         out = [cv2.imdecode(np.frombuffer(d, np.uint8), flag) for d in datas]
@@ -78,10 +74,10 @@ def _decode(datas: list[bytes], gray: bool, decoder: str) -> list[np.ndarray] | 
             raise ValueError("OpenCV could not decode the image")
         return out if gray or rgb_flag is not None else [cv2.cvtColor(a, cv2.COLOR_BGR2RGB) for a in out]
     if decoder == "pillow":
-        from PIL import Image
+        from PIL import Image  # the other decoders load only when chosen (data.jpeg_decoder)
 
         return [np.asarray(Image.open(io.BytesIO(d)).convert("L" if gray else "RGB")) for d in datas]
-    from torchvision.io import ImageReadMode, decode_jpeg
+    from torchvision.io import ImageReadMode, decode_jpeg  # see above
 
     with warnings.catch_warnings():  # torchvision 0.29 deprecates its image codecs in favour of torchcodec
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -208,8 +204,6 @@ def build_dataset(data_cfg: DataConfig, subset: str, streams: list[str], flow_le
     listed-but-unusable videos do: ``error`` raises one :class:`StfnError` naming how many and the
     first few, ``skip`` logs that sentence once as a warning and leaves them out.
     """
-    from stfn.config import ConfigError
-
     if subset not in ("train", "test"):
         raise StfnError(f"subset must be 'train' or 'test', got '{subset}'")
     if data_cfg.on_missing not in ("error", "skip"):
@@ -281,8 +275,6 @@ class SeededSampler(Sampler):
 
 def _worker_init(worker_id: int) -> None:
     """One OpenCV thread per loader worker (torch already uses one), so workers do not oversubscribe."""
-    import cv2
-
     cv2.setNumThreads(1)
 
 
@@ -298,8 +290,6 @@ def build_loader(dataset: Dataset, batch_size: int, train: bool, workers: int, d
     """
     rank, world = 0, 1
     if distributed:
-        import torch.distributed as dist
-
         if not dist.is_available() or not dist.is_initialized():
             raise StfnError("build_loader(distributed=True) needs an initialised torch.distributed process group")
         rank, world = dist.get_rank(), dist.get_world_size()

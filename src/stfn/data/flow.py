@@ -5,7 +5,13 @@ Algorithms, by name:
 * ``dis`` (default): OpenCV DIS, presets ``ultrafast``/``fast``/``medium``. Fast on one CPU core.
 * ``tvl1``: OpenCV-contrib Dual TV-L1, the classic choice of TSN and I3D; about 1 pair/s on a CPU core.
 * ``farneback``: OpenCV Farneback.
-* ``raft``: torchvision RAFT (``raft_small`` or ``raft_large``), batched, on a GPU when there is one.
+* ``raft``: torchvision RAFT (``raft_small`` or ``raft_large``), batched, on a GPU when there is one
+  (:mod:`stfn.data.raft`).
+
+Options: :data:`FLOW_OPTIONS`, the one table of each algorithm's options and defaults. ``stfn prepare``
+takes them and writes the ones that change the flow into its manifest (:func:`flow_settings`),
+training copies that entry into the checkpoint, and ``stfn predict`` reads it back
+(:func:`recorded_options`, :func:`parse_flow_spec` for ``--flow ALGO[:OPTION]``).
 
 Numbering: ``N`` frames give ``N - 1`` flow fields; field ``k`` (0-based) is the motion from frame ``k``
 to frame ``k + 1``, in pixels, channels ``(x, y)``: ``frame[k](p) ~ frame[k + 1](p + flow[k](p))``.
@@ -15,12 +21,17 @@ to frame ``k + 1``, in pixels, channels ``(x, y)``: ``frame[k](p) ~ frame[k + 1]
 Storage: ``q = round((clip(v, -b, b) + b) * 255 / (2 b))`` as uint8, one grayscale JPEG per component;
 ``v = q * 2 b / 255 - b``; bound ``b`` defaults to 20. A horizontal flip of a video negates flow-x:
 ``q -> 255 - q`` on the flipped image.
+
+OpenCV (and, for RAFT, torch) are imported on first use: ``stfn prepare``'s worker processes and the
+command line load this module.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -32,17 +43,51 @@ __all__ = [
     "DEFAULT_BOUND",
     "DEFAULT_DIS_PRESET",
     "DIS_PRESETS",
+    "FLOW_OPTIONS",
+    "RAFT_MODELS",
+    "FlowOption",
     "compute_flow",
     "create_estimator",
     "dequantize_flow",
+    "flow_name",
+    "flow_settings",
+    "parse_flow_spec",
     "quantize_flow",
+    "recorded_options",
 ]
 
-ALGORITHMS = ("dis", "tvl1", "farneback", "raft")
 DIS_PRESETS = ("ultrafast", "fast", "medium")
+RAFT_MODELS = ("small", "large")
 DEFAULT_ALGORITHM = "dis"
 DEFAULT_DIS_PRESET = "fast"
 DEFAULT_BOUND = 20.0
+
+
+@dataclass(frozen=True)
+class FlowOption:
+    """One option of a flow algorithm: its default, its allowed values when they are a fixed list
+    (that option is the one ``--flow ALGO:VALUE`` sets), and whether it changes the flow
+    (``recorded``: kept in the manifest and the checkpoint) or only where and how fast it is computed."""
+
+    default: Any
+    choices: tuple[str, ...] = ()
+    recorded: bool = True
+
+
+FLOW_OPTIONS: dict[str, dict[str, FlowOption]] = {
+    "dis": {"preset": FlowOption(DEFAULT_DIS_PRESET, DIS_PRESETS)},
+    "tvl1": {},
+    "farneback": {},
+    "raft": {
+        "model": FlowOption("small", RAFT_MODELS),
+        "weights": FlowOption("default"),  # "default" (pretrained), a state-dict file, or "random"
+        "iters": FlowOption(12),  # recurrent refinement steps
+        "device": FlowOption("auto", recorded=False),
+        "batch_size": FlowOption(8, recorded=False),  # frame pairs per forward pass
+    },
+}
+ALGORITHMS = tuple(FLOW_OPTIONS)
+_SPEC_OPTION = {algo: name for algo, opts in FLOW_OPTIONS.items() for name, o in opts.items() if o.choices}
 
 # An estimator maps frames (N, H, W, 3) uint8 RGB, or (N, H, W) uint8 gray, to flow (N-1, H, W, 2).
 FlowEstimator = Callable[[np.ndarray], np.ndarray]
@@ -67,7 +112,7 @@ def dequantize_flow(q: np.ndarray, bound: float = DEFAULT_BOUND) -> np.ndarray:
 
 
 def _gray(frames: np.ndarray) -> np.ndarray:
-    import cv2
+    import cv2  # on first use (see the module docstring), as below
 
     if frames.ndim == 3:
         return frames
@@ -82,7 +127,7 @@ class OpenCVFlow:
     """Pairwise flow with OpenCV: ``__call__(frames (N, H, W[, 3]) uint8) -> (N-1, H, W, 2) float32``."""
 
     def __init__(self, algorithm: str = DEFAULT_ALGORITHM, preset: str = DEFAULT_DIS_PRESET) -> None:
-        import cv2
+        import cv2  # see _gray
 
         self.algorithm = algorithm
         if algorithm == "dis":
@@ -110,7 +155,7 @@ class OpenCVFlow:
 
     def pair(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
         """Flow ``(H, W, 2)`` float32 from gray ``prev`` to gray ``nxt`` (both ``(H, W)`` uint8)."""
-        import cv2
+        import cv2  # see _gray
 
         if self._impl is None:
             return cv2.calcOpticalFlowFarneback(prev, nxt, None, 0.5, 3, 15, 3, 5, 1.2, 0)
@@ -127,101 +172,19 @@ class OpenCVFlow:
         return out
 
 
-class RaftFlow:
-    """torchvision RAFT: ``__call__(frames (N, H, W, 3) uint8 RGB) -> (N-1, H, W, 2) float32``.
-
-    Args:
-        model: ``"small"`` (raft_small) or ``"large"`` (raft_large).
-        weights: ``"default"`` (pretrained, through the torchvision weights API: needs the network
-            once, or the file in the torch hub cache), a path to a state-dict file, or ``"random"``
-            (untrained: for speed tests only).
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-        iters: recurrent refinement steps (torchvision default 12).
-        batch_size: frame pairs per forward pass.
-    """
-
-    def __init__(
-        self,
-        model: str = "small",
-        weights: str = "default",
-        device: str = "auto",
-        iters: int = 12,
-        batch_size: int = 8,
-    ) -> None:
-        import torch
-        from torchvision.models import optical_flow as of
-
-        if model not in ("small", "large"):
-            raise StfnError(f"unknown RAFT model '{model}' (choose small or large)")
-        builder = of.raft_small if model == "small" else of.raft_large
-        enum = of.Raft_Small_Weights if model == "small" else of.Raft_Large_Weights
-        if weights == "random":
-            net = builder(weights=None)
-        elif weights == "default":
-            try:
-                net = builder(weights=enum.DEFAULT)
-            except (OSError, RuntimeError) as e:  # URLError is an OSError
-                raise StfnError(
-                    f"the pretrained RAFT-{model} weights ({enum.DEFAULT.url}) could not be downloaded "
-                    f"({e.__class__.__name__}: {e}); download the file once where there is network and put it in "
-                    f"{torch.hub.get_dir()}/checkpoints, or pass its path as the RAFT weights"
-                ) from None
-        else:
-            net = builder(weights=None)
-            try:
-                state = torch.load(weights, map_location="cpu", weights_only=True)
-                net.load_state_dict(state)
-            except (OSError, RuntimeError, KeyError) as e:
-                raise StfnError(f"cannot load RAFT-{model} weights from '{weights}': {e.__class__.__name__}") from None
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        self.net = net.eval().to(self.device)
-        self.iters, self.batch_size = int(iters), max(1, int(batch_size))
-
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        import torch
-        import torch.nn.functional as F
-
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise StfnError(f"RAFT needs RGB frames (N, H, W, 3), got shape {frames.shape}")
-        n, h, w, _ = frames.shape
-        out = np.empty((max(n - 1, 0), h, w, 2), np.float32)
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2)
-        x = x.float().div_(127.5).sub_(1.0)
-        # RAFT needs sides divisible by 8 and at least 128 (its correlation pyramid): pad, or enlarge
-        small = min(h, w) < 128
-        if small:
-            size = (max(128, -(-h // 8) * 8), max(128, -(-w // 8) * 8))
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            scale = torch.tensor([w / size[1], h / size[0]], device=self.device).view(1, 2, 1, 1)
-        else:
-            x = F.pad(x, (0, (-w) % 8, 0, (-h) % 8), mode="replicate")
-        with torch.inference_mode():
-            for s in range(0, n - 1, self.batch_size):
-                e = min(s + self.batch_size, n - 1)
-                flows = self.net(x[s:e], x[s + 1 : e + 1], num_flow_updates=self.iters)[-1]
-                if small:
-                    flows = F.interpolate(flows, size=(h, w), mode="bilinear", align_corners=False) * scale
-                out[s:e] = flows[:, :, :h, :w].permute(0, 2, 3, 1).float().cpu().numpy()
-        return out
-
-
 def create_estimator(algorithm: str = DEFAULT_ALGORITHM, **opts) -> FlowEstimator:
-    """A reusable flow estimator. ``opts``: ``preset`` (dis); ``model``, ``weights``, ``device``,
-    ``iters``, ``batch_size`` (raft). Unknown algorithms or options raise :class:`StfnError`."""
-    allowed = {
-        "dis": {"preset"},
-        "tvl1": set(),
-        "farneback": set(),
-        "raft": {"model", "weights", "device", "iters", "batch_size"},
-    }
-    if algorithm not in allowed:
+    """A reusable flow estimator. ``opts``: the algorithm's :data:`FLOW_OPTIONS` (``preset`` for dis;
+    ``model``, ``weights``, ``device``, ``iters``, ``batch_size`` for raft). Unknown algorithms or
+    options raise :class:`StfnError`."""
+    if algorithm not in FLOW_OPTIONS:
         raise StfnError(f"unknown flow algorithm '{algorithm}' (choose {', '.join(ALGORITHMS)})")
-    extra = set(opts) - allowed[algorithm]
+    extra = set(opts) - set(FLOW_OPTIONS[algorithm])
     if extra:
         raise StfnError(f"flow algorithm '{algorithm}' has no option {', '.join(sorted(extra))}")
     if algorithm == "raft":
+        # torch and torchvision (seconds and ~270 MB a process): loaded only when RAFT is asked for
+        from stfn.data.raft import RaftFlow
+
         return RaftFlow(**opts)
     return OpenCVFlow(algorithm, **opts)
 
@@ -245,6 +208,45 @@ def compute_flow(frames: np.ndarray, algorithm: str = DEFAULT_ALGORITHM, **opts)
     return _cached(algorithm, tuple(sorted(opts.items())))(frames)
 
 
+# --- the options of a recorded flow (manifest, checkpoint, --flow) ---------------------------------
+
+
+def flow_settings(algorithm: str, opts: Mapping[str, Any], bound: float) -> dict[str, Any]:
+    """The ``flow`` entry of a manifest: ``{"algorithm", its recorded options (defaults filled in), "bound"}``."""
+    settings: dict[str, Any] = {"algorithm": algorithm}
+    for name, option in FLOW_OPTIONS.get(algorithm, {}).items():
+        if option.recorded:
+            settings[name] = type(option.default)(opts.get(name, option.default))
+    settings["bound"] = float(bound)
+    return settings
+
+
+def recorded_options(flow: Mapping[str, Any]) -> dict[str, Any]:
+    """The estimator options a recorded ``flow`` entry asks for: its recorded options that are set."""
+    options = FLOW_OPTIONS.get(flow.get("algorithm", DEFAULT_ALGORITHM), {})
+    return {k: flow[k] for k, o in options.items() if o.recorded and flow.get(k) is not None}
+
+
+def flow_name(flow: Mapping[str, Any]) -> str:
+    """``"dis:fast"``, ``"tvl1"``, ``"raft:small:default:12"``: the algorithm and its recorded options."""
+    return flow.get("algorithm", DEFAULT_ALGORITHM) + "".join(f":{v}" for v in recorded_options(flow).values())
+
+
+def parse_flow_spec(spec: str) -> dict[str, Any]:
+    """``"dis"``, ``"dis:medium"``, ``"tvl1"``, ``"farneback"``, ``"raft"``, ``"raft:large"`` -> flow dict."""
+    algo, _, option = spec.partition(":")
+    if algo not in ALGORITHMS:
+        raise StfnError(f"unknown flow algorithm '{algo}' in --flow {spec} (choose {', '.join(ALGORITHMS)})")
+    out: dict[str, Any] = {"algorithm": algo}
+    if option:
+        name = _SPEC_OPTION.get(algo)
+        if name is None or option not in FLOW_OPTIONS[algo][name].choices:
+            forms = ", ".join(f"{a}:{'|'.join(FLOW_OPTIONS[a][n].choices)}" for a, n in _SPEC_OPTION.items())
+            raise StfnError(f"--flow {spec}: '{option}' is not an option of '{algo}' ({forms})")
+        out[name] = option
+    return out
+
+
 # --- accuracy check on synthetic ground truth -----------------------------------------------------
 
 MOTIONS = ("shift", "rotate", "zoom")
@@ -259,7 +261,7 @@ def synthetic_pair(
     about the centre), each scaled by ``strength`` (3 gives up to ~25 px at 320x240). Returns ``frames (2, H, W, 3)`` uint8, ground-truth ``flow (H, W, 2)`` float32
     (frame 0 -> frame 1) and ``valid (H, W)`` bool (pixels that stay inside frame 1, 4 px margin).
     """
-    import cv2
+    import cv2  # see _gray
 
     w, h = size
     rng = np.random.default_rng(seed)

@@ -1,8 +1,9 @@
 """Split-list parsers: which videos are in the train and test sets, and with which label.
 
 Every parser returns :class:`VideoRecord` lists whose ``key`` is the video's canonical manifest key
-(its path relative to the video root, without extension, ``/`` separators), so splits from any source
-are joined with the ``stfn prepare`` manifest and compared with each other by key. Labels are 0-based.
+(:func:`stfn.data.manifest.canonical_key`: its path relative to the video root, without extension,
+``/`` separators), so splits from any source are joined with the ``stfn prepare`` manifest and
+compared with each other by key. Labels are 0-based.
 
 Formats (``load_split`` picks one by dataset name):
 
@@ -17,8 +18,8 @@ Formats (``load_split`` picks one by dataset name):
   test); ``DIR`` is the video tree or, with no video files, the manifest keys of the prepared folder.
 
 A malformed line raises :class:`SplitError` naming the file and the 1-based line number.
-``load_prepared_manifest`` and ``check_prepared`` join the records with the ``stfn prepare`` manifest
-(torch-free, so ``stfn data-info`` stays quick).
+``check_prepared`` joins the records with the ``stfn prepare`` manifest (:mod:`stfn.data.manifest`);
+both are torch-free, so ``stfn data-info`` stays quick.
 """
 
 from __future__ import annotations
@@ -26,13 +27,10 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from pathlib import Path
 
+from stfn.data.manifest import VIDEO_EXTENSIONS, canonical_key, load_prepared_manifest
 from stfn.errors import StfnError
-
-if TYPE_CHECKING:
-    from stfn.data.prepare import Manifest
 
 __all__ = [
     "DATASETS",
@@ -40,9 +38,7 @@ __all__ = [
     "SplitError",
     "VideoRecord",
     "available_splits",
-    "canonical_key",
     "check_prepared",
-    "load_prepared_manifest",
     "load_split",
     "parse_class_ind",
     "parse_class_names",
@@ -52,7 +48,6 @@ __all__ = [
 ]
 
 DATASETS = ("ucf101", "hmdb51", "list", "folder", "synthetic")
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv")
 _HMDB_FILE = re.compile(r"^(?P<cls>.+)_test_split(?P<split>\d+)\.txt$")
 
 
@@ -109,22 +104,6 @@ class Split:
 def _records_sha256(records: list[VideoRecord]) -> str:
     text = "".join(f"{r.key} {r.label}\n" for r in sorted(records, key=lambda r: r.key))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def canonical_key(path: str) -> str:
-    """``"./Class\\\\v_x.avi"`` -> ``"Class/v_x"``: relative, ``/`` separators, no video extension.
-
-    Returns ``""`` for a path that cannot be a key (empty, absolute, or with ``..``).
-    """
-    text = path.strip().replace("\\", "/")
-    parts = [s for s in text.split("/") if s not in (".", "")]
-    if text.startswith("/") or ".." in parts or not parts:
-        return ""
-    key = "/".join(parts)
-    suffix = PurePosixPath(key).suffix
-    if suffix.lower() in VIDEO_EXTENSIONS:
-        key = key[: -len(suffix)]
-    return key
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -298,20 +277,6 @@ def _folder_keys(folder: Path) -> list[str]:
     if keys:
         return sorted(keys)
     return sorted(load_prepared_manifest(folder).videos)
-
-
-# --- the prepared folder's manifest (joined with the lists by key) ---------------------------------
-
-
-def load_prepared_manifest(root: str | Path) -> Manifest:
-    """``stfn.data.prepare.load_manifest`` (all shards merged: ``.videos``, ``.flow``, ``.flow_bound``),
-    with a clear error when the folder does not exist."""
-    root = Path(root)
-    if not root.is_dir():
-        raise StfnError(f"prepared folder '{root}' does not exist")
-    from stfn.data.prepare import load_manifest
-
-    return load_manifest(root)
 
 
 def check_prepared(records: list[VideoRecord], videos: dict[str, dict]) -> tuple[list[VideoRecord], list[str], list[str]]:

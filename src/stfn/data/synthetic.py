@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -38,14 +39,16 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
 
-from stfn.data.synthetic_render import Scene, render
+from stfn.data.synthetic_render import Scene, render, write_video
 from stfn.data.synthetic_scenes import CATALOGUE, GROUPS, SyntheticClass, build_scene, min_frames, pair_base
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json, atomic_write_text
 
 __all__ = ["PRESETS", "SyntheticError", "SyntheticInfo", "contact_sheet", "flow_bound", "generate", "load_info",
-           "load_scenes", "resolve_params", "scene_record", "video_entries", "write_video"]
+           "load_scenes", "resolve_params", "scene_record", "video_entries"]
 
 _COMMON = {"still_gap": 5, "event_min": 5, "event_max": 8, "shake": 1, "noise_min": 2.0, "noise_max": 6.0,
            "distractors": 2, "clips_per_group": 5, "fps": 25, "crf": 20}
@@ -171,31 +174,6 @@ def _key(name: str, g: int, c: int) -> str:
     return f"{name}/v_{name}_g{g:02d}_c{c:02d}"
 
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 25, crf: int = 20) -> None:
-    """Encode ``frames`` ``(N, H, W, 3)`` uint8 RGB as H.264 MP4 (yuv420p, one thread, deterministic), atomically."""
-    import av
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with av.open(str(tmp), "w", format="mp4") as container:
-            # Deterministic bytes need one thread and no macroblock tree: PyAV >= 15 defaults to automatic
-            # slice threads (they override x264's "threads"), and with mbtree on, the x264 in PyAV 18's
-            # wheels gave different bitstreams for the same frames in 1 of 3 encodes (measured).
-            options = {"crf": str(crf), "preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"}
-            stream = container.add_stream("libx264", rate=fps, options=options)
-            stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-            stream.codec_context.thread_count, stream.codec_context.thread_type = 1, "NONE"
-            for img in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")))
-            container.mux(stream.encode(None))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def scene_record(scene: Scene, key: str, subset: str, label: int) -> dict:
     """The JSON description of one video (one line of ``scenes.jsonl``)."""
     objects = [{"role": o.role, "shape": o.shape, "texture": o.texture, "colour": list(o.colour),
@@ -275,6 +253,18 @@ def generate(out_dir: str | os.PathLike, preset: str = "tiny", seed: int = 0, *,
                 return load_info(root)
             break
     atomic_write_json(pending, meta)
+    written = sum(not (root / "videos" / f"{_key(n, g, c)}.mp4").is_file() for n, _, g, c in video_entries(p))
+    records = _render_all(_jobs(p, int(seed), root / "videos"), workers, progress)
+    _write_lists(root, p, records)
+    atomic_write_json(done_file, meta)
+    pending.unlink(missing_ok=True)
+    info = load_info(root)
+    info.seconds, info.generated = time.perf_counter() - start, written
+    return info
+
+
+def _jobs(p: dict, seed: int, videos: Path) -> list[tuple]:
+    """One :func:`_job` per video, or per pair of twins (their base class first)."""
     labels = {n: i for i, n in enumerate(p["classes"])}
     jobs, seen = [], set()
     for name, subset, g, c in video_entries(p):
@@ -283,11 +273,13 @@ def generate(out_dir: str | os.PathLike, preset: str = "tiny", seed: int = 0, *,
             continue
         seen.add((base, g, c))
         names = [base, CATALOGUE[base].twin] if CATALOGUE[name].twin else [name]
-        jobs.append((names, subset, g, c, labels, p, int(seed), str(root / "videos")))
-    records, written = [], sum(not (root / "videos" / f"{_key(n, g, c)}.mp4").is_file() for n, _, g, c in
-                               video_entries(p))
-    from tqdm import tqdm
+        jobs.append((names, subset, g, c, labels, p, seed, str(videos)))
+    return jobs
 
+
+def _render_all(jobs: list[tuple], workers: int, progress: bool) -> list[dict]:
+    """Run the jobs (``workers > 1``: in spawned processes); their scene records, in job order."""
+    records: list[dict] = []
     bar = tqdm(total=sum(len(j[0]) for j in jobs), unit="video", desc="synth", disable=not progress,
                dynamic_ncols=True)
     if workers > 1:
@@ -301,8 +293,13 @@ def generate(out_dir: str | os.PathLike, preset: str = "tiny", seed: int = 0, *,
             records.extend(recs)
             bar.update(len(recs))
     bar.close()
+    return records
+
+
+def _write_lists(root: Path, p: dict, records: list[dict]) -> None:
+    """The UCF101 split files and ``scenes.jsonl``, in split order."""
     order = {k: i for i, k in enumerate(_key(n, g, c) for n, _, g, c in video_entries(p))}
-    records.sort(key=lambda r: order[r["video"]])
+    records = sorted(records, key=lambda r: order[r["video"]])
     splits = root / "splits"
     atomic_write_text(splits / "classInd.txt", _crlf([f"{i + 1} {n}" for i, n in enumerate(p["classes"])]))
     atomic_write_text(splits / "trainlist01.txt", _crlf([f"{r['video']}.mp4 {r['label'] + 1}" for r in records
@@ -310,17 +307,10 @@ def generate(out_dir: str | os.PathLike, preset: str = "tiny", seed: int = 0, *,
     atomic_write_text(splits / "testlist01.txt", _crlf([f"{r['video']}.mp4" for r in records
                                                         if r["subset"] == "test"]))
     atomic_write_text(root / "scenes.jsonl", "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
-    atomic_write_json(done_file, meta)
-    pending.unlink(missing_ok=True)
-    info = load_info(root)
-    info.seconds, info.generated = time.perf_counter() - start, written
-    return info
 
 
 def _clear(root: Path) -> None:
     """Remove what a previous generation wrote (only its own files)."""
-    import shutil
-
     shutil.rmtree(root / "videos", ignore_errors=True)
     shutil.rmtree(root / "splits", ignore_errors=True)
     for name in ("classes.json", "scenes.jsonl", ".synth-pending.json"):
@@ -367,8 +357,6 @@ def contact_sheet(root: str | os.PathLike, out_png: str | os.PathLike, frames: i
     colours (videos with the same group and clip number share them). Frames are rendered again from
     the scene: identical to what was encoded, before compression. Saved with a 256-colour palette.
     """
-    from PIL import Image, ImageDraw
-
     info = load_info(root)
     p = info.params
     tests: dict[str, list[tuple[int, int]]] = {}

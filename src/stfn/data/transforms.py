@@ -27,14 +27,11 @@ Normalisation. RGB: ``(x / 255 - mean) / std`` with ImageNet mean/std. Flow:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
-
+import cv2
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from stfn.config import DataConfig
+from stfn.config import ConfigError, DataConfig
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -48,7 +45,6 @@ __all__ = [
     "eval_crop_boxes",
     "hflip",
     "hflip_flow",
-    "iter_view_chunks",
     "multiscale_crop_box",
     "normalize_flow",
     "normalize_rgb",
@@ -134,8 +130,6 @@ def crop_resize(x: torch.Tensor, box: Box, size: int) -> torch.Tensor:
     top, left, h, w = box
     if (h, w) == (size, size):
         return x[..., top : top + h, left : left + w]
-    import cv2
-
     interp = cv2.INTER_AREA if min(h, w) > 1.25 * size else cv2.INTER_LINEAR
     if x.dim() == 4 and x.shape[1] == 3 and x.permute(0, 2, 3, 1).is_contiguous():
         frames = x.permute(0, 2, 3, 1).numpy()
@@ -157,18 +151,13 @@ def hflip_flow(flow: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def hflip(clip: dict[str, torch.Tensor], normalized: bool = False) -> dict[str, torch.Tensor]:
-    """Mirror a clip; flow-x is negated (``255 - q`` when quantised, ``-x`` when ``normalized``)."""
+def hflip(clip: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Mirror a quantised clip (``rgb`` and/or ``flow``, uint8); flow-x is negated (``255 - q``)."""
     out = dict(clip)
     if "rgb" in clip:
         out["rgb"] = clip["rgb"].flip(-1)
     if "flow" in clip:
-        if normalized:
-            flow = clip["flow"].flip(-1)
-            flow[..., 0::2, :, :] = -flow[..., 0::2, :, :]
-            out["flow"] = flow
-        else:
-            out["flow"] = hflip_flow(clip["flow"])
+        out["flow"] = hflip_flow(clip["flow"])
     return out
 
 
@@ -274,8 +263,6 @@ class EvalTransform:
 
 def build_transform(data_cfg: DataConfig, train: bool, views: int | None = None) -> TrainTransform | EvalTransform:
     """The transform the config describes; ``views`` overrides ``data_cfg.test_crops`` at test time."""
-    from stfn.config import ConfigError
-
     if data_cfg.crop_size < 1 or data_cfg.scale_size < data_cfg.crop_size:
         raise ConfigError(f"config key 'data.scale_size' ({data_cfg.scale_size}) must be at least "
                           f"'data.crop_size' ({data_cfg.crop_size}), which must be positive")
@@ -287,24 +274,3 @@ def build_transform(data_cfg: DataConfig, train: bool, views: int | None = None)
     if views not in VIEWS:
         raise ConfigError(f"config key 'data.test_crops' must be 1, 3 or 10, got {views}")
     return EvalTransform(data_cfg.crop_size, data_cfg.scale_size, views)
-
-
-def iter_view_chunks(batch: dict[str, torch.Tensor], views_per_chunk: int) -> Iterator[dict[str, torch.Tensor]]:
-    """Split a test batch ``(B, V, T, C, H, W)`` into chunks of views folded into the batch dimension.
-
-    Yields dicts with ``rgb``/``flow`` ``(B * v, T, C, H, W)`` (``v <= views_per_chunk``, batch-major:
-    row ``b * v + j`` is video ``b``, view ``j`` of the chunk) and ``views = v``, so 25 frames x 10 crops
-    can run through a network a few views at a time: ``logits.view(B, v, K)``, then average over views.
-    """
-    streams = [k for k in ("rgb", "flow") if k in batch]
-    if not streams:
-        raise ValueError("a test batch needs 'rgb' and/or 'flow'")
-    num_views = batch[streams[0]].shape[1]
-    step = max(1, views_per_chunk)
-    for v0 in range(0, num_views, step):
-        chunk: dict[str, torch.Tensor] = {}
-        for k in streams:
-            x = batch[k][:, v0 : v0 + step]
-            chunk[k] = x.reshape(-1, *x.shape[2:])
-        chunk["views"] = min(step, num_views - v0)  # type: ignore[assignment]
-        yield chunk

@@ -1,6 +1,7 @@
 """Video decoding: metadata, full sequential decode, and frame-accurate sparse decode.
 
-The one module of stfn that talks to a decoder library. Two backends:
+The one module of stfn that talks to a decoder library (with :mod:`stfn.data.video_seek`, its
+frame-accurate seeking in a PyAV stream). Two backends:
 
 * ``pyav`` (default, self-contained wheels): always available.
 * ``torchcodec`` (optional extra, needs FFmpeg shared libraries): used by ``backend="auto"`` for
@@ -20,7 +21,6 @@ A file is called truncated when it decodes to clearly fewer frames than its head
 
 from __future__ import annotations
 
-import bisect
 import functools
 import os
 from collections.abc import Iterator, Sequence
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stfn.data.video_seek import scan_packets, seek_decode, sequential_decode
 from stfn.errors import StfnError
 
 __all__ = [
@@ -111,7 +112,7 @@ def _fail(p: Path, e: BaseException) -> VideoError:
 
 def _open(p: Path, threads: int = 0):
     """Open ``p`` with PyAV and return ``(container, video stream)``."""
-    import av
+    import av  # decoder libraries load on first use: stfn prepare workers and the CLI import this module
 
     try:
         container = av.open(str(p))
@@ -205,7 +206,7 @@ def resize_shape(
 def _resize(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     if size is None or (frame.shape[1], frame.shape[0]) == tuple(size):
         return frame
-    import cv2
+    import cv2  # see _open
 
     shrink = size[0] * size[1] < frame.shape[0] * frame.shape[1]
     return cv2.resize(frame, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
@@ -225,7 +226,7 @@ def iter_frames(
     processes. With ``strict`` a truncated file raises :class:`VideoError` once iteration reaches
     the end (after the frames that did decode were yielded).
     """
-    import av
+    import av  # see _open
 
     p = _check_path(path)
     container, stream = _open(p, threads)
@@ -291,53 +292,26 @@ def read_frames(
     return frames
 
 
-# --- PyAV sparse decode -------------------------------------------------------------------------
-
-
-@dataclass
-class _Scan:
-    count: int  # frames in the container (non-empty packets)
-    pts: list[int] | None  # sorted presentation timestamps, None when they cannot be trusted
-    keys: list[int]  # key-frame timestamps, sorted
-
-
-def _scan_packets(container, stream) -> _Scan:
-    """Demux without decoding: frame count and, where reliable, the timestamps needed to seek."""
-    pts: list[int] = []
-    keys: list[int] = []
-    count, reliable = 0, container.format.name != "avi"  # AVI timestamps are packet counters
-    for packet in container.demux(stream):
-        if packet.size == 0:
-            continue  # flush packet at the end
-        count += 1
-        if packet.pts is None or getattr(packet, "is_discard", False):
-            reliable = False
-        if reliable:
-            pts.append(packet.pts)
-            if packet.is_keyframe:
-                keys.append(packet.pts)
-    if reliable and (len(set(pts)) != len(pts) or (stream.frames > 0 and stream.frames != count)):
-        reliable = False
-    return _Scan(count, sorted(pts) if reliable and len(keys) > 1 else None, sorted(keys))
+# --- PyAV sparse decode (stfn.data.video_seek) -----------------------------------------------------
 
 
 def _pyav_read_frames(p: Path, indices: list[int]) -> np.ndarray:
-    import av
+    import av  # see _open
 
     container, stream = _open(p)
     try:
         try:
             info = _header(p, container, stream)
-            scan = _scan_packets(container, stream)
+            scan = scan_packets(container, stream)
             _check_length(info, scan.count)
             if max(indices) >= scan.count:
                 raise VideoError(
                     f"frame index {max(indices)} is out of range for video '{p}' ({scan.count} frames)"
                 )
-            got = _seek_decode(container, stream, scan, indices) if scan.pts else None
+            got = seek_decode(container, stream, scan, indices) if scan.pts else None
             if got is None:
                 container.seek(0)
-                got = _sequential_decode(container, stream, indices)
+                got = sequential_decode(container, stream, indices)
         except (av.FFmpegError, OSError, ValueError) as e:
             raise _fail(p, e) from None
     finally:
@@ -348,43 +322,6 @@ def _pyav_read_frames(p: Path, indices: list[int]) -> np.ndarray:
     return np.stack([got[i] for i in indices])
 
 
-def _sequential_decode(container, stream, indices: list[int]) -> dict[int, np.ndarray]:
-    """Decode from the start up to the last index; convert only the wanted frames."""
-    wanted, last, got = set(indices), max(indices), {}
-    for i, frame in enumerate(container.decode(stream)):
-        if i in wanted:
-            got[i] = frame.to_ndarray(format="rgb24")
-        if i >= last:
-            break
-    return got
-
-
-def _seek_decode(container, stream, scan: _Scan, indices: list[int]) -> dict[int, np.ndarray] | None:
-    """Frame-accurate decode by timestamp; ``None`` if the stream turns out not to be seekable."""
-    assert scan.pts is not None
-    got: dict[int, np.ndarray] = {}
-    frames = None  # live decode iterator
-    cur = None  # pts of the last decoded frame
-    for target in sorted(set(indices)):
-        tpts = scan.pts[target]
-        key = scan.keys[max(0, bisect.bisect_right(scan.keys, tpts) - 1)]
-        if frames is None or cur is None or cur >= tpts or key > cur:
-            container.seek(key, stream=stream, backward=True, any_frame=False)
-            frames, cur = container.decode(stream), None
-        for frame in frames:
-            if frame.pts is None or (cur is not None and frame.pts <= cur):
-                return None  # missing or non-monotonic timestamps: fall back to sequential
-            cur = frame.pts
-            if cur == tpts:
-                got[target] = frame.to_ndarray(format="rgb24")
-                break
-            if cur > tpts:
-                return None
-        else:
-            return None
-    return got
-
-
 # --- torchcodec --------------------------------------------------------------------------------
 
 
@@ -393,7 +330,7 @@ def _torchcodec_read(path: str | os.PathLike, indices: list[int] | None) -> np.n
 
     Errors are left to PyAV, so that both backends fail on the same files with the same message.
     """
-    from torchcodec.decoders import VideoDecoder
+    from torchcodec.decoders import VideoDecoder  # optional extra: see _torchcodec_ok
 
     info = probe(path)
     if info.container == "avi":

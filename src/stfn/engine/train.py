@@ -35,7 +35,7 @@ from tqdm import tqdm
 from stfn.config import Config, ConfigError, save_config
 from stfn.data.datasets import build_loader
 from stfn.data.features import build_run_dataset, load_features_meta
-from stfn.data.prepare import load_manifest
+from stfn.data.manifest import load_manifest
 from stfn.engine import checkpoint as ckpt_lib
 from stfn.engine import distributed as dist_utils
 from stfn.engine.evaluate import evaluate, make_test_loader

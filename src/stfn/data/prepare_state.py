@@ -1,0 +1,121 @@
+"""The state of ``stfn prepare`` in ``out_dir/.stfn-prepare``: what makes a run resumable.
+
+``lock{suffix}`` (one run per shard), ``workers{suffix}.lock`` (held, shared, by the worker processes
+of a run: a new run waits for the workers of a killed one), ``settings.json`` (an output folder holds
+one set of settings), ``journal{suffix}.jsonl`` (one record per finished video, ``{"key", ...manifest
+fields, "stamp": [size, mtime_ns] of the source}``) and ``tmp{suffix}/`` (videos being written).
+:func:`plan` reads the journals of all shards and says which videos are left to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from stfn.errors import StfnError
+from stfn.fileio import atomic_write_json
+
+__all__ = ["STATE_DIR", "plan", "save_settings", "shard_lock"]
+
+STATE_DIR = ".stfn-prepare"
+
+
+@contextlib.contextmanager
+def shard_lock(state: Path, suffix: str) -> Iterator[None]:
+    """Exclusive lock for one shard; waits (up to 30 s) for worker processes of a killed run to exit."""
+    try:
+        import fcntl  # POSIX only
+    except ImportError:  # Windows: no locking
+        yield
+        return
+    lock = open(state / f"lock{suffix}", "a")  # noqa: SIM115
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise StfnError(f"another stfn prepare is writing shard '{suffix or '0/1'}' of '{state.parent}'") from None
+        with open(state / f"workers{suffix}.lock", "a") as wl:
+            deadline = time.monotonic() + 30
+            while True:  # orphaned workers hold a shared lock until their watchdog ends them
+                try:
+                    fcntl.flock(wl, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(wl, fcntl.LOCK_UN)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise StfnError(f"worker processes of an earlier run still write into '{state.parent}'") from None
+                    time.sleep(0.1)
+        yield
+    finally:
+        lock.close()
+
+
+def save_settings(saved: Path, settings: dict[str, Any], out: Path) -> None:
+    """Record ``settings`` in the state folder; refuse a folder prepared with other settings."""
+    if saved.is_file() and json.loads(saved.read_text()) != settings:
+        raise StfnError(
+            f"'{out}' was prepared with other settings ({json.dumps(json.loads(saved.read_text()))}) than "
+            f"this call's ({json.dumps(settings)}); use a new output folder or the same options"
+        )
+    atomic_write_json(saved, settings)
+
+
+def _read_journal(path: Path) -> dict[str, dict[str, Any]]:
+    records: dict[str, dict[str, Any]] = {}
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+                records[rec.pop("key")] = rec
+            except (ValueError, KeyError, AttributeError):
+                continue  # a line cut short by a kill
+    return records
+
+
+def _complete(folder: Path, rec: dict[str, Any]) -> bool:
+    """Cheap check that ``folder`` holds exactly the recorded numbers of frames and flow fields."""
+    n, m = rec.get("frames", 0), rec.get("flows", 0)
+    if n < 1 or not (folder / f"img_{n:05d}.jpg").is_file() or (folder / f"img_{n + 1:05d}.jpg").exists():
+        return False
+    for c in ("x", "y"):
+        if m and not (folder / f"flow_{c}_{m:05d}.jpg").is_file():
+            return False
+        if (folder / f"flow_{c}_{m + 1:05d}.jpg").exists():
+            return False
+    return True
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def plan(
+    mine: list[tuple[str, str]], root: Path, out: Path, state: Path, journal_path: Path, tmp_root: Path,
+    retry_failed: bool,
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """``(records, tasks)`` of this shard's videos ``mine`` (``(key, source relative to root)``): the
+    journalled records to keep (complete videos, failed ones not to retry, and this shard's records of
+    videos an earlier list assigned) and the videos to prepare now (a temporary folder each)."""
+    known: dict[str, dict[str, Any]] = {}
+    for jp in sorted(state.glob("journal*.jsonl")):
+        known.update({k: r for k, r in _read_journal(jp).items() if k not in known or r["status"] == "ok"})
+    assigned = {k for k, _ in mine}
+    records = {k: r for k, r in _read_journal(journal_path).items() if k not in assigned}  # earlier lists
+    tasks = []
+    for key, rel in mine:
+        rec, src = known.get(key), root / rel
+        if rec is not None and rec.get("stamp") == _stamp(src):
+            if rec["status"] == "ok" and _complete(out / key, rec):
+                records[key] = rec
+                continue
+            if rec["status"] == "failed" and not retry_failed:
+                records[key] = rec
+                continue
+        tasks.append({"key": key, "rel": rel, "source": str(src), "final": str(out / key),
+                      "tmp": str(tmp_root / f"{len(tasks):07d}"), "stamp": _stamp(src)})
+    return records, tasks
