@@ -104,9 +104,9 @@ def full_flow_seconds(predictor, clip: Path, rounds: int) -> float:
     from stfn.data.video import probe, read_video, resize_shape
 
     info = probe(clip)
-    p = predictor.prepare
+    p = predictor.reader.prepare
     frames = read_video(clip, size=resize_shape(info.width, info.height, p.short_side, p.size))
-    times = interleaved({"full": lambda: predictor._flow_estimator()(frames)}, rounds, warmup=0)
+    times = interleaved({"full": lambda: predictor.reader.flow_estimator()(frames)}, rounds, warmup=0)
     return stats(times["full"])["median"]
 
 

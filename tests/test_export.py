@@ -89,6 +89,7 @@ def test_single_stream_models_have_one_input(tmp_path):
 def test_cli_export(ckpt, tmp_path, capsys):
     out = tmp_path / "sub" / "m.onnx"
     assert main(["export", str(ckpt), "--format", "onnx", "--out", str(out)]) == 0
+    assert torch.is_grad_enabled()  # the command leaves the process's autograd mode as it was
     text = capsys.readouterr().out
     assert out.is_file() and "rgb (B, 4, 3, 32, 32)" in text and "logits (B, 3)" in text and "difference" in text
     assert not [p for p in out.parent.iterdir() if p.name != "m.onnx"]  # no temporary file left behind

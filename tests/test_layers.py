@@ -8,8 +8,9 @@ Layers, lowest first (a module imports only from its own layer or below)::
     3  predict, export, study
     4  serve, commands, cli, __main__
 
-Commands import their heavy modules inside ``run`` (so ``stfn --help`` stays fast); everywhere else an
-import of an stfn module inside a function would hide a cycle, and in ``engine/`` there is none.
+Commands import their heavy modules inside ``run`` (so ``stfn --help`` stays fast). In ``engine/`` no
+stfn module is imported inside a function; elsewhere only a deliberately lazy one (e.g. one that loads
+torch, which ``stfn prepare``'s workers do without), with a comment saying why.
 """
 
 from __future__ import annotations
@@ -73,14 +74,19 @@ MODULES = _modules()
 
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_imports_respect_the_layers(name: str) -> None:
-    tree = ast.parse(MODULES[name].read_text(), str(MODULES[name]))
+    text = MODULES[name].read_text()
+    tree, lines = ast.parse(text, str(MODULES[name])), text.splitlines()
     own = _layer(name)
     for module, node, inside in _stfn_imports(tree, name):
         target = _layer(module)
         if own is not None and target is not None:
             assert target <= own, f"{name}:{node.lineno} imports {module} from a higher layer"
-        if inside and not name.startswith("stfn.commands."):
-            pytest.fail(f"{name}:{node.lineno} imports {module} inside a function (a hidden cycle?)")
+        if not inside or name.startswith("stfn.commands."):
+            continue
+        if name.startswith("stfn.engine."):
+            pytest.fail(f"{name}:{node.lineno} imports {module} inside a function")
+        said = "#" in lines[node.lineno - 1] or lines[node.lineno - 2].strip().startswith("#")
+        assert said, f"{name}:{node.lineno} imports {module} inside a function without a comment saying why"
 
 
 def test_every_layer_is_known() -> None:

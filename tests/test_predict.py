@@ -12,8 +12,11 @@ import torch
 
 from stfn.cli import main
 from stfn.config import config_from_dict
+from stfn.data import clip_reader
+from stfn.data.flow import parse_flow_spec
+from stfn.data.prepare_record import resolve_prepare_settings
 from stfn.errors import StfnError
-from stfn.predict import Predictor, expand_inputs, parse_flow_spec, resolve_prepare_settings
+from stfn.predict import Predictor, expand_inputs
 from stfn.runtime import cpu_supports_bf16  # --amp auto: bf16 only where the CPU runs it natively
 from suite_helpers import SHARED, save_tiny_checkpoint
 
@@ -55,6 +58,7 @@ def test_good_and_corrupt_video_in_one_call(two_stream_ckpt, capsys):
     rc = main(["predict", str(two_stream_ckpt), str(TEST_AVI), str(CORRUPT), "--top-k", "3"])
     out, err = capsys.readouterr()
     assert rc == 1  # one file failed
+    assert torch.is_grad_enabled()  # the command leaves the process's autograd mode as it was
     lines = out.strip().splitlines()
     assert lines[0] == f"{TEST_AVI}:"
     probs = []
@@ -114,7 +118,7 @@ def test_scores_equal_full_decode_and_full_flow(tmp_path):
         "rgb": torch.from_numpy(frames[idx.rgb]).permute(0, 3, 1, 2).contiguous(),
         "flow": torch.from_numpy(np.stack([np.concatenate([flow[k].transpose(2, 0, 1) for k in s]) for s in idx.flow])),
     }
-    got_clip = predictor.load_clip(TEST_AVI)
+    got_clip = predictor.reader.load_clip(TEST_AVI)
     assert torch.equal(got_clip["rgb"], clip["rgb"]) and torch.equal(got_clip["flow"], clip["flow"])
     assert clip["flow"].float().std() > 1  # real motion in the stacks, not a constant
     views = build_transform(cfg.data, train=False, views=3)(clip)
@@ -142,9 +146,9 @@ def test_only_sampled_flow_fields_are_computed(two_stream_ckpt, monkeypatch):
             return estimator(frames)
         return run
 
-    monkeypatch.setattr(flow_mod, "create_estimator", counting)
+    monkeypatch.setattr(clip_reader, "create_estimator", counting)
     predictor = Predictor.from_checkpoint(two_stream_ckpt, device="cpu", amp="none")
-    clip = predictor.load_clip(TEST_AVI)
+    clip = predictor.reader.load_clip(TEST_AVI)
     assert clip["flow"].shape == (4, 4, 36, 48) and clip["flow"].dtype == torch.uint8
     assert 0 < sum(pairs) <= 4 * 2  # T stacks of L fields, not the 163 fields of the video
     assert clip["rgb"].shape == (4, 3, 36, 48)
@@ -158,12 +162,12 @@ def test_rgb_only_model_computes_no_flow(rgb_ckpt, monkeypatch, capsys):
         raise AssertionError("an RGB-only model must not compute optical flow")
 
     monkeypatch.setattr(flow_mod, "compute_flow", forbidden)
-    monkeypatch.setattr(flow_mod, "create_estimator", forbidden)
+    monkeypatch.setattr(clip_reader, "create_estimator", forbidden)
     rc = main(["predict", str(rgb_ckpt), str(TEST_AVI), "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert rc == 0 and doc["settings"]["streams"] == ["rgb"] and doc["settings"]["flow"] is None
     assert doc["results"][0]["ok"]
-    clip = Predictor.from_checkpoint(rgb_ckpt, device="cpu").load_clip(TEST_AVI)
+    clip = Predictor.from_checkpoint(rgb_ckpt, device="cpu").reader.load_clip(TEST_AVI)
     assert "flow" not in clip and clip["rgb"].shape == (4, 3, 36, 48)
 
 
@@ -199,7 +203,7 @@ def test_short_and_one_frame_videos(tmp_path, two_stream_ckpt):
                 c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
             c.mux(s.encode())
         predictor = Predictor.from_checkpoint(two_stream_ckpt, device="cpu")
-        clip = predictor.load_clip(path)
+        clip = predictor.reader.load_clip(path)
         assert clip["num_frames"] == n and clip["flow"].shape == (4, 4, 36, 48)
         if n == 1:
             assert bool((clip["flow"] == 128).all())
@@ -269,8 +273,8 @@ def test_inputs_match_what_stfn_prepare_wrote(tmp_path):
     prepare_dataset(tmp_path / "videos", root, flow="dis", bound=4.0, short_side=40, workers=0, progress=False)
     ckpt = save_checkpoint(tmp_path / "ckpt.pt", tiny_config(root=str(root)))
     predictor = Predictor.from_checkpoint(ckpt, device="cpu")
-    assert predictor.prepare.short_side == 40 and predictor.prepare.bound == 4.0
-    clip = predictor.load_clip(TEST_AVI)
+    assert predictor.reader.prepare.short_side == 40 and predictor.reader.prepare.bound == 4.0
+    clip = predictor.reader.load_clip(TEST_AVI)
 
     folder = root / "Cls" / "test"
     n = len(list(folder.glob("img_*.jpg")))
@@ -289,7 +293,7 @@ def test_autocast_precisions(two_stream_ckpt):
     fp32 = Predictor.from_checkpoint(two_stream_ckpt, device="cpu", amp="none")
     bf16 = Predictor.from_checkpoint(two_stream_ckpt, device="cpu", amp="bf16")
     assert fp32.settings()["amp"] == "none" and bf16.settings()["amp"] == "bfloat16"
-    clip = fp32.load_clip(TEST_AVI) if TEST_AVI.is_file() else None
+    clip = fp32.reader.load_clip(TEST_AVI) if TEST_AVI.is_file() else None
     if clip is not None:
         views = fp32.transform({s: clip[s] for s in fp32.streams})
         a, b = fp32.scores(views), bf16.scores(views)
@@ -313,10 +317,10 @@ def test_flow_does_not_depend_on_earlier_videos(two_stream_ckpt, tmp_path):
         c.mux(s.encode())
     prepare = {"flow": {"algorithm": "dis", "preset": "fast", "bound": 2.0}, "resize": {}}  # source sizes
     ckpt = save_checkpoint(tmp_path / "native.pt", tiny_config(), {"prepare": prepare})
-    first = Predictor.from_checkpoint(ckpt, device="cpu").load_clip(TEST_AVI)["flow"]
+    first = Predictor.from_checkpoint(ckpt, device="cpu").reader.load_clip(TEST_AVI)["flow"]
     predictor = Predictor.from_checkpoint(ckpt, device="cpu")
-    predictor.load_clip(small)
-    assert torch.equal(predictor.load_clip(TEST_AVI)["flow"], first)
+    predictor.reader.load_clip(small)
+    assert torch.equal(predictor.reader.load_clip(TEST_AVI)["flow"], first)
 
 
 @needs_videos
@@ -331,14 +335,14 @@ def test_one_failing_file_does_not_stop_the_others(rgb_ckpt, tmp_path, monkeypat
     predictor = Predictor.from_checkpoint(rgb_ckpt, device="cpu")
     fake = tmp_path / "notavideo.mp4"
     fake.write_text("hello")
-    real = predictor.load_clip
+    real = predictor.reader.load_clip
 
     def flaky(path, timings=None):
         if Path(path).name == "boom.avi":
             raise RuntimeError("decoder exploded")
         return real(path, timings)
 
-    monkeypatch.setattr(predictor, "load_clip", flaky)
+    monkeypatch.setattr(predictor.reader, "load_clip", flaky)
     good = [TEST_AVI] if TEST_AVI.is_file() else []
     results = list(predictor.predict_many([fake, tmp_path / "boom.avi", *good], top_k=1))
     assert [r["ok"] for r in results] == [False, False] + [True] * len(good)

@@ -25,9 +25,10 @@ def run(args: argparse.Namespace) -> int:
 
     from stfn.export import export_checkpoint
 
-    torch.set_grad_enabled(False)
-    info = export_checkpoint(args.checkpoint, args.out, fmt=args.fmt, frames=args.frames, size=args.size,
-                             check=not args.no_check)
+    with torch.no_grad():  # not set_grad_enabled(False): it would outlive this command in the process
+        info = export_checkpoint(args.checkpoint, args.out, fmt=args.fmt, frames=args.frames, size=args.size,
+                                 check=not args.no_check)
+
     def shape(dims: list[int]) -> str:
         return "(" + ", ".join("B" if d < 0 else str(d) for d in dims) + ")"
 

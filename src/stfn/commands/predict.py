@@ -64,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
     settings = predictor.settings()
     if args.verbose and not args.json:
         print(f"checkpoint {args.checkpoint}: " + ", ".join(f"{k}={v}" for k, v in settings.items()), file=sys.stderr)
-    torch.set_grad_enabled(False)
     results, failed = [], 0
     for result in predictor.predict_many(expand_inputs(args.inputs), top_k=args.top_k):
         if not result["ok"]:

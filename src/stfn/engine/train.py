@@ -35,7 +35,7 @@ from tqdm import tqdm
 from stfn.config import Config, ConfigError, save_config
 from stfn.data.datasets import build_loader
 from stfn.data.features import build_run_dataset, load_features_meta
-from stfn.data.manifest import load_manifest
+from stfn.data.prepare_record import prepare_record
 from stfn.engine import checkpoint as ckpt_lib
 from stfn.engine import distributed as dist_utils
 from stfn.engine.evaluate import evaluate, make_test_loader
@@ -52,20 +52,6 @@ __all__ = ["NonFiniteLossError", "train", "train_one_epoch"]
 
 class NonFiniteLossError(StfnError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-def _prepare_record(cfg: Config) -> dict:
-    """``{"flow", "resize"}`` of the manifest the training videos came from (for ``stfn predict``)."""
-    root = cfg.data.root
-    if cfg.data.features:
-        root = load_features_meta(cfg.data.features).get("data", {}).get("root", "")
-    if not root:
-        return {}
-    try:
-        manifest = load_manifest(root)
-    except (StfnError, OSError):
-        return {}
-    return {"flow": dict(manifest.flow), "resize": dict(manifest.resize)}
 
 
 def _log(info: dist_utils.DistInfo, text: str) -> None:
@@ -349,7 +335,7 @@ def _setup(cfg: Config, out: Path, resume: bool) -> tuple[_Run, _Progress]:
         _log(info, f"resuming '{out}' after epoch {done.start_epoch}")
     del state
     provenance = {"dataset": getattr(train_set, "identity", {}), "train_videos": list(train_set.videos),
-                  "prepare": _prepare_record(cfg)}
+                  "prepare": prepare_record(cfg)}
     run = _Run(cfg, out, info, device, model, model, loader, test_loader, optimizer, scheduler, scaler, amp_dtype,
                steps_per_epoch, classes, provenance)
     if info.is_main:
