@@ -14,7 +14,7 @@ from torch import nn
 from stfn.cli import main
 from stfn.data.datasets import build_loader
 from stfn.engine.checkpoint import CheckpointError
-from stfn.engine.evaluate import evaluate, evaluate_checkpoint, evaluate_many
+from stfn.engine.evaluate import evaluate, evaluate_checkpoint, evaluate_many, fuse_predictions
 from stfn.engine.metrics import compute_metrics
 from stfn.engine.train import train
 from stfn.errors import StfnError
@@ -150,3 +150,26 @@ def test_tsn_streams_fusion_of_two_checkpoints_and_mean_over_splits(tmp_path, fa
     assert report["mean"]["top1"] == pytest.approx(sum(tops) / 2)
     assert main(["eval", paths["rgb"], "--split", "2", "--no-progress"]) == 2  # overlap: one sentence, exit 2
     assert "was trained on" in capsys.readouterr().err
+
+
+def _row(index: int, video: str, label: int, scores: list[float]) -> dict:
+    return {"index": index, "video": video, "label": label, "pred": 0, "scores": scores}
+
+
+def test_fuse_predictions_is_tsn_late_fusion_hand_computed():
+    rgb = [_row(0, "a", 0, [2.0, 0.0]), _row(1, "b", 1, [0.0, 1.0])]
+    flow = [_row(1, "b", 1, [3.0, 0.0]), _row(0, "a", 0, [0.0, 0.0])]  # another order: matched by video
+    fused = fuse_predictions({"rgb": rgb, "flow": flow}, weights=(1.0, 1.5))
+    assert [(p["index"], p["video"], p["label"]) for p in fused] == [(0, "a", 0), (1, "b", 1)]  # rgb's order
+    for p, r, f in zip(fused, rgb, sorted(flow, key=lambda q: q["index"]), strict=True):
+        expected = ((torch.tensor(r["scores"]).softmax(0) + 1.5 * torch.tensor(f["scores"]).softmax(0)) / 2.5).log()
+        assert torch.allclose(torch.tensor(p["scores"]), expected, atol=1e-6)
+        assert p["pred"] == int(expected.argmax())
+        assert p["stream_scores"] == {"rgb": r["scores"], "flow": f["scores"]}
+    # video b: rgb prefers class 1 (0.73), flow class 0 (0.95) with the larger weight: fused picks 0
+    assert fused[1]["pred"] == 0
+
+
+def test_fuse_predictions_refuses_different_videos():
+    with pytest.raises(StfnError, match="same test videos"):
+        fuse_predictions({"rgb": [_row(0, "a", 0, [1.0])], "flow": [_row(0, "b", 0, [1.0])]}, [1.0, 1.5])

@@ -1,5 +1,5 @@
-"""Tests of ``stfn demo`` (``stfn.study.demo``): a reduced demo end to end, the late fusion of the TSN
-evaluations, and the refusal to resume another run's folder."""
+"""Tests of ``stfn demo`` (``stfn.study.demo``): a reduced demo end to end (its TSN two-stream scores
+equal the late fusion of the two TSN evaluations), and the refusal to resume another run's folder."""
 
 from __future__ import annotations
 
@@ -12,36 +12,10 @@ import torch
 
 from stfn.cli import main
 from stfn.engine.checkpoint import load_checkpoint
-from stfn.engine.evaluate import evaluate_checkpoint
+from stfn.engine.evaluate import evaluate_checkpoint, fuse_predictions
 from stfn.errors import StfnError
-from stfn.study.demo import fuse_predictions, run_demo
+from stfn.study.demo import run_demo
 from stfn.study.presets import E2E_MODEL, MODELS, PRESETS
-
-# ----------------------------------------------------------------------------- late fusion of two evaluations
-
-
-def _row(index: int, video: str, label: int, scores: list[float]) -> dict:
-    return {"index": index, "video": video, "label": label, "pred": 0, "scores": scores}
-
-
-def test_fuse_predictions_is_tsn_late_fusion_hand_computed():
-    rgb = [_row(0, "a", 0, [2.0, 0.0]), _row(1, "b", 1, [0.0, 1.0])]
-    flow = [_row(1, "b", 1, [3.0, 0.0]), _row(0, "a", 0, [0.0, 0.0])]  # another order: matched by video
-    fused = fuse_predictions(rgb, flow, weights=(1.0, 1.5))
-    assert [(p["index"], p["video"], p["label"]) for p in fused] == [(0, "a", 0), (1, "b", 1)]  # rgb's order
-    for p, r, f in zip(fused, rgb, sorted(flow, key=lambda q: q["index"]), strict=True):
-        expected = ((torch.tensor(r["scores"]).softmax(0) + 1.5 * torch.tensor(f["scores"]).softmax(0)) / 2.5).log()
-        assert torch.allclose(torch.tensor(p["scores"]), expected, atol=1e-6)
-        assert p["pred"] == int(expected.argmax())
-        assert p["stream_scores"] == {"rgb": r["scores"], "flow": f["scores"]}
-    # video b: rgb prefers class 1 (0.73), flow class 0 (0.95) with the larger weight: fused picks 0
-    assert fused[1]["pred"] == 0
-
-
-def test_fuse_predictions_refuses_different_videos():
-    with pytest.raises(StfnError, match="same test videos"):
-        fuse_predictions([_row(0, "a", 0, [1.0])], [_row(0, "b", 0, [1.0])])
-
 
 # ----------------------------------------------------------------------------- the tiny demo, end to end
 
@@ -130,8 +104,8 @@ def test_tiny_demo_two_stream_checkpoint(tiny_demo):
             assert torch.equal(two[k], v), k
     assert set(two) == set(rgb) | set(flow)
 
-    fused = fuse_predictions(json.loads((runs / "tsn_rgb" / "predictions_last.json").read_text()),
-                             json.loads((runs / "tsn_flow" / "predictions_last.json").read_text()))
+    fused = fuse_predictions({s: json.loads((runs / f"tsn_{s}" / "predictions_last.json").read_text())
+                              for s in ("rgb", "flow")}, [1.0, 1.5])
     direct = evaluate_checkpoint(runs / "tsn_two_stream" / "last.pt", progress=False)["predictions"]
     assert [p["video"] for p in fused] == [p["video"] for p in direct]
     for a, b in zip(fused, direct, strict=True):

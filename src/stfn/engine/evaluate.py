@@ -15,6 +15,7 @@ import io
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ __all__ = [
     "evaluate",
     "evaluate_checkpoint",
     "evaluate_many",
+    "fuse_predictions",
     "fuse_results",
     "make_test_loader",
     "metrics_from_predictions",
@@ -244,6 +246,23 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
     return {k: result[k] for k in keep if k in result}
 
 
+def fuse_predictions(by_stream: dict[str, list[dict[str, Any]]], weights: Sequence[float]) -> list[dict[str, Any]]:
+    """TSN late fusion (:func:`stfn.models.fusion.late_fusion`) of single-stream evaluations of the same
+    test videos: ``{stream: prediction rows}`` (as :func:`evaluate` writes them) -> fused rows with
+    ``stream_scores``, matched by video, in the order of the first stream's rows."""
+    names = list(by_stream)
+    first = by_stream[names[0]]
+    rows = {s: {p["video"]: p for p in by_stream[s]} for s in names}
+    if any(set(rows[s]) != set(rows[names[0]]) or len(rows[s]) != len(by_stream[s]) for s in names):
+        raise StfnError(f"the {' and '.join(names)} evaluations did not score the same test videos "
+                        "(same split and dataset?)")
+    scores = {s: torch.tensor([rows[s][p["video"]]["scores"] for p in first]) for s in names}  # (N, K) each
+    fused = late_fusion([scores[s] for s in names], weights)
+    return [{"index": p["index"], "video": p["video"], "label": p["label"], "pred": int(fused[i].argmax()),
+             "scores": fused[i].tolist(), "stream_scores": {s: scores[s][i].tolist() for s in names}}
+            for i, p in enumerate(first)]
+
+
 def fuse_results(results: list[dict[str, Any]], weights: list[float] | None = None) -> dict[str, Any]:
     """TSN late fusion of single-stream evaluations of one split (an RGB and a flow checkpoint):
     ``w_rgb * scores_rgb + w_flow * scores_flow`` per video; ``weights`` default to the RGB model's
@@ -253,17 +272,8 @@ def fuse_results(results: list[dict[str, Any]], weights: list[float] | None = No
     weights = list(weights if weights is not None else by_stream[order[0]]["fusion_weights"])
     if len(weights) != len(order):
         raise StfnError(f"{len(weights)} fusion weights given for the {len(order)} streams {', '.join(order)}")
-    videos = [[p["video"] for p in by_stream[s]["predictions"]] for s in order]
-    if any(v != videos[0] for v in videos):
-        raise StfnError("the checkpoints to fuse were evaluated on different test videos (same split and dataset?)")
-    fused_scores = late_fusion([torch.tensor([p["scores"] for p in by_stream[s]["predictions"]]) for s in order],
-                               weights)
-    predictions = []
-    for i, p in enumerate(by_stream[order[0]]["predictions"]):
-        predictions.append({"index": p["index"], "video": p["video"], "label": p["label"],
-                            "pred": int(fused_scores[i].argmax()), "scores": fused_scores[i].tolist(),
-                            "stream_scores": {s: by_stream[s]["predictions"][i]["scores"] for s in order}})
-    out = metrics_from_predictions(predictions, fused_scores.shape[1])
+    predictions = fuse_predictions({s: by_stream[s]["predictions"] for s in order}, weights)
+    out = metrics_from_predictions(predictions, len(predictions[0]["scores"]) if predictions else 0)
     out.update(predictions=predictions, split=results[0]["split"], weights=weights,
                checkpoints=[by_stream[s]["checkpoint"] for s in order], classes=results[0]["classes"],
                streams={s: {k: by_stream[s][k] for k in ("top1", "top5", "mean_class_acc")} for s in order})

@@ -41,11 +41,10 @@ from stfn.data.features import FeatureDataset, load_features_meta
 from stfn.data.prepare import prepare_dataset
 from stfn.data.synthetic import generate
 from stfn.engine.checkpoint import load_checkpoint, load_model
-from stfn.engine.evaluate import metrics_from_predictions
+from stfn.engine.evaluate import fuse_predictions, metrics_from_predictions
 from stfn.engine.features import extract_features
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json
-from stfn.models.fusion import late_fusion
 from stfn.runtime import describe_dtype, resolve_amp, resolve_device
 from stfn.study.analysis import class_groups, group_accuracy, load_classes_meta, temporal_pairs
 from stfn.study.machine import machine_info
@@ -57,7 +56,6 @@ from stfn.study.significance import video_outcomes
 __all__ = [
     "backbone_config",
     "base_config",
-    "fuse_predictions",
     "head_config",
     "run_demo",
     "tsn_position_margins",
@@ -151,23 +149,6 @@ def _end_to_end_config(base: Config, p: DemoPreset, features: Path, runs: Path) 
 
 
 # ----------------------------------------------------------------------------- scoring
-
-
-def fuse_predictions(rgb: list[dict[str, Any]], flow: list[dict[str, Any]],
-                     weights: tuple[float, float] = (1.0, 1.5)) -> list[dict[str, Any]]:
-    """TSN late fusion of two single-stream evaluations of the same test videos (same views and
-    positions): ``log(sum_s w_s softmax(scores_s) / sum_s w_s)`` (:func:`stfn.models.fusion.late_fusion`),
-    exactly what the two-stream TSN network's ``forward`` computes. Rows as
-    :func:`stfn.engine.evaluate.evaluate` writes them, in the order of ``rgb``."""
-    by_video = {p["video"]: p for p in flow}
-    if set(by_video) != {p["video"] for p in rgb}:
-        raise StfnError("the RGB and flow evaluations did not score the same test videos")
-    s = {"rgb": torch.tensor([p["scores"] for p in rgb]),  # (N, K)
-         "flow": torch.tensor([by_video[p["video"]]["scores"] for p in rgb])}
-    fused = late_fusion([s[k] for k in STREAMS], weights)  # (N, K)
-    return [{"index": p["index"], "video": p["video"], "label": p["label"], "pred": int(fused[i].argmax()),
-             "scores": fused[i].tolist(), "stream_scores": {k: v[i].tolist() for k, v in s.items()}}
-            for i, p in enumerate(rgb)]
 
 
 def tsn_position_margins(tsn_ckpt: Path, features: Path, pairs: dict[int, int]) -> dict[str, Any]:
@@ -288,8 +269,7 @@ def _tsn_two_stream(base: Config, runs: Path, trained: dict[str, Any]) -> tuple[
     """Step 4: the two-stream TSN checkpoint, and its evaluation from the two single-stream ones."""
     two = build_two_stream_checkpoint(runs / "tsn_rgb" / "last.pt", runs / "tsn_flow" / "last.pt",
                                       runs / "tsn_two_stream" / "last.pt")
-    preds = fuse_predictions(trained["rgb"]["last"]["predictions"], trained["flow"]["last"]["predictions"],
-                             tuple(base.model.fusion_weights))
+    preds = fuse_predictions({s: trained[s]["last"]["predictions"] for s in STREAMS}, base.model.fusion_weights)
     return two, {**metrics_from_predictions(preds, len(preds[0]["scores"])), "predictions": preds}
 
 
