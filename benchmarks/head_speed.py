@@ -41,9 +41,10 @@ import common
 import torch
 from torch import nn
 
+from stfn.config import STREAMS as _STREAMS
 from stfn.runtime import cpu_supports_bf16
 
-STREAMS = ["rgb", "flow"]
+STREAMS = list(_STREAMS)
 PRECISIONS = ("fp32", "bf16", "bf16-head")
 UCF101_TRAIN = 9537
 

@@ -33,9 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from stfn.config import STREAMS
 from stfn.runtime import cpu_supports_bf16, resolve_device
-
-STREAMS = ("rgb", "flow")
 
 
 def write_cache(root: Path, videos: int, frames: int, dim: int, classes: int = 101) -> float:
