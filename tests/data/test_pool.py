@@ -123,6 +123,7 @@ def video_many(video_factory, video_shared: Path, tmp_path: Path) -> Path:
 
 
 @pytest.mark.skipif(not LINUX, reason="uses /proc and SIGKILL")
+@pytest.mark.e2e
 def test_kill_9_mid_run_then_resume_gives_complete_consistent_output(
     video_many: Path, tmp_path: Path, frame_counts, check_prepared
 ) -> None:
@@ -152,6 +153,7 @@ def test_kill_9_mid_run_then_resume_gives_complete_consistent_output(
 
 
 @pytest.mark.skipif(not LINUX, reason="uses /proc and SIGKILL")
+@pytest.mark.e2e
 def test_a_crashing_worker_fails_only_its_video_and_the_run_goes_on(video_many: Path, tmp_path: Path, check_prepared) -> None:
     out = tmp_path / "out"
     proc = _start(video_many, out)
