@@ -84,6 +84,7 @@ class ModelConfig:
     freeze_backbone: bool = False  # train only the head (features can then be cached)
     tsn_dropout: float = 0.8  # TSN per-stream dropout before the classifier
     fusion_weights: list[float] = field(default_factory=lambda: [1.0, 1.5])  # TSN late fusion rgb:flow
+    fusion_rule: str = "logits"  # TSN late fusion: logits (TSN's weighted logit sum) | softmax (softmax mean)
     head: HeadConfig = field(default_factory=HeadConfig)
 
 

@@ -42,7 +42,8 @@ def test_flow_stack_centred_then_clamped():
     assert flow_stack(0, 163, 5) == [0, 1, 2, 3, 4]  # near the start: shifted right
     assert flow_stack(163, 163, 5) == [158, 159, 160, 161, 162]  # last frame: last 5 fields
     assert flow_stack(10, 163, 1) == [10]
-    assert flow_stack(10, 163, 2) == [10, 11]
+    assert flow_stack(10, 163, 2) == [9, 10]  # frames 9 -> 10 -> 11: centred on frame 10
+    assert flow_stack(50, 163, 10) == list(range(45, 55))  # L = 10 (TSN): frames 45 .. 55, centre 50
     # short videos: repeat the last field; no flow at all: empty
     assert flow_stack(1, 3, 5) == [0, 1, 2, 2, 2]
     assert flow_stack(0, 1, 3) == [0, 0, 0]
@@ -86,3 +87,13 @@ def test_property_indices_always_valid(n, t, length, train, seed, short_flow):
             assert all(s == 1 for s in steps)
         else:
             assert stack[: flows] == list(range(flows)) and set(stack[flows:]) <= {flows - 1}
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 4, 5, 10])
+def test_flow_stack_is_centred_on_its_frame_for_even_and_odd_lengths(length: int) -> None:
+    """Field k spans frames k .. k + 1, so a stack of fields a .. a + L - 1 spans frames a .. a + L and
+    its centre is a + L / 2: frame p for even L, the middle of field p (p + 1/2) for odd L."""
+    for p in range(20, 40):
+        stack = flow_stack(p, 163, length)
+        centre = (stack[0] + stack[-1] + 1) / 2
+        assert centre == (p if length % 2 == 0 else p + 0.5), (p, stack)

@@ -159,15 +159,20 @@ def _row(index: int, video: str, label: int, scores: list[float]) -> dict:
 def test_fuse_predictions_is_tsn_late_fusion_hand_computed():
     rgb = [_row(0, "a", 0, [2.0, 0.0]), _row(1, "b", 1, [0.0, 1.0])]
     flow = [_row(1, "b", 1, [3.0, 0.0]), _row(0, "a", 0, [0.0, 0.0])]  # another order: matched by video
-    fused = fuse_predictions({"rgb": rgb, "flow": flow}, weights=(1.0, 1.5))
-    assert [(p["index"], p["video"], p["label"]) for p in fused] == [(0, "a", 0), (1, "b", 1)]  # rgb's order
-    for p, r, f in zip(fused, rgb, sorted(flow, key=lambda q: q["index"]), strict=True):
-        expected = ((torch.tensor(r["scores"]).softmax(0) + 1.5 * torch.tensor(f["scores"]).softmax(0)) / 2.5).log()
-        assert torch.allclose(torch.tensor(p["scores"]), expected, atol=1e-6)
-        assert p["pred"] == int(expected.argmax())
-        assert p["stream_scores"] == {"rgb": r["scores"], "flow": f["scores"]}
-    # video b: rgb prefers class 1 (0.73), flow class 0 (0.95) with the larger weight: fused picks 0
-    assert fused[1]["pred"] == 0
+    for rule in ("logits", "softmax"):
+        fused = fuse_predictions({"rgb": rgb, "flow": flow}, weights=(1.0, 1.5), rule=rule)
+        assert [(p["index"], p["video"], p["label"]) for p in fused] == [(0, "a", 0), (1, "b", 1)]  # rgb's order
+        for p, r, f in zip(fused, rgb, sorted(flow, key=lambda q: q["index"]), strict=True):
+            lr, lf = torch.tensor(r["scores"]), torch.tensor(f["scores"])
+            if rule == "logits":  # TSN: weighted sum of the logits (here / the sum of the weights)
+                expected = (lr + 1.5 * lf) / 2.5
+            else:
+                expected = ((lr.softmax(0) + 1.5 * lf.softmax(0)) / 2.5).log()
+            assert torch.allclose(torch.tensor(p["scores"]), expected, atol=1e-6)
+            assert p["pred"] == int(expected.argmax())
+            assert p["stream_scores"] == {"rgb": r["scores"], "flow": f["scores"]}
+        # video b: rgb prefers class 1, flow class 0 with the larger weight: both rules pick 0
+        assert fused[1]["pred"] == 0
 
 
 def test_fuse_predictions_refuses_different_videos():

@@ -69,3 +69,18 @@ def test_per_class_csv_and_confusion_png(tmp_path) -> None:
     write_confusion_png(tmp_path / "confusion.png", m["confusion"], ["a", "b", "c"], title="t")
     assert (tmp_path / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "top1 50.00" in summary_line(m)
+
+
+def test_mean_class_accuracy_on_a_subset_leaves_absent_classes_out() -> None:
+    """Our definition (``stfn eval --help``): the mean over the classes that have test videos. On a
+    subset where class 2 has no video but is predicted once, MMAction2's definition (every class that
+    is predicted or present, an absent one counting 0) is lower."""
+    labels = torch.tensor([0, 0, 1, 1])
+    scores = torch.tensor([[1.0, 0, 0], [0, 0, 1.0], [0, 1.0, 0], [0, 1.0, 0]])  # video 1 predicted as class 2
+    m = compute_metrics(scores, labels, 3)
+    assert m["per_class"] == [50.0, 100.0, None]
+    assert m["mean_class_acc"] == pytest.approx(75.0)  # (50 + 100) / 2
+    conf = torch.tensor(m["confusion"])
+    seen = [c for c in range(3) if conf[c].sum() > 0 or conf[:, c].sum() > 0]  # MMAction2's label set
+    mmaction = sum(conf[c, c].item() / conf[c].sum().item() if conf[c].sum() else 0.0 for c in seen) / len(seen)
+    assert 100 * mmaction == pytest.approx(50.0)  # (50 + 100 + 0) / 3: different on a subset

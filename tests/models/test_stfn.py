@@ -178,8 +178,15 @@ def test_tsn_interface(small_cfg, clip):
     with torch.no_grad():
         feats = model.forward_features(batch)
         per_stream = model.stream_logits(feats)
+        expected = (per_stream["rgb"] + 1.5 * per_stream["flow"]) / 2.5  # TSN: weighted sum of logits
+        torch.testing.assert_close(model(batch), expected)
+    soft = build_model(small_cfg(arch="tsn", fusion_rule="softmax", tsn_dropout=0.0)).eval()
+    soft.load_state_dict(model.state_dict())
+    with torch.no_grad():
         expected = (per_stream["rgb"].softmax(1) + 1.5 * per_stream["flow"].softmax(1)) / 2.5
-        torch.testing.assert_close(model(batch).softmax(1), expected)
+        torch.testing.assert_close(soft(batch).softmax(1), expected)
+    with pytest.raises(ConfigError, match="model.fusion_rule"):
+        build_model(small_cfg(arch="tsn", fusion_rule="max"))
     assert not isinstance(build_model(small_cfg()), TSN)
 
 

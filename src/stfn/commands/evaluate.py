@@ -10,7 +10,14 @@ import math
 HELP = "Evaluate checkpoints: top-1/top-5/mean class accuracy, per-class CSV, confusion PNG, predictions."
 
 
+MEAN_CLASS = ("mean class accuracy: the mean, over the classes that have test videos, of each class's top-1 "
+              "accuracy; a class without test videos is left out (MMAction2 counts a class that is predicted "
+              "but has no test video as 0: the same on the official splits, which test every class, lower on "
+              "a subset)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = MEAN_CLASS
     parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
                         help="best.pt / last.pt; an RGB and a flow checkpoint of one split are also fused (TSN)")
     group = parser.add_mutually_exclusive_group()
@@ -21,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, help="positions per video (default: data.frames of the checkpoint)")
     parser.add_argument("--fusion-weights", type=float, nargs="+", metavar="W",
                         help="rgb and flow score weights for two-stream fusion (default: model.fusion_weights, 1 1.5)")
+    parser.add_argument("--fusion-rule", choices=["logits", "softmax"],
+                        help="two-stream fusion of the class scores: logits = TSN's weighted sum of the streams' "
+                             "logits, softmax = weighted mean of their softmax scores (default: model.fusion_rule, "
+                             "logits)")
     parser.add_argument("--batch-size", type=int, help="test videos per batch (default: about one training batch of frames)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--out", help="folder for the result files (default: eval_* next to each checkpoint)")
@@ -46,7 +57,7 @@ def format_report(report: dict) -> str:
         lines.append(f"  -> {r['out_dir']}")
     for f in report["fused"]:
         w = ":".join(f"{x:g}" for x in f["weights"])
-        lines.append(_row(f"fused {'+'.join(f['streams'])} ({w})", f["split"], f))
+        lines.append(_row(f"fused {'+'.join(f['streams'])} ({w}, {f.get('rule', 'logits')})", f["split"], f))
         lines.append(f"  -> {f['out_dir']}")
     if "mean" in report:
         lines.append(_row(f"mean over splits {', '.join(str(s) for s in report['mean']['splits'])}", "all",
@@ -62,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     splits = args.splits or ([args.split] * len(args.checkpoints) if args.split is not None else None)
     try:
         report = evaluate_many(args.checkpoints, splits=splits, views=args.crops, frames=args.frames,
-                               out_dir=args.out, fusion_weights=args.fusion_weights, batch_size=args.batch_size,
+                               out_dir=args.out, fusion_weights=args.fusion_weights, fusion_rule=args.fusion_rule,
+                               batch_size=args.batch_size,
                                device=args.device, progress=not args.no_progress)
         if distributed.get_info().is_main:
             if args.json == "-":

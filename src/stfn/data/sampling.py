@@ -11,9 +11,11 @@ sampling is the same rule with ``T = K``.
 Indices are 0-based here; file names are 1-based (``img_{p+1:05d}.jpg``, ``flow_x_{k+1:05d}.jpg``).
 
 Flow field ``k`` is the motion from frame ``k`` to frame ``k + 1``. The flow stack at position ``p``
-holds ``L`` consecutive fields centred on ``p``: it starts at ``p - (L - 1) // 2``, shifted to stay
+holds ``L`` consecutive fields centred on frame ``p``: it starts at ``p - L // 2``, shifted to stay
 inside ``[0, F - L]`` near either end of the video (``F`` fields, usually ``N - 1``), so the RGB frame and
-the flow stack of a position describe the same moment.
+the flow stack of a position describe the same moment. For even ``L`` the stack spans frames
+``p - L/2 .. p + L/2`` (``L/2`` fields before frame ``p``, ``L/2`` after); for odd ``L`` field ``p`` (frame
+``p`` to ``p + 1``) is its middle one.
 
 Short videos, never an index error:
 
@@ -62,7 +64,7 @@ def flow_stack(position: int, num_flows: int, length: int) -> list[int]:
         raise ValueError(f"flow_length must be at least 1, got {length}")
     if num_flows < 1:
         return []
-    start = min(max(position - (length - 1) // 2, 0), max(num_flows - length, 0))
+    start = min(max(position - length // 2, 0), max(num_flows - length, 0))
     return [min(start + j, num_flows - 1) for j in range(length)]
 
 

@@ -67,6 +67,16 @@ def _score_batch(
     return scores, {s: v.view(B, V, -1).mean(dim=1) for s, v in streams.items()}
 
 
+def _refuse(model: nn.Module, streams: dict[str, torch.Tensor], weights: list[float] | None,
+            rule: str | None) -> torch.Tensor:
+    """Per-stream scores ``{stream: (B, K)}`` fused with ``weights`` / ``rule`` (default: the TSN head's)."""
+    names, head = list(streams), getattr(model, "head", None)
+    weights = list(weights) if weights is not None else [head.fusion_weights[s] for s in names]
+    if len(names) != len(weights):
+        raise StfnError(f"{len(weights)} fusion weights given for the streams {', '.join(names)}")
+    return late_fusion([streams[s] for s in names], weights, rule or getattr(head, "fusion_rule", "logits"))
+
+
 def metrics_from_predictions(predictions: list[dict[str, Any]], num_classes: int) -> dict[str, Any]:
     """Metrics of a list of ``{"video", "label", "scores", ["stream_scores"]}`` rows."""
     scores = torch.tensor([p["scores"] for p in predictions], dtype=torch.float32)
@@ -90,6 +100,7 @@ def evaluate(
     amp_dtype: torch.dtype | None = None,
     chunk_frames: int = 256,
     fusion_weights: list[float] | None = None,
+    fusion_rule: str | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Score every video of ``loader`` once; metrics over the whole set, on every rank.
@@ -97,7 +108,9 @@ def evaluate(
     Returns ``compute_metrics`` keys (``top1``, ``top5``, ``mean_class_acc``, ``per_class``,
     ``confusion``, ``n``) plus ``predictions`` (per video: ``video``, ``label``, ``pred``, ``scores``,
     and ``stream_scores`` for TSN), ``streams`` (each stream alone, for two-stream TSN) and
-    ``seconds``. With ``fusion_weights`` the per-stream scores are re-fused with those weights.
+    ``seconds``. With ``fusion_weights`` and/or ``fusion_rule`` (``logits`` | ``softmax``, see
+    :func:`stfn.models.fusion.late_fusion`) a two-stream TSN's per-stream scores are re-fused that way
+    (the other one defaults to the model's own).
     """
     model = bare_model(model)
     was_training = model.training
@@ -111,11 +124,8 @@ def evaluate(
         bar = tqdm(total=len(loader), desc="eval", unit="batch", leave=False, dynamic_ncols=True)
     for batch in loader:
         scores, streams = _score_batch(model, batch, device, amp_dtype, chunk_frames)
-        if fusion_weights is not None and streams:
-            names = list(streams)
-            if len(names) != len(fusion_weights):
-                raise StfnError(f"{len(fusion_weights)} fusion weights given for the streams {', '.join(names)}")
-            scores = late_fusion([streams[s] for s in names], fusion_weights)
+        if (fusion_weights is not None or fusion_rule is not None) and len(streams) > 1:
+            scores = _refuse(model, streams, fusion_weights, fusion_rule)
         for i in range(scores.shape[0]):
             row = {
                 "index": int(batch["index"][i]),
@@ -194,6 +204,7 @@ def evaluate_checkpoint(
     batch_size: int | None = None,
     device: str = "auto",
     fusion_weights: list[float] | None = None,
+    fusion_rule: str | None = None,
     chunk_frames: int = 256,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -227,11 +238,11 @@ def evaluate_checkpoint(
     loader = make_test_loader(test_set, cfg, info.distributed, batch_size)
     result = evaluate(
         model, loader, dev, amp_dtype=amp_dtype, chunk_frames=chunk_frames,
-        fusion_weights=fusion_weights, progress=progress and info.is_main,
+        fusion_weights=fusion_weights, fusion_rule=fusion_rule, progress=progress and info.is_main,
     )
     result.update(checkpoint=str(path), split=cfg.data.split, views=cfg.data.test_crops, frames=cfg.data.frames,
                   classes=classes, arch=cfg.model.arch, model_streams=list(cfg.model.streams),
-                  fusion_weights=list(cfg.model.fusion_weights))
+                  fusion_weights=list(cfg.model.fusion_weights), fusion_rule=fusion_rule or cfg.model.fusion_rule)
     if out_dir is not None and info.is_main:
         write_eval_outputs(out_dir, result, classes, title=f"{Path(path).name}, split {cfg.data.split}")
     return result
@@ -242,14 +253,15 @@ SUMMARY_KEYS = ("top1", "top5", "mean_class_acc", "n")
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
     keep = SUMMARY_KEYS + ("checkpoint", "checkpoints", "split", "views", "frames", "arch", "model_streams",
-                           "streams", "weights", "out_dir")
+                           "streams", "weights", "rule", "fusion_rule", "out_dir")
     return {k: result[k] for k in keep if k in result}
 
 
-def fuse_predictions(by_stream: dict[str, list[dict[str, Any]]], weights: Sequence[float]) -> list[dict[str, Any]]:
-    """TSN late fusion (:func:`stfn.models.fusion.late_fusion`) of single-stream evaluations of the same
-    test videos: ``{stream: prediction rows}`` (as :func:`evaluate` writes them) -> fused rows with
-    ``stream_scores``, matched by video, in the order of the first stream's rows."""
+def fuse_predictions(by_stream: dict[str, list[dict[str, Any]]], weights: Sequence[float],
+                     rule: str = "logits") -> list[dict[str, Any]]:
+    """TSN late fusion (:func:`stfn.models.fusion.late_fusion` by ``rule``) of single-stream evaluations
+    of the same test videos: ``{stream: prediction rows}`` (as :func:`evaluate` writes them) -> fused
+    rows with ``stream_scores``, matched by video, in the order of the first stream's rows."""
     names = list(by_stream)
     first = by_stream[names[0]]
     rows = {s: {p["video"]: p for p in by_stream[s]} for s in names}
@@ -257,24 +269,27 @@ def fuse_predictions(by_stream: dict[str, list[dict[str, Any]]], weights: Sequen
         raise StfnError(f"the {' and '.join(names)} evaluations did not score the same test videos "
                         "(same split and dataset?)")
     scores = {s: torch.tensor([rows[s][p["video"]]["scores"] for p in first]) for s in names}  # (N, K) each
-    fused = late_fusion([scores[s] for s in names], weights)
+    fused = late_fusion([scores[s] for s in names], weights, rule)
     return [{"index": p["index"], "video": p["video"], "label": p["label"], "pred": int(fused[i].argmax()),
              "scores": fused[i].tolist(), "stream_scores": {s: scores[s][i].tolist() for s in names}}
             for i, p in enumerate(first)]
 
 
-def fuse_results(results: list[dict[str, Any]], weights: list[float] | None = None) -> dict[str, Any]:
-    """TSN late fusion of single-stream evaluations of one split (an RGB and a flow checkpoint):
-    ``w_rgb * scores_rgb + w_flow * scores_flow`` per video; ``weights`` default to the RGB model's
-    ``model.fusion_weights`` (1 : 1.5). Returns the fused metrics with ``predictions`` and ``streams``."""
+def fuse_results(results: list[dict[str, Any]], weights: list[float] | None = None,
+                 rule: str | None = None) -> dict[str, Any]:
+    """TSN late fusion of single-stream evaluations of one split (an RGB and a flow checkpoint), per
+    video by :func:`fuse_predictions`; ``weights`` and ``rule`` default to the RGB model's
+    ``model.fusion_weights`` (1 : 1.5) and ``model.fusion_rule`` (``logits``: TSN's weighted sum of
+    logits). Returns the fused metrics with ``predictions`` and ``streams``."""
     by_stream = {r["model_streams"][0]: r for r in results}
     order = [s for s in ("rgb", "flow") if s in by_stream]
     weights = list(weights if weights is not None else by_stream[order[0]]["fusion_weights"])
     if len(weights) != len(order):
         raise StfnError(f"{len(weights)} fusion weights given for the {len(order)} streams {', '.join(order)}")
-    predictions = fuse_predictions({s: by_stream[s]["predictions"] for s in order}, weights)
+    rule = rule or by_stream[order[0]].get("fusion_rule", "logits")
+    predictions = fuse_predictions({s: by_stream[s]["predictions"] for s in order}, weights, rule)
     out = metrics_from_predictions(predictions, len(predictions[0]["scores"]) if predictions else 0)
-    out.update(predictions=predictions, split=results[0]["split"], weights=weights,
+    out.update(predictions=predictions, split=results[0]["split"], weights=weights, rule=rule,
                checkpoints=[by_stream[s]["checkpoint"] for s in order], classes=results[0]["classes"],
                streams={s: {k: by_stream[s][k] for k in ("top1", "top5", "mean_class_acc")} for s in order})
     return out
@@ -313,7 +328,8 @@ def evaluate_many(
             sub = _default_out(path, split, views, frames)
         else:
             sub = Path(out_dir) if len(paths) == 1 else Path(out_dir) / f"{Path(path).parent.name}_{Path(path).stem}_split{split}"
-        r = evaluate_checkpoint(path, split=split, views=views, frames=frames, out_dir=sub, **kwargs)
+        r = evaluate_checkpoint(path, split=split, views=views, frames=frames, out_dir=sub,
+                                fusion_weights=fusion_weights, **kwargs)
         r["out_dir"] = str(sub)
         results.append(r)
     groups: dict[int, list[dict[str, Any]]] = {}
@@ -323,7 +339,7 @@ def evaluate_many(
     for split, group in sorted(groups.items()):
         singles = [r for r in group if len(r["model_streams"]) == 1]
         if len(group) == 2 and len(singles) == 2 and {r["model_streams"][0] for r in singles} == {"rgb", "flow"}:
-            f = fuse_results(singles, fusion_weights)
+            f = fuse_results(singles, fusion_weights, kwargs.get("fusion_rule"))
             base = Path(out_dir) if out_dir is not None else Path(singles[0]["checkpoint"]).parent
             f["out_dir"] = str(base / f"eval_fused_split{split}")
             if dist_utils.get_info().is_main:

@@ -15,9 +15,10 @@ A :class:`FusionConnection` applies operators in a direction (``model.head.fusio
 ``motion_to_appearance`` (flow updates RGB), ``appearance_to_motion`` or ``both``. With ``both`` each
 stream is updated from the other's *pre-fusion* features, so the result does not depend on the order.
 
-:func:`late_fusion` is the other kind: two-stream TSN's fusion of the streams' class scores. It is the
-one implementation: the TSN head, evaluation, ``stfn eval``'s fusion of two checkpoints and the study
-code all call it.
+:func:`late_fusion` is the other kind: two-stream TSN's fusion of the streams' class scores
+(``model.fusion_rule``: TSN's weighted sum of logits, or the softmax mean). It is the one
+implementation: the TSN head, evaluation, ``stfn eval``'s fusion of two checkpoints and the study code
+all call it.
 
 The 1x1 convolutions are :class:`~stfn.models.temporal.TemporalConv1d` (``nn.Conv1d`` computed as a
 matrix product on the ``(B, T, C)`` memory layout the heads use; see :mod:`stfn.models.temporal`).
@@ -41,10 +42,12 @@ __all__ = [
     "GatedFusion",
     "MultiplyFusion",
     "SumFusion",
+    "FUSION_RULES",
     "late_fusion",
 ]
 
 DIRECTIONS = ("motion_to_appearance", "appearance_to_motion", "both")
+FUSION_RULES = ("logits", "softmax")  # late fusion of class scores: TSN's weighted logit sum, or softmax mean
 
 
 class SumFusion(nn.Module):
@@ -124,20 +127,31 @@ class FusionConnection(nn.Module):
         return f"op={self.op!r}, direction={self.direction!r}"
 
 
-def late_fusion(logits: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-    """Late fusion of per-stream logits, each ``(N, K)``, into fused logits ``(N, K)`` (float32).
+def late_fusion(logits: Sequence[torch.Tensor], weights: Sequence[float], rule: str = "logits") -> torch.Tensor:
+    """Late fusion of per-stream class scores, each ``(N, K)`` logits, into fused logits ``(N, K)`` (float32).
 
-    The weighted mean of the streams' softmax scores, returned as its log,
-    ``log(sum_s w_s softmax(l_s) / sum_s w_s)`` (computed as a ``logsumexp``), so the result is a valid
-    logit: it can be trained with cross-entropy, and its softmax is the fused score. A stream of
-    weight 0 is ignored. Raises ``ValueError`` for a count mismatch or weights that are negative or
-    sum to 0.
+    ``rule`` (:data:`FUSION_RULES`):
+
+    - ``logits`` (default): TSN's rule, ``sum_s w_s l_s / sum_s w_s``: the weighted sum of the streams'
+      consensus scores before softmax, as TSN's ``tools/eval_scores.py`` computes it (its default,
+      without softmax), divided by the sum of the weights so that the fused logits keep the streams'
+      scale (the ranking is TSN's);
+    - ``softmax``: the weighted mean of the streams' softmax scores, returned as its log,
+      ``log(sum_s w_s softmax(l_s) / sum_s w_s)`` (MMAction2's ``--apply-softmax``).
+
+    The rules rank differently: rgb ``[10, 0, 0]`` and flow ``[0, 3, 0]`` with weights 1 : 1.5 give
+    class 0 by ``logits`` and class 1 by ``softmax``. Both results are valid logits (trainable with
+    cross-entropy). A stream of weight 0 is ignored. Raises ``ValueError`` for a count mismatch,
+    weights that are negative or sum to 0, or an unknown rule.
     """
+    if rule not in FUSION_RULES:
+        raise ValueError(f"fusion rule must be one of {', '.join(FUSION_RULES)}, got {rule!r}")
     if len(logits) != len(weights):
         raise ValueError(f"{len(logits)} score sets but {len(weights)} fusion weights")
     total = float(sum(weights))
     if total <= 0 or any(w < 0 for w in weights):
         raise ValueError(f"fusion weights must be >= 0 with a positive sum, got {list(weights)}")
-    terms = [torch.log_softmax(x.float(), dim=-1) + math.log(float(w) / total)
-             for x, w in zip(logits, weights, strict=True) if w > 0]
-    return torch.logsumexp(torch.stack(terms), dim=0)
+    kept = [(x.float(), float(w) / total) for x, w in zip(logits, weights, strict=True) if w > 0]
+    if rule == "logits":
+        return sum(w * x for x, w in kept)
+    return torch.logsumexp(torch.stack([torch.log_softmax(x, dim=-1) + math.log(w) for x, w in kept]), dim=0)

@@ -4,7 +4,7 @@
   connections between the streams; temporal aggregation, concatenation of the streams' video vectors,
   dropout, linear classifier.
 - :class:`TSNHead`: per stream dropout + linear classifier on every frame, average consensus over
-  ``T``, weighted late fusion of the streams' softmax scores.
+  ``T``, weighted late fusion of the streams' scores (TSN's weighted logit sum by default).
 - :class:`TemporalInceptionHead`: Ma et al. 2017: the streams' frame features stacked along channels
   ``(B, S*C, T)``, modules of parallel temporal convolutions + BN + ReLU + temporal max-pool, no
   shortcut, then a 1x1 conv and two fully connected layers.
@@ -160,11 +160,13 @@ class STFNHead(nn.Module):
 class TSNHead(nn.Module):
     """Temporal Segment Networks: per-frame classification, average consensus, weighted score fusion.
 
-    ``stream_logits``: per stream ``dropout -> fc`` on every frame ``(B, T, K)``, averaged over ``T``.
-    ``forward``: one stream -> its logits; two streams -> ``log(sum_s w_s softmax(l_s) / sum_s w_s)``
-    (:func:`~stfn.models.fusion.late_fusion`), the log of TSN's weighted average of softmax scores.
-    These are valid logits (their softmax *is* the fused score), rank classes exactly as TSN's score
-    fusion does, and can be trained with cross-entropy.
+    ``stream_logits``: per stream ``dropout -> fc`` on every frame ``(B, T, K)``, averaged over ``T``
+    (the consensus, before softmax). ``forward``: one stream -> its logits; two streams -> their
+    :func:`~stfn.models.fusion.late_fusion` with ``fusion_weights`` (rgb 1 : flow 1.5) by ``fusion_rule``:
+    ``logits`` (default) is TSN's own rule, the weighted sum of the streams' consensus logits
+    (``tools/eval_scores.py`` of yjxiong/temporal-segment-networks), divided by the sum of the weights;
+    ``softmax`` is the log of the weighted mean of softmax scores. Either can be trained with
+    cross-entropy.
     """
 
     def __init__(
@@ -174,10 +176,12 @@ class TSNHead(nn.Module):
         streams: Sequence[str],
         dropout: float = 0.8,
         fusion_weights: dict[str, float] | None = None,
+        fusion_rule: str = "logits",
     ) -> None:
         super().__init__()
         self.streams = list(streams)
         self.in_dim = in_dim
+        self.fusion_rule = fusion_rule
         weights = fusion_weights or {"rgb": 1.0, "flow": 1.5}
         self.fusion_weights = {s: float(weights[s]) for s in self.streams}
         self.num_features = in_dim
@@ -193,7 +197,8 @@ class TSNHead(nn.Module):
         logits = self.stream_logits(features)
         if len(self.streams) == 1:
             return logits[self.streams[0]]
-        return late_fusion([logits[s] for s in self.streams], [self.fusion_weights[s] for s in self.streams])
+        return late_fusion([logits[s] for s in self.streams], [self.fusion_weights[s] for s in self.streams],
+                           self.fusion_rule)
 
     def reset_classifier(self, num_classes: int) -> None:
         self.fcs = nn.ModuleDict({s: nn.Linear(self.in_dim, num_classes) for s in self.streams})

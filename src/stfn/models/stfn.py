@@ -20,7 +20,7 @@ from torch import nn
 from stfn.config import STREAMS, ConfigError, HeadConfig, ModelConfig
 from stfn.errors import StfnError
 from stfn.models.backbone import FrameBackbone, adapt_stem, build_rgb_network
-from stfn.models.fusion import DIRECTIONS, FUSION_OPS
+from stfn.models.fusion import DIRECTIONS, FUSION_OPS, FUSION_RULES
 from stfn.models.heads import STFNHead, TemporalInceptionHead, TSNHead
 from stfn.models.temporal import POOLINGS
 
@@ -135,7 +135,7 @@ def _stfn_head(cfg: ModelConfig, dim: int, streams: list[str]) -> nn.Module:
 
 def _tsn_head(cfg: ModelConfig, dim: int, streams: list[str]) -> nn.Module:
     weights = dict(zip(STREAMS, cfg.fusion_weights, strict=True))
-    return TSNHead(dim, cfg.num_classes, streams, cfg.tsn_dropout, weights)
+    return TSNHead(dim, cfg.num_classes, streams, cfg.tsn_dropout, weights, cfg.fusion_rule)
 
 
 def _temporal_inception_head(cfg: ModelConfig, dim: int, streams: list[str]) -> nn.Module:
@@ -197,6 +197,9 @@ def check_model_config(cfg: ModelConfig) -> list[str]:
         raise ConfigError(
             f"config key 'model.fusion_weights' must be two weights >= 0 (rgb, flow) with a positive sum, got {w}"
         )
+    if cfg.fusion_rule not in FUSION_RULES:
+        raise ConfigError(f"config key 'model.fusion_rule' must be one of {', '.join(FUSION_RULES)}, "
+                          f"got {cfg.fusion_rule!r}")
     _check_head(cfg.head)
     return [s for s in STREAMS if s in cfg.streams]
 

@@ -269,7 +269,8 @@ def _tsn_two_stream(base: Config, runs: Path, trained: dict[str, Any]) -> tuple[
     """Step 4: the two-stream TSN checkpoint, and its evaluation from the two single-stream ones."""
     two = build_two_stream_checkpoint(runs / "tsn_rgb" / "last.pt", runs / "tsn_flow" / "last.pt",
                                       runs / "tsn_two_stream" / "last.pt")
-    preds = fuse_predictions({s: trained[s]["last"]["predictions"] for s in STREAMS}, base.model.fusion_weights)
+    preds = fuse_predictions({s: trained[s]["last"]["predictions"] for s in STREAMS}, base.model.fusion_weights,
+                             base.model.fusion_rule)
     return two, {**metrics_from_predictions(preds, len(preds[0]["scores"])), "predictions": preds}
 
 
