@@ -2,10 +2,10 @@
 Dynamics for Activity Recognition"): temporal segments, pooled, then an LSTM over the segments.
 
 Built as the authors' Torch code builds it: github.com/chihyaoma/Activity-Recognition-with-CNN-and-RNN,
-``RNN/model.lua`` (``model_temporal_BN_max_LSTM_BN_FC``, commit f31db5b), ``RNN/train.lua`` and
-``RNN/test.lua`` (how the ``T`` positions are cut into segments), ``RNN/data-ucf101.lua`` (how the two
-streams are combined) and ``RNN/main.lua`` (sizes and recipe); the LSTM cell is Element-Research rnn's
-``nn.LSTM`` (``LSTM.lua``, commit 258cd6c, ``cell2gate`` on by default)::
+``RNN/model.lua`` (``model_temporal_BN_max_LSTM_BN_FC``, commit f31db5b), ``RNN/train.lua`` (0be87c3) and
+``RNN/test.lua`` (1925eb9): how the ``T`` positions are cut into segments, ``RNN/data-ucf101.lua``
+(9cc895d): how the two streams are combined, ``RNN/main.lua`` (2690e8c): sizes and recipe; the LSTM cell
+is Element-Research rnn's ``nn.LSTM`` (``LSTM.lua``, 258cd6c, ``cell2gate`` on by default)::
 
     rgb_feat (B, T, C) | flow_feat (B, T, C)        concatenated per frame (torch.cat(spa, temp, 2))
             x (B, T, S*C)                            S streams, rgb first
@@ -28,8 +28,9 @@ position's batch statistics in training (Torch's per-time-step clones of ``nn.Ba
 one running estimate per segment; the LSTM has peephole connections (a diagonal weight from the cell to
 the input and forget gates, ``c_{t-1}``, and to the output gate, ``c_t``), one bias per gate and none
 on the recurrent weights; every parameter starts ~ ``U(-0.1, 0.1)`` (``-uniform 0.1``), BatchNorm's too.
-Not kept: ``model:remember('both')`` of the reference carries the LSTM state from one batch to the
-next; here every video starts from a zero state. A training batch of one video cannot be
+Not kept: the reference's ``model:remember(...)`` carries the LSTM state from one batch to the next
+(in evaluation with main.lua's defaults, in training too with ``-lstm``); here every video starts from
+a zero state, so a video's scores do not depend on the batch before it. A training batch of one video cannot be
 batch-normalised: it is normalised with the running statistics (the reference skipped such batches).
 """
 
