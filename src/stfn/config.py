@@ -32,6 +32,7 @@ __all__ = [
     "DataConfig",
     "HeadConfig",
     "ModelConfig",
+    "TSLSTMConfig",
     "TrainConfig",
     "config_from_dict",
     "config_to_dict",
@@ -71,6 +72,18 @@ class HeadConfig:
 
 
 @dataclass
+class TSLSTMConfig:
+    """The TS-LSTM head (``arch: ts_lstm``, Ma et al. 2017; :mod:`stfn.models.ts_lstm`). Defaults: the
+    authors' code (``RNN/main.lua``, ``RNN/model.lua`` of chihyaoma/Activity-Recognition-with-CNN-and-RNN)."""
+
+    segments: int = 3  # temporal segments: floor(T / segments) consecutive frames each (-numSegment)
+    pooling: str = "max"  # max | mean: temporal pooling inside a segment (nn.Max; nn.Mean commented out)
+    hidden_sizes: list[int] = field(default_factory=lambda: [512])  # stacked LSTMs over the segments (-hiddenSize)
+    dropout: float = 0.0  # before the classifier (-dropout; 0: no Dropout layer)
+    init_uniform: float = 0.1  # every parameter ~ U(-a, a) (-uniform); 0: PyTorch's default initialisation
+
+
+@dataclass
 class ModelConfig:
     """The network: which architecture, which streams, which backbone."""
 
@@ -86,6 +99,7 @@ class ModelConfig:
     fusion_weights: list[float] = field(default_factory=lambda: [1.0, 1.5])  # TSN late fusion rgb:flow
     fusion_rule: str = "logits"  # TSN late fusion: logits (TSN's weighted logit sum) | softmax (softmax mean)
     head: HeadConfig = field(default_factory=HeadConfig)
+    ts_lstm: TSLSTMConfig = field(default_factory=TSLSTMConfig)  # arch: ts_lstm
 
 
 @dataclass

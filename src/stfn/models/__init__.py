@@ -6,6 +6,7 @@ from stfn.models.fusion import FusionConnection
 from stfn.models.heads import Stage, STFNHead, TemporalInceptionHead, TSNHead
 from stfn.models.stfn import ARCHS, TSN, TwoStreamNet, build_model, check_model_config
 from stfn.models.temporal import ResidualInceptionBlock, TemporalPool
+from stfn.models.ts_lstm import TSLSTMHead
 
 __all__ = [
     "ARCHS",
@@ -16,6 +17,7 @@ __all__ = [
     "STFNHead",
     "SmallCNN",
     "Stage",
+    "TSLSTMHead",
     "TSNHead",
     "TemporalInceptionHead",
     "TemporalPool",

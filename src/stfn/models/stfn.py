@@ -17,12 +17,14 @@ import copy
 import torch
 from torch import nn
 
-from stfn.config import STREAMS, ConfigError, HeadConfig, ModelConfig
+from stfn.config import STREAMS, ConfigError, HeadConfig, ModelConfig, TSLSTMConfig
 from stfn.errors import StfnError
 from stfn.models.backbone import FrameBackbone, adapt_stem, build_rgb_network
 from stfn.models.fusion import DIRECTIONS, FUSION_OPS, FUSION_RULES
 from stfn.models.heads import STFNHead, TemporalInceptionHead, TSNHead
 from stfn.models.temporal import POOLINGS
+from stfn.models.ts_lstm import POOLINGS as TS_LSTM_POOLINGS
+from stfn.models.ts_lstm import TSLSTMHead
 
 __all__ = ["ARCHS", "TSN", "TwoStreamNet", "build_model", "check_model_config"]
 
@@ -142,11 +144,16 @@ def _temporal_inception_head(cfg: ModelConfig, dim: int, streams: list[str]) -> 
     return TemporalInceptionHead(dim, cfg.num_classes, streams, cfg.head)
 
 
+def _ts_lstm_head(cfg: ModelConfig, dim: int, streams: list[str]) -> nn.Module:
+    return TSLSTMHead(dim, cfg.num_classes, streams, cfg.ts_lstm)
+
+
 # `model.arch` -> (network class, head builder): the one registry of architectures.
 ARCHS = {
     "stfn": (TwoStreamNet, _stfn_head),
     "tsn": (TSN, _tsn_head),
     "temporal_inception": (TwoStreamNet, _temporal_inception_head),
+    "ts_lstm": (TwoStreamNet, _ts_lstm_head),
 }
 
 
@@ -178,6 +185,19 @@ def _check_head(h: HeadConfig) -> None:
         raise ConfigError(f"config key 'model.head.dropout' must be in [0, 1), got {h.dropout}")
 
 
+def _check_ts_lstm(c: TSLSTMConfig) -> None:
+    if c.segments < 1:
+        raise ConfigError(f"config key 'model.ts_lstm.segments' must be >= 1, got {c.segments}")
+    if c.pooling not in TS_LSTM_POOLINGS:
+        raise ConfigError(f"config key 'model.ts_lstm.pooling' must be one of {', '.join(TS_LSTM_POOLINGS)}, got {c.pooling!r}")
+    if not c.hidden_sizes or any(h < 1 for h in c.hidden_sizes):
+        raise ConfigError(f"config key 'model.ts_lstm.hidden_sizes' must be a non-empty list of sizes >= 1, got {c.hidden_sizes}")
+    if not 0.0 <= c.dropout < 1.0:
+        raise ConfigError(f"config key 'model.ts_lstm.dropout' must be in [0, 1), got {c.dropout}")
+    if c.init_uniform < 0:
+        raise ConfigError(f"config key 'model.ts_lstm.init_uniform' must be >= 0, got {c.init_uniform}")
+
+
 def check_model_config(cfg: ModelConfig) -> list[str]:
     """Validate ``cfg``; return its streams in canonical order (rgb, flow). Errors name the key."""
     if cfg.arch not in ARCHS:
@@ -201,6 +221,7 @@ def check_model_config(cfg: ModelConfig) -> list[str]:
         raise ConfigError(f"config key 'model.fusion_rule' must be one of {', '.join(FUSION_RULES)}, "
                           f"got {cfg.fusion_rule!r}")
     _check_head(cfg.head)
+    _check_ts_lstm(cfg.ts_lstm)
     return [s for s in STREAMS if s in cfg.streams]
 
 
