@@ -85,21 +85,20 @@ def _lengths(head: TemporalInceptionHead, f: dict[str, torch.Tensor]) -> list[tu
     return out
 
 
-@pytest.mark.parametrize("t, expected", [
-    (25, [12, 6, 3, 1]),  # the Lua: pools 2, 2, 2, 3
-    (16, [8, 4, 2, 1]),  # the demo's cached positions: the last pool takes the 2 left
-    (8, [4, 2, 1, 1]),
-    (1, [1, 1, 1, 1]),
+@pytest.mark.parametrize("t, lengths, pools", [
+    (25, [12, 6, 3, 1], [2, 2, 2, 3]),  # the Lua's schedule
+    (16, [8, 4, 2, 1], [2, 2, 2, 2]),  # the demo's cached positions: the last pool takes the 2 left
+    (8, [4, 2, 1, 1], [2, 2, 2, 1]),
+    (1, [1, 1, 1, 1], [1, 1, 1, 1]),  # a length of 1 is not pooled
 ])
-def test_temporal_schedule(t, expected):
+def test_temporal_schedule(t, lengths, pools):
     head = TemporalInceptionHead(3, 5, ["rgb", "flow"]).eval()
     f = feats(t=t)
-    assert _lengths(head, f) == list(zip([2, 4, 8, 16], expected, strict=True))
+    assert _lengths(head, f) == list(zip([2, 4, 8, 16], lengths, strict=True))
+    assert [m.pool_size(n) for m, n in zip(head.inception, [t, *lengths[:3]], strict=True)] == pools
     with torch.no_grad():
         assert head.rows_in_time(f).shape == (2, 1, 6, 1)
         assert head(f).shape == (2, 5) and head(f, pre_logits=True).shape == (2, 1024)
-    assert [m.pool_size(n) for m, n in zip(head.inception, [t, *expected[:3]], strict=True)] == (
-        [2, 2, 2, 3] if t == 25 else [min(2, n) for n in [t, *expected[:2]]] + [expected[2]])
 
 
 def test_one_stream_has_d_equal_to_c():

@@ -40,7 +40,12 @@ training and multiplied by ``1 - p`` at test time; ``nn.Dropout(p)`` before the 
 
 Initialisation, as in Torch7: convolutions and linear layers uniform in ``+-1/sqrt(fan_in)`` (weights
 and biases; PyTorch's defaults are the same), BatchNorm weights uniform in ``[0, 1)`` and biases 0
-(``nn.BatchNormalization:reset``; PyTorch's default weight is 1).
+(``nn.BatchNormalization:reset``; PyTorch's default weight is 1). BatchNorm momentum 0.1 and eps 1e-5
+are Torch7's and PyTorch's defaults alike. The FC's ``BatchNorm1d`` cannot train on a batch of one video
+(the Lua drops an incomplete last batch, so it never sees one).
+
+Cost: every layer before the FC runs on all ``D x T`` positions with at most 16 channels, so on CPU the
+head is memory-bound (a training step of 16 videos at ``D = 4096, T = 25`` moves about a gigabyte).
 """
 
 from __future__ import annotations
