@@ -46,7 +46,7 @@ are Torch7's and PyTorch's defaults alike. The FC's ``BatchNorm1d`` cannot train
 
 Cost: every layer before the FC runs on all ``D x T`` positions with at most 16 channels, so on CPU the
 head is memory-bound: about 2 s per training step of 16 videos at ``D = 4096, T = 25`` on a busy 2-core
-CPU (measured), a small fraction of that on a GPU.
+CPU (measured; not measured on a GPU).
 """
 
 from __future__ import annotations
