@@ -32,7 +32,6 @@ def test_defaults():
     assert cfg == Config()
     assert cfg.model.arch == "stfn" and cfg.model.streams == ["rgb", "flow"] and cfg.model.head.blocks == 2
     assert cfg.model.fusion_weights == [1.0, 1.5]  # TSN: rgb:flow 1:1.5
-    assert cfg.model.head.inception_kernels == [5, 7]  # Ma et al.
 
 
 def test_yaml_overrides_defaults_and_keeps_the_rest(tmp_path):

@@ -52,12 +52,12 @@ class ConfigError(StfnError, ValueError):
 class HeadConfig:
     """The temporal head that runs on per-frame features ``(B, T, C)``.
 
-    Used by ``arch: stfn`` (Residual Inception stacks + fusion) and ``arch: temporal_inception``
-    (Ma et al. 2017: temporal convolutions on the stacked two-stream features, no shortcut).
+    Used by ``arch: stfn`` (Residual Inception stacks + fusion). ``arch: temporal_inception`` (Ma et al.
+    2017, a fixed network: :mod:`stfn.models.temporal_inception`) reads only ``dropout``.
     """
 
     hidden_dim: int = 512  # channels inside the temporal blocks (input features are projected to it)
-    blocks: int = 2  # Residual Inception blocks per stream (temporal_inception: number of modules)
+    blocks: int = 2  # Residual Inception blocks per stream
     kernel_sizes: list[int] = field(default_factory=lambda: [1, 3, 5])  # temporal branch lengths
     dilations: list[int] = field(default_factory=lambda: [1, 1, 1])  # one per kernel size
     pool_branch: bool = True  # extra branch: temporal max-pool (k=3) then 1x1 conv
@@ -67,8 +67,7 @@ class HeadConfig:
     fusion_direction: str = "motion_to_appearance"  # motion_to_appearance | appearance_to_motion | both
     fusion_place: str = "each"  # each (after every block) | end (after the last block only)
     pooling: str = "avg"  # avg | max | attention  (aggregation over time)
-    dropout: float = 0.5  # before the classifier
-    inception_kernels: list[int] = field(default_factory=lambda: [5, 7])  # temporal_inception branches (Ma et al.)
+    dropout: float = 0.5  # before the classifier (temporal_inception: both of its dropouts; Ma et al.: 0.2)
 
 
 @dataclass

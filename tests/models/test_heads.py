@@ -1,4 +1,5 @@
-"""Heads on per-frame features: STFN (its stages), TSN (consensus + score fusion), Temporal-Inception."""
+"""Heads on per-frame features: STFN (its stages), TSN (consensus + score fusion); Temporal-Inception's own
+tests are in test_temporal_inception.py (it is here only in the frame-order task)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from torch import nn
 
 from stfn.config import HeadConfig
 from stfn.models.fusion import FusionConnection, late_fusion
-from stfn.models.heads import Stage, STFNHead, TemporalInceptionHead, TemporalInceptionModule, TSNHead
+from stfn.models.heads import Stage, STFNHead, TSNHead
 from stfn.models.temporal import TemporalMaxPool1d, to_reference
+from stfn.models.temporal_inception import TemporalInceptionHead
 
 
 def feats(b=2, t=8, c=24, seed=0, streams=("rgb", "flow")):
@@ -187,34 +189,8 @@ def test_tsn_single_stream_returns_its_logits():
     assert head(f).shape == (2, 9)
 
 
-@pytest.mark.parametrize("t, expected", [(25, [12, 6, 3, 1]), (8, [4, 2, 1, 1]), (1, [1, 1, 1, 1])])
-def test_temporal_inception_pools_to_one(t, expected):
-    x = torch.randn(2, 48, t)
-    lengths = []
-    mods = [TemporalInceptionModule(48 if i == 0 else 16, 16, (5, 7)).eval() for i in range(4)]
-    with torch.no_grad():
-        for m in mods:
-            x = m(x)
-            lengths.append(x.shape[-1])
-    assert lengths == expected
-    assert x.shape[1] == 16
-
-
-@pytest.mark.parametrize("t", [1, 8, 25])
-def test_temporal_inception_head(t):
-    cfg = HeadConfig(hidden_dim=16, blocks=4, inception_kernels=[5, 7])
-    head = TemporalInceptionHead(24, 5, ["rgb", "flow"], cfg).eval()
-    assert head.inception[0].branches[0][0].in_channels == 48  # both streams stacked along channels
-    assert [b[0].kernel_size[0] for b in head.inception[0].branches] == [5, 7]
-    assert not hasattr(head.inception[0], "residual")
-    with torch.no_grad():
-        assert head(feats(t=t)).shape == (2, 5)
-        assert head(feats(t=t), pre_logits=True).shape == (2, 16)
-
-
 def test_reset_classifier():
-    for head in (STFNHead(24, 5, ["rgb", "flow"], HeadConfig(hidden_dim=8)),
-                 TemporalInceptionHead(24, 5, ["rgb"], HeadConfig(hidden_dim=8, blocks=1))):
+    for head in (STFNHead(24, 5, ["rgb", "flow"], HeadConfig(hidden_dim=8)), STFNHead(24, 5, ["rgb"])):
         head.reset_classifier(11)
         with torch.no_grad():
             assert head.eval()(feats(streams=head.streams)).shape == (2, 11)
@@ -246,7 +222,7 @@ def test_temporal_heads_learn_frame_order_tsn_cannot(name):
     x_test, y_test = _order_task(64, seed=1)
     cfg = HeadConfig(hidden_dim=16, blocks=2, dropout=0.0)
     head = {"stfn": lambda: STFNHead(16, 2, ["rgb"], cfg),
-            "temporal_inception": lambda: TemporalInceptionHead(16, 2, ["rgb"], cfg),
+            "temporal_inception": lambda: TemporalInceptionHead(16, 2, ["rgb"], dropout=0.0),
             "tsn": lambda: TSNHead(16, 2, ["rgb"], dropout=0.0)}[name]()
     opt = torch.optim.Adam(head.parameters(), lr=2e-2)
     g = torch.Generator().manual_seed(0)
@@ -274,13 +250,12 @@ HEAD_CONFIGS = {
     "stfn gated end max flat": ("stfn", {"fusion": "gated", "fusion_place": "end", "pooling": "max",
                                          "pool_branch": False, "residual": False, "downsample": False}),
     "stfn multiply appearance_to_motion": ("stfn", {"fusion": "multiply", "fusion_direction": "appearance_to_motion"}),
-    "temporal_inception": ("ti", {"blocks": 3}),
 }
 
 
 def _head(kind: str, cfg: HeadConfig, streams=("rgb", "flow")):
-    cls = STFNHead if kind == "stfn" else TemporalInceptionHead
-    return cls(24, 7, list(streams), cfg)
+    assert kind == "stfn"
+    return STFNHead(24, 7, list(streams), cfg)
 
 
 @pytest.mark.parametrize("name", list(HEAD_CONFIGS))
@@ -321,7 +296,6 @@ def _signature(module) -> tuple[int, str]:
     ("stfn", {"fusion": "concat", "fusion_direction": "both", "pooling": "attention", "kernel_sizes": [3, 5],
               "dilations": [1, 2]}, (170, "de486b1cc4ef384f")),
     ("stfn", {"fusion": "gated", "fusion_place": "end", "pool_branch": False, "blocks": 3}, (232, "efd9861f115080d1")),
-    ("ti", {"blocks": 3}, (46, "a3b9cacde501b68d")),
 ])
 def test_state_dict_keys_and_shapes_are_those_of_the_conv1d_heads(kind, keys, expected):
     """Checkpoints stay loadable: the expected values are the (key, shape) lists of the heads built from

@@ -254,7 +254,6 @@ def test_wrong_input_shapes_are_clear(small_cfg, clip):
         ({"head": {"kernel_sizes": [1, 4]}}, "model.head.kernel_sizes"),
         ({"head": {"kernel_sizes": []}}, "model.head.kernel_sizes"),
         ({"head": {"dilations": [1, 2]}}, "model.head.dilations"),
-        ({"head": {"inception_kernels": [6]}}, "model.head.inception_kernels"),
         ({"head": {"blocks": -1}}, "model.head.blocks"),
         ({"head": {"hidden_dim": 0}}, "model.head.hidden_dim"),
         ({"head": {"dropout": -0.1}}, "model.head.dropout"),

@@ -3,9 +3,10 @@ and the STFN / TSN / Temporal-Inception networks. Entry point: :func:`build_mode
 
 from stfn.models.backbone import FrameBackbone, SmallCNN, adapt_stem, build_backbone, find_stem
 from stfn.models.fusion import FusionConnection
-from stfn.models.heads import Stage, STFNHead, TemporalInceptionHead, TSNHead
+from stfn.models.heads import Stage, STFNHead, TSNHead
 from stfn.models.stfn import ARCHS, TSN, TwoStreamNet, build_model, check_model_config
 from stfn.models.temporal import ResidualInceptionBlock, TemporalPool
+from stfn.models.temporal_inception import TemporalInceptionHead
 from stfn.models.ts_lstm import TSLSTMHead
 
 __all__ = [

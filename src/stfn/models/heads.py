@@ -5,9 +5,8 @@
   dropout, linear classifier.
 - :class:`TSNHead`: per stream dropout + linear classifier on every frame, average consensus over
   ``T``, weighted late fusion of the streams' scores (TSN's weighted logit sum by default).
-- :class:`TemporalInceptionHead`: Ma et al. 2017: the streams' frame features stacked along channels
-  ``(B, S*C, T)``, modules of parallel temporal convolutions + BN + ReLU + temporal max-pool, no
-  shortcut, then a 1x1 conv and two fully connected layers.
+
+Temporal-Inception (Ma et al. 2017) is in :mod:`stfn.models.temporal_inception`.
 
 Every head takes only the streams it was built for; the order of streams is always rgb, flow.
 """
@@ -26,11 +25,10 @@ from stfn.models.temporal import (
     ResidualInceptionBlock,
     TemporalMaxPool1d,
     TemporalPool,
-    cat_channels,
     conv_bn_relu,
 )
 
-__all__ = ["STFNHead", "Stage", "TSNHead", "TemporalInceptionHead", "TemporalInceptionModule"]
+__all__ = ["STFNHead", "Stage", "TSNHead"]
 
 
 def _sequence(features: dict[str, torch.Tensor], stream: str) -> torch.Tensor:
@@ -202,53 +200,3 @@ class TSNHead(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.fcs = nn.ModuleDict({s: nn.Linear(self.in_dim, num_classes) for s in self.streams})
-
-
-class TemporalInceptionModule(nn.Module):
-    """``(B, C_in, T) -> (B, C_out, T')``: parallel temporal convs (BN, ReLU), concatenated, then a
-    temporal max-pool (k=2, stride 2) when ``T > 1``: 25 -> 12 -> 6 -> 3 -> 1. No shortcut."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_sizes: Sequence[int] = (5, 7)) -> None:
-        super().__init__()
-        width = max(1, out_channels // len(kernel_sizes))
-        self.branches = nn.ModuleList(conv_bn_relu(in_channels, width, k) for k in kernel_sizes)
-        self.out_channels = width * len(kernel_sizes)
-        self.pool = TemporalMaxPool1d(2, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = cat_channels([b(x) for b in self.branches])
-        return self.pool(x) if x.shape[-1] > 1 else x
-
-
-class TemporalInceptionHead(nn.Module):
-    """Temporal-Inception (Ma et al. 2017) on the stacked two-stream feature matrix ``(B, S*C, T)``.
-
-    ``cfg.blocks`` :class:`TemporalInceptionModule` s with branches ``cfg.inception_kernels`` and
-    ``H = cfg.hidden_dim`` output channels, a 1x1 conv + BN + ReLU, pooling of what is left of ``T``
-    (``cfg.pooling``; nothing is left once ``T`` reached 1), then ``fc H -> H``, ReLU, dropout, ``fc H -> K``.
-    """
-
-    def __init__(self, in_dim: int, num_classes: int, streams: Sequence[str], cfg: HeadConfig | None = None) -> None:
-        super().__init__()
-        cfg = cfg or HeadConfig()
-        self.streams = list(streams)
-        c = in_dim * len(self.streams)
-        mods = []
-        for _ in range(cfg.blocks):
-            mods.append(TemporalInceptionModule(c, cfg.hidden_dim, cfg.inception_kernels))
-            c = mods[-1].out_channels
-        self.inception = nn.Sequential(*mods)
-        self.conv1x1 = conv_bn_relu(c, cfg.hidden_dim)
-        self.pool = TemporalPool(cfg.hidden_dim, cfg.pooling)
-        self.fc1 = nn.Sequential(nn.Linear(cfg.hidden_dim, cfg.hidden_dim), nn.ReLU(inplace=True))
-        self.num_features = cfg.hidden_dim
-        self.drop = nn.Dropout(cfg.dropout)
-        self.fc = nn.Linear(cfg.hidden_dim, num_classes)
-
-    def forward(self, features: dict[str, torch.Tensor], pre_logits: bool = False) -> torch.Tensor:
-        x = cat_channels([_sequence(features, s) for s in self.streams])  # (B, S*C, T)
-        x = self.fc1(self.pool(self.conv1x1(self.inception(x))))
-        return x if pre_logits else self.fc(self.drop(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.num_features, num_classes)

@@ -21,8 +21,9 @@ from stfn.config import STREAMS, ConfigError, HeadConfig, ModelConfig, TSLSTMCon
 from stfn.errors import StfnError
 from stfn.models.backbone import FrameBackbone, adapt_stem, build_rgb_network
 from stfn.models.fusion import DIRECTIONS, FUSION_OPS, FUSION_RULES
-from stfn.models.heads import STFNHead, TemporalInceptionHead, TSNHead
+from stfn.models.heads import STFNHead, TSNHead
 from stfn.models.temporal import POOLINGS
+from stfn.models.temporal_inception import TemporalInceptionHead
 from stfn.models.ts_lstm import POOLINGS as TS_LSTM_POOLINGS
 from stfn.models.ts_lstm import TSLSTMHead
 
@@ -141,7 +142,7 @@ def _tsn_head(cfg: ModelConfig, dim: int, streams: list[str]) -> nn.Module:
 
 
 def _temporal_inception_head(cfg: ModelConfig, dim: int, streams: list[str]) -> nn.Module:
-    return TemporalInceptionHead(dim, cfg.num_classes, streams, cfg.head)
+    return TemporalInceptionHead(dim, cfg.num_classes, streams, cfg.head.dropout)  # Ma et al.: no other head key
 
 
 def _ts_lstm_head(cfg: ModelConfig, dim: int, streams: list[str]) -> nn.Module:
@@ -173,7 +174,6 @@ def _check_head(h: HeadConfig) -> None:
     if h.blocks < 0:
         raise ConfigError(f"config key 'model.head.blocks' must be >= 0, got {h.blocks}")
     _check_kernels("model.head.kernel_sizes", h.kernel_sizes)
-    _check_kernels("model.head.inception_kernels", h.inception_kernels)
     if any(d < 1 for d in h.dilations) or (
         len(h.dilations) != len(h.kernel_sizes) and not all(d == 1 for d in h.dilations)
     ):
