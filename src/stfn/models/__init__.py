@@ -1,11 +1,12 @@
 """The STFN model family: per-frame backbones, Residual Inception temporal blocks, fusion connections,
-and the STFN / TSN / Temporal-Inception networks. Entry point: :func:`build_model`."""
+and the STFN / TSN / Temporal-Inception / TLE networks. Entry point: :func:`build_model`."""
 
 from stfn.models.backbone import FrameBackbone, SmallCNN, adapt_stem, build_backbone, find_stem
 from stfn.models.fusion import FusionConnection
 from stfn.models.heads import Stage, STFNHead, TemporalInceptionHead, TSNHead
 from stfn.models.stfn import ARCHS, TSN, TwoStreamNet, build_model, check_model_config
 from stfn.models.temporal import ResidualInceptionBlock, TemporalPool
+from stfn.models.tle import TensorSketch, TLEHead
 
 __all__ = [
     "ARCHS",
@@ -16,9 +17,11 @@ __all__ = [
     "STFNHead",
     "SmallCNN",
     "Stage",
+    "TLEHead",
     "TSNHead",
     "TemporalInceptionHead",
     "TemporalPool",
+    "TensorSketch",
     "TwoStreamNet",
     "adapt_stem",
     "build_backbone",

@@ -1,4 +1,4 @@
-"""Two-stream networks (STFN, TSN, Temporal-Inception) and :func:`build_model`.
+"""Two-stream networks (STFN, TSN, Temporal-Inception, TLE) and :func:`build_model`.
 
 Every network is a :class:`TwoStreamNet`: a per-frame backbone per stream (``backbones``) and a head
 on the per-frame features. Batches are dicts::
@@ -23,6 +23,7 @@ from stfn.models.backbone import FrameBackbone, adapt_stem, build_rgb_network
 from stfn.models.fusion import DIRECTIONS, FUSION_OPS
 from stfn.models.heads import STFNHead, TemporalInceptionHead, TSNHead
 from stfn.models.temporal import POOLINGS
+from stfn.models.tle import TLEHead, check_tle_config
 
 __all__ = ["ARCHS", "TSN", "TwoStreamNet", "build_model", "check_model_config"]
 
@@ -142,11 +143,17 @@ def _temporal_inception_head(cfg: ModelConfig, dim: int, streams: list[str]) -> 
     return TemporalInceptionHead(dim, cfg.num_classes, streams, cfg.head)
 
 
+def _tle_head(cfg: ModelConfig, dim: int, streams: list[str]) -> nn.Module:
+    weights = dict(zip(STREAMS, cfg.fusion_weights, strict=True))
+    return TLEHead(dim, cfg.num_classes, streams, cfg.tle, weights)
+
+
 # `model.arch` -> (network class, head builder): the one registry of architectures.
 ARCHS = {
     "stfn": (TwoStreamNet, _stfn_head),
     "tsn": (TSN, _tsn_head),
     "temporal_inception": (TwoStreamNet, _temporal_inception_head),
+    "tle": (TSN, _tle_head),  # TSN's class for its stream_logits: TLE also fuses per-stream scores late
 }
 
 
@@ -198,6 +205,7 @@ def check_model_config(cfg: ModelConfig) -> list[str]:
             f"config key 'model.fusion_weights' must be two weights >= 0 (rgb, flow) with a positive sum, got {w}"
         )
     _check_head(cfg.head)
+    check_tle_config(cfg.tle)
     return [s for s in STREAMS if s in cfg.streams]
 
 
