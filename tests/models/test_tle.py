@@ -143,6 +143,19 @@ def test_aggregations():
     assert not torch.allclose(out["product"], out["sum"]) and not torch.allclose(out["product"], out["max"])
 
 
+@pytest.mark.parametrize("t", [3, 6, 25])
+def test_encoding_is_blind_to_temporal_order(t):
+    """The segment aggregation is commutative and the segments are symmetric about the video's middle,
+    so a reversed video gets the same encoding: TLE cannot tell a rising from a falling pattern."""
+    head = TLEHead(16, 5, ["rgb"], TLEConfig(dim=64)).eval()
+    f = feats(t=t, streams=("rgb",))
+    torch.testing.assert_close(head.encode({"rgb_feat": f["rgb_feat"].flip(1)})["rgb"], head.encode(f)["rgb"])
+    swap = torch.arange(t)
+    swap[[t // 3 - 1, t // 3]] = swap[[t // 3, t // 3 - 1]]  # one position moved to the next segment
+    moved = head.encode({"rgb_feat": f["rgb_feat"][:, swap]})["rgb"]
+    assert torch.allclose(moved, head.encode(f)["rgb"]) == (t == 3)  # T = K: any order is the same product
+
+
 def test_hash_buffers_are_saved_and_a_reloaded_head_gives_the_same_output():
     head = TLEHead(16, 5, ["rgb", "flow"], TLEConfig(dim=64, seed=1)).eval()
     state = head.state_dict()
