@@ -33,6 +33,7 @@ __all__ = [
     "HeadConfig",
     "ModelConfig",
     "TSLSTMConfig",
+    "TLEConfig",
     "TrainConfig",
     "config_from_dict",
     "config_to_dict",
@@ -83,10 +84,21 @@ class TSLSTMConfig:
 
 
 @dataclass
+class TLEConfig:
+    """``arch: tle``: Temporal Linear Encoding (Diba et al. 2017), see :mod:`stfn.models.tle`."""
+
+    segments: int = 3  # K: segments of the video, aggregated into one feature
+    aggregation: str = "product"  # product | sum | max  (element-wise over the K segments; paper: product)
+    dim: int = 8192  # d: Tensor Sketch (compact bilinear) dimension
+    seed: int = 1  # of the fixed random hashes (saved in checkpoints as buffers)
+    dropout: float = 0.8  # before each stream's classifier
+
+
+@dataclass
 class ModelConfig:
     """The network: which architecture, which streams, which backbone."""
 
-    arch: str = "stfn"  # stfn | tsn | temporal_inception
+    arch: str = "stfn"  # stfn | tsn | temporal_inception | tle
     streams: list[str] = field(default_factory=lambda: ["rgb", "flow"])  # any non-empty subset
     num_classes: int = 101
     backbone: str = "resnet18"  # torchvision classifier name, or "timm:<name>" when timm is installed
@@ -95,10 +107,11 @@ class ModelConfig:
     cross_modality_init: bool = True  # TSN: flow stem = channel mean of the RGB stem, replicated
     freeze_backbone: bool = False  # train only the head (features can then be cached)
     tsn_dropout: float = 0.8  # TSN per-stream dropout before the classifier
-    fusion_weights: list[float] = field(default_factory=lambda: [1.0, 1.5])  # TSN late fusion rgb:flow
+    fusion_weights: list[float] = field(default_factory=lambda: [1.0, 1.5])  # TSN/TLE late fusion rgb:flow
     fusion_rule: str = "logits"  # TSN late fusion: logits (TSN's weighted logit sum) | softmax (softmax mean)
     head: HeadConfig = field(default_factory=HeadConfig)
     ts_lstm: TSLSTMConfig = field(default_factory=TSLSTMConfig)  # arch: ts_lstm
+    tle: TLEConfig = field(default_factory=TLEConfig)  # arch: tle
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The STFN model family: per-frame backbones, Residual Inception temporal blocks, fusion connections,
-and the STFN / TSN / Temporal-Inception networks. Entry point: :func:`build_model`."""
+and the STFN / TSN / Temporal-Inception / TLE networks. Entry point: :func:`build_model`."""
 
 from stfn.models.backbone import FrameBackbone, SmallCNN, adapt_stem, build_backbone, find_stem
 from stfn.models.fusion import FusionConnection
@@ -7,6 +7,7 @@ from stfn.models.heads import Stage, STFNHead, TSNHead
 from stfn.models.stfn import ARCHS, TSN, TwoStreamNet, build_model, check_model_config
 from stfn.models.temporal import ResidualInceptionBlock, TemporalPool
 from stfn.models.temporal_inception import TemporalInceptionHead
+from stfn.models.tle import TensorSketch, TLEHead
 from stfn.models.ts_lstm import TSLSTMHead
 
 __all__ = [
@@ -19,9 +20,11 @@ __all__ = [
     "SmallCNN",
     "Stage",
     "TSLSTMHead",
+    "TLEHead",
     "TSNHead",
     "TemporalInceptionHead",
     "TemporalPool",
+    "TensorSketch",
     "TwoStreamNet",
     "adapt_stem",
     "build_backbone",

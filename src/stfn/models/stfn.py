@@ -1,4 +1,4 @@
-"""Two-stream networks (STFN, TSN, Temporal-Inception) and :func:`build_model`.
+"""Two-stream networks (STFN, TSN, Temporal-Inception, TLE) and :func:`build_model`.
 
 Every network is a :class:`TwoStreamNet`: a per-frame backbone per stream (``backbones``) and a head
 on the per-frame features. Batches are dicts::
@@ -24,6 +24,7 @@ from stfn.models.fusion import DIRECTIONS, FUSION_OPS, FUSION_RULES
 from stfn.models.heads import STFNHead, TSNHead
 from stfn.models.temporal import POOLINGS
 from stfn.models.temporal_inception import TemporalInceptionHead
+from stfn.models.tle import TLEHead, check_tle_config
 from stfn.models.ts_lstm import POOLINGS as TS_LSTM_POOLINGS
 from stfn.models.ts_lstm import TSLSTMHead
 
@@ -149,12 +150,18 @@ def _ts_lstm_head(cfg: ModelConfig, dim: int, streams: list[str]) -> nn.Module:
     return TSLSTMHead(dim, cfg.num_classes, streams, cfg.ts_lstm)
 
 
+def _tle_head(cfg: ModelConfig, dim: int, streams: list[str]) -> nn.Module:
+    weights = dict(zip(STREAMS, cfg.fusion_weights, strict=True))
+    return TLEHead(dim, cfg.num_classes, streams, cfg.tle, weights, cfg.fusion_rule)
+
+
 # `model.arch` -> (network class, head builder): the one registry of architectures.
 ARCHS = {
     "stfn": (TwoStreamNet, _stfn_head),
     "tsn": (TSN, _tsn_head),
     "temporal_inception": (TwoStreamNet, _temporal_inception_head),
     "ts_lstm": (TwoStreamNet, _ts_lstm_head),
+    "tle": (TSN, _tle_head),  # TSN's class for its stream_logits: TLE also fuses per-stream scores late
 }
 
 
@@ -222,6 +229,7 @@ def check_model_config(cfg: ModelConfig) -> list[str]:
                           f"got {cfg.fusion_rule!r}")
     _check_head(cfg.head)
     _check_ts_lstm(cfg.ts_lstm)
+    check_tle_config(cfg.tle)
     return [s for s in STREAMS if s in cfg.streams]
 
 
