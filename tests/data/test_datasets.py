@@ -324,3 +324,24 @@ def test_data_info_reports_missing_and_failed(ucf_tree, tmp_path, capsys):
     assert "YoYo/v_YoYo_g08_c01 (truncated file)" in text
     assert cli_main(["data-info", "--dataset", "ucf101", "--splits", str(tmp_path / "none")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_last_training_batch_of_one_video_is_dropped() -> None:
+    """BatchNorm1d cannot normalise a batch of one in training (Temporal-Inception's and TS-LSTM's heads):
+    9537 UCF101 videos in batches of 16 leave one."""
+    from stfn.data.datasets import build_loader
+
+    class Items(torch.utils.data.Dataset):
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def __len__(self) -> int:
+            return self.n
+
+        def __getitem__(self, item):
+            return {"index": item[0] if isinstance(item, tuple) else item}
+
+    assert [len(b["index"]) for b in build_loader(Items(17), 4, train=True, workers=0)] == [4, 4, 4, 4]
+    assert [len(b["index"]) for b in build_loader(Items(18), 4, train=True, workers=0)] == [4, 4, 4, 4, 2]
+    assert [len(b["index"]) for b in build_loader(Items(17), 4, train=False, workers=0)] == [4, 4, 4, 4, 1]
+    assert [len(b["index"]) for b in build_loader(Items(1), 4, train=True, workers=0)] == [1]

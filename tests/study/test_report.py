@@ -138,7 +138,7 @@ def test_demo_markdown_sections_in_order():
     assert "Every row is one training seed." in text  # one seed per model
     assert "positions: rgb 49.0, flow 51.5 (chance 50)" in text  # mean within-pair accuracy over positions
     assert "| stream | 1 | 2 |\n| --- | ---: | ---: |\n| rgb | 50 | 48 |\n| flow | 52 | 51 |\n" in text
-    assert "| STFN | p | `r` |" in text
+    assert "| STFN | p | - | - | - | `r` |" in text  # no history: no loss columns
     assert "| flow | dis, bound 9 |" in text and "| backbone | cnn_small |" in text
     assert ("Classes per group: appearance (1): Square; motion (1): SlideRight; temporal_order (2): "
             "LeftThenRight, RightThenLeft; appearance_motion (1): RedLeft.") in text
@@ -165,3 +165,12 @@ def test_write_demo_report_writes_the_markdown_and_plots(tmp_path):
     out.mkdir()
     write_demo_report(out, summary, {})
     assert sorted(f.name for f in out.iterdir()) == ["curves.png", "groups.png", "report.md"]
+
+
+def test_protocol_table_says_how_far_the_training_loss_still_fell():
+    entry = _entry((30, 30, 10))
+    entry["history"] = [{"epoch": e + 1, "train_loss": loss} for e, loss in enumerate([2.0, 1.5, 1.2, 1.1, 1.0, 0.9,
+                                                                                      0.8, 0.6])]
+    text = demo_markdown(_fake_summary({"STFN": entry}))
+    # last quarter of 8 epochs = 2 epochs: 0.9 (epoch 6) -> 0.6 (epoch 8) is a fall of 33%
+    assert "| STFN | p | 8 | 0.600 | 33% (epochs 6-8) | `r` |" in text

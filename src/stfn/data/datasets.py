@@ -286,7 +286,8 @@ def build_loader(dataset: Dataset, batch_size: int, train: bool, workers: int, d
     training, exact for evaluation: each rank then holds a different number of test videos, so gather
     predictions, e.g. with ``all_gather_object``); pinned memory when CUDA is available; persistent
     workers with one torch and one OpenCV thread each. Training randomness comes from the sampler's
-    per-item seeds, so the same ``seed`` gives the same samples with any number of workers.
+    per-item seeds, so the same ``seed`` gives the same samples with any number of workers. In training,
+    a last batch that would hold a single video is dropped (``drop_last`` drops any incomplete one).
     """
     rank, world = 0, 1
     if distributed:
@@ -294,6 +295,9 @@ def build_loader(dataset: Dataset, batch_size: int, train: bool, workers: int, d
             raise StfnError("build_loader(distributed=True) needs an initialised torch.distributed process group")
         rank, world = dist.get_rank(), dist.get_world_size()
     sampler = SeededSampler(len(dataset), shuffle=train, seed=seed, rank=rank, world_size=world, pad=train)
+    # A last training batch of one video cannot be batch-normalised (BatchNorm1d raises in training, as
+    # in Temporal-Inception's and TS-LSTM's heads): drop it. UCF101 split 1 has 9537 = 596 x 16 + 1.
+    drop_last = drop_last or (train and len(sampler) % batch_size == 1 and len(sampler) > 1)
     return DataLoader(
         dataset,
         batch_size=batch_size,

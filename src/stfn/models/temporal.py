@@ -58,7 +58,7 @@ class TemporalConv1d(nn.Conv1d):
 
     Computed as one matrix product. ``k = 1``: the input ``(B*T, C_in)`` times the weight. ``k > 1`` with
     ``C_in <= C_out``: the ``(B*T, C_in*k)`` windows of the input (im2col) times the weight flattened to
-    ``(C_out, C_in*k)``. ``C_in > C_out`` (e.g. Temporal-Inception on 2x2048 stacked features): the input
+    ``(C_out, C_in*k)``. ``C_in > C_out`` (e.g. a 1x1 projection of 2048-d frame features): the input
     times all ``k`` taps at once, ``(B*T, C_in) x (C_in, k*C_out)``, then the ``k`` shifted outputs summed,
     which moves ``k*C_out`` instead of ``k*C_in`` values per frame.
     """

@@ -48,7 +48,7 @@ from stfn.fileio import atomic_write_json
 from stfn.runtime import describe_dtype, resolve_amp, resolve_device
 from stfn.study.analysis import class_groups, group_accuracy, load_classes_meta, temporal_pairs
 from stfn.study.machine import machine_info
-from stfn.study.presets import E2E_MODEL, MODELS, PRESETS, DemoPreset
+from stfn.study.presets import E2E_MODEL, HEADS, MODELS, PRESETS, DemoPreset
 from stfn.study.protocol import build_two_stream_checkpoint, train_backbones, train_run
 from stfn.study.report import summarize, write_demo_report
 from stfn.study.significance import video_outcomes
@@ -65,7 +65,9 @@ __all__ = [
 _TWO_STAGE = "two-stage: heads on frozen cached features of the TSN backbones"
 PROTOCOLS: dict[str, str] = {
     "TSN RGB": "end to end, RGB only", "TSN flow": "end to end, flow only",
-    "TSN two-stream": "late fusion of TSN RGB and TSN flow (1:1.5)", "Temporal-Inception": _TWO_STAGE,
+    "TSN two-stream": "late fusion of TSN RGB and TSN flow (1:1.5, TSN's weighted sum of logits)",
+    "TSN (cached features)": _TWO_STAGE + " (TSN's consensus head: per-frame classifier, average, logit fusion)",
+    "Temporal-Inception": _TWO_STAGE, "TS-LSTM": _TWO_STAGE, "TLE": _TWO_STAGE,
     "STFN (no fusion)": _TWO_STAGE, "STFN": _TWO_STAGE,
     E2E_MODEL: "end to end, backbones initialised from TSN RGB / TSN flow",
 }
@@ -131,6 +133,11 @@ def head_config(base: Config, p: DemoPreset, arch: str, fusion: str, features: P
     cfg.train.seed = base.train.seed if seed is None else seed
     cfg.model.arch, cfg.model.streams, cfg.model.freeze_backbone = arch, list(STREAMS), True
     cfg.model.head.fusion, cfg.model.head.hidden_dim = fusion, p.head_hidden
+    cfg.model.tsn_dropout = 0.5  # TSN's consensus head as on the backbones (step 3)
+    if arch == "temporal_inception":
+        cfg.model.head.dropout = 0.2  # Ma et al.'s run.lua (both of its dropouts)
+    if arch == "tle":
+        cfg.model.fusion_weights = [1.0, 1.0]  # Diba et al. average the two streams' scores
     cfg.data.features, cfg.data.num_workers = str(features), 0  # cached features load fastest in-process
     cfg.train.epochs, cfg.train.lr = p.head_epochs, p.head_lr
     cfg.train.eval_every = max(1, p.head_epochs // 6)  # points of the training curves
@@ -276,11 +283,11 @@ def _tsn_two_stream(base: Config, runs: Path, trained: dict[str, Any]) -> tuple[
 
 def _train_heads(base: Config, p: DemoPreset, feats: Path, runs: Path, head_seeds: list[int],
                  progress: bool) -> dict[str, list[dict[str, Any]]]:
-    """Step 6: each head on the cached features, once per seed of ``head_seeds``."""
-    heads = {"Temporal-Inception": ("temporal_inception", "none"), "STFN (no fusion)": ("stfn", "none"),
-             "STFN": ("stfn", base.model.head.fusion)}
+    """Step 6: each head of :data:`HEADS` on the cached features, once per seed of ``head_seeds``
+    (same features, epochs, learning rate and seeds for every head)."""
     trained = {}
-    for name, (arch, fusion) in heads.items():
+    for name, (arch, fusion) in HEADS.items():
+        fusion = base.model.head.fusion if fusion == "default" else fusion
         # One thread: the heads' matrices are small, and a second thread that must wait for a core
         # another process holds made them 10-30x slower (measured on a shared 2-core machine).
         trained[name] = [train_run(head_config(base, p, arch, fusion, feats, s),

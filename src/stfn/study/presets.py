@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["E2E_MODEL", "MODELS", "PRESETS", "DemoPreset"]
+__all__ = ["E2E_MODEL", "HEADS", "MODELS", "PRESETS", "DemoPreset"]
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,21 @@ MODELS: dict[str, str] = {
     "TSN RGB": "tsn_rgb",
     "TSN flow": "tsn_flow",
     "TSN two-stream": "tsn_two_stream",
+    "TSN (cached features)": "tsn_features",
     "Temporal-Inception": "temporal_inception",
+    "TS-LSTM": "ts_lstm",
+    "TLE": "tle",
     "STFN (no fusion)": "stfn_nofusion",
     "STFN": "stfn",
+}
+# The heads trained on the cached features (step 6): display name -> (model.arch, model.head.fusion);
+# "fusion" is STFN's connection ("default": the base config's), unused by the other heads.
+HEADS: dict[str, tuple[str, str]] = {
+    "TSN (cached features)": ("tsn", "none"),
+    "Temporal-Inception": ("temporal_inception", "none"),
+    "TS-LSTM": ("ts_lstm", "none"),
+    "TLE": ("tle", "none"),
+    "STFN (no fusion)": ("stfn", "none"),
+    "STFN": ("stfn", "default"),
 }
 E2E_MODEL = "STFN (end-to-end)"  # added by ``stfn demo --end-to-end``
