@@ -32,6 +32,7 @@ __all__ = [
     "DataConfig",
     "HeadConfig",
     "ModelConfig",
+    "STResNetConfig",
     "TrainConfig",
     "config_from_dict",
     "config_to_dict",
@@ -71,10 +72,20 @@ class HeadConfig:
 
 
 @dataclass
+class STResNetConfig:
+    """``arch: st_resnet``: spatiotemporal ResNets (Feichtenhofer et al. 2016), see :mod:`stfn.models.st_resnet`."""
+
+    connections: bool = True  # motion -> appearance residual connections into the 2nd unit of each stage
+    temporal_convs: bool = True  # those units' 1x1 convs become 3x1x1 over frames (each tap W/3 at start)
+    temporal_pool: bool = False  # stage 2: temporal max-pool (5 frames, stride 2) after the last stage
+    dropout: float = 0.0  # before the per-frame classifiers (the authors train without dropout)
+
+
+@dataclass
 class ModelConfig:
     """The network: which architecture, which streams, which backbone."""
 
-    arch: str = "stfn"  # stfn | tsn | temporal_inception
+    arch: str = "stfn"  # stfn | tsn | temporal_inception | st_resnet
     streams: list[str] = field(default_factory=lambda: ["rgb", "flow"])  # any non-empty subset
     num_classes: int = 101
     backbone: str = "resnet18"  # torchvision classifier name, or "timm:<name>" when timm is installed
@@ -85,6 +96,7 @@ class ModelConfig:
     tsn_dropout: float = 0.8  # TSN per-stream dropout before the classifier
     fusion_weights: list[float] = field(default_factory=lambda: [1.0, 1.5])  # TSN late fusion rgb:flow
     head: HeadConfig = field(default_factory=HeadConfig)
+    st_resnet: STResNetConfig = field(default_factory=STResNetConfig)  # arch: st_resnet only
 
 
 @dataclass

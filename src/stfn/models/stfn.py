@@ -1,4 +1,4 @@
-"""Two-stream networks (STFN, TSN, Temporal-Inception) and :func:`build_model`.
+"""Two-stream networks (STFN, TSN, Temporal-Inception, ST-ResNet) and :func:`build_model`.
 
 Every network is a :class:`TwoStreamNet`: a per-frame backbone per stream (``backbones``) and a head
 on the per-frame features. Batches are dicts::
@@ -22,6 +22,7 @@ from stfn.errors import StfnError
 from stfn.models.backbone import FrameBackbone, adapt_stem, build_rgb_network
 from stfn.models.fusion import DIRECTIONS, FUSION_OPS
 from stfn.models.heads import STFNHead, TemporalInceptionHead, TSNHead
+from stfn.models.st_resnet import STResNet, STResNetHead, check_st_resnet_config
 from stfn.models.temporal import POOLINGS
 
 __all__ = ["ARCHS", "TSN", "TwoStreamNet", "build_model", "check_model_config"]
@@ -142,11 +143,16 @@ def _temporal_inception_head(cfg: ModelConfig, dim: int, streams: list[str]) -> 
     return TemporalInceptionHead(dim, cfg.num_classes, streams, cfg.head)
 
 
+def _st_resnet_head(cfg: ModelConfig, dim: int, streams: list[str]) -> nn.Module:
+    return STResNetHead(dim, cfg.num_classes, streams, cfg.st_resnet.dropout)
+
+
 # `model.arch` -> (network class, head builder): the one registry of architectures.
 ARCHS = {
     "stfn": (TwoStreamNet, _stfn_head),
     "tsn": (TSN, _tsn_head),
     "temporal_inception": (TwoStreamNet, _temporal_inception_head),
+    "st_resnet": (STResNet, _st_resnet_head),  # joins its backbones itself (model.st_resnet)
 }
 
 
@@ -198,6 +204,8 @@ def check_model_config(cfg: ModelConfig) -> list[str]:
             f"config key 'model.fusion_weights' must be two weights >= 0 (rgb, flow) with a positive sum, got {w}"
         )
     _check_head(cfg.head)
+    if cfg.arch == "st_resnet":
+        check_st_resnet_config(cfg)
     return [s for s in STREAMS if s in cfg.streams]
 
 
@@ -230,4 +238,5 @@ def build_model(cfg: ModelConfig, *, with_backbones: bool = True) -> TwoStreamNe
             dim = build_rgb_network(cfg.backbone, False).feature_dim
         backbones = {}
     head = head_builder(cfg, dim, streams)
-    return net_cls(backbones, head, streams, dim, cfg.flow_length, cfg.freeze_backbone)
+    extra = {"options": cfg.st_resnet} if cfg.arch == "st_resnet" else {}
+    return net_cls(backbones, head, streams, dim, cfg.flow_length, cfg.freeze_backbone, **extra)
