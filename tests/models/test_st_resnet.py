@@ -77,8 +77,8 @@ def test_connection_and_temporal_conv_placement(backbone):
 def test_temporal_conv_is_the_authors_convtime():
     conv = nn.Conv2d(6, 4, 1, bias=False)
     tconv = TemporalConv(conv)
-    assert tconv.weight.shape == (4, 6, 3, 1, 1) and tconv.bias is None
-    assert all(torch.equal(tconv.weight[:, :, k], conv.weight / 3) for k in range(3))  # cat(2, W/3, W/3, W/3)
+    assert tconv.weight.shape == (4, 6, 3, 1) and tconv.bias is None  # ConvTime: 3 x 1 over (T, H*W)
+    assert all(torch.equal(tconv.weight[:, :, k : k + 1], conv.weight / 3) for k in range(3))  # cat(2, W/3, W/3, W/3)
     frame = torch.randn(1, 6, 5, 5)
     with torch.no_grad():
         same = tconv(frame.repeat(2 * 4, 1, 1, 1), frames=4).view(2, 4, 4, 5, 5)  # 2 clips of 4 equal frames
@@ -174,13 +174,16 @@ def test_temporal_convs_at_resnet50_start_from_the_2d_weights_and_mix_frames(cli
     for s in ("rgb", "flow"):
         for name in TEMPORAL:
             w2d = flat.backbones[s].net.get_submodule(name).weight
-            assert torch.allclose(on.backbones[s].net.get_submodule(name).weight, w2d.unsqueeze(2).repeat(1, 1, 3, 1, 1) / 3)
+            assert torch.allclose(on.backbones[s].net.get_submodule(name).weight, w2d.repeat(1, 1, 3, 1) / 3)
     batch = clip(b=1, t=3)
     swapped = {k: v[:, [1, 0, 2]] for k, v in batch.items()}
     with torch.no_grad():
         for model, per_frame in ((flat, True), (on, False)):
             a, b = model.forward_features(batch)["rgb_feat"], model.forward_features(swapped)["rgb_feat"]
             assert torch.allclose(b, a[:, [1, 0, 2]], atol=1e-4) == per_frame
+        # the training loop's default layout (train.channels_last): same features
+        on.to(memory_format=torch.channels_last)
+        assert torch.allclose(on.forward_features(swapped)["rgb_feat"], b, atol=1e-4)
 
 
 @pytest.mark.parametrize("t, t_out", [(3, 1), (5, 1), (7, 2), (11, 4), (25, 11)])

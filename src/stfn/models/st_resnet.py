@@ -96,8 +96,10 @@ class TemporalConv(nn.Module):
 
     Kernel 3 over the ``T = frames`` frames of each clip (a clip's frames adjacent in the batch dimension, as
     ``(B, T, ...).flatten(0, 1)`` lays them out), zero padding 1 at the clip's ends, stride 1, the conv's
-    bias (none in a ResNet). ``weight`` ``(C_out, C_in, 3, 1, 1)`` starts as ``W / 3`` at each tap: on a clip
-    of equal frames it gives the 1x1 conv's output, 2/3 of it at the two end frames.
+    bias (none in a ResNet). ``weight`` ``(C_out, C_in, 3, 1)`` starts as ``W / 3`` at each tap: on a clip
+    of equal frames it gives the 1x1 conv's output, 2/3 of it at the two end frames. As ``ConvTime``, it is a
+    2D convolution over ``(T, H*W)`` with a ``3 x 1`` kernel (a 4D weight, so the network can be
+    channels_last).
     """
 
     def __init__(self, conv: nn.Conv2d) -> None:
@@ -106,7 +108,7 @@ class TemporalConv(nn.Module):
             raise StfnError(f"only a 1x1, stride-1, ungrouped convolution can be made temporal, got {conv}")
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         with torch.no_grad():
-            weight = conv.weight.detach().unsqueeze(2).repeat(1, 1, 3, 1, 1) / 3
+            weight = conv.weight.detach().repeat(1, 1, 3, 1) / 3  # (C_out, C_in, 3, 1)
         self.weight = nn.Parameter(weight)
         self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())
 
@@ -114,12 +116,12 @@ class TemporalConv(nn.Module):
         n, c, h, w = x.shape
         if frames < 1 or n % frames:
             raise StfnError(f"{n} feature maps are not whole clips of {frames} frames (temporal convolution)")
-        clips = x.reshape(n // frames, frames, c, h, w).transpose(1, 2)  # (B, C, T, H, W)
-        y = F.conv3d(clips, self.weight, self.bias, padding=(1, 0, 0))
+        clips = x.reshape(n // frames, frames, c, h * w).transpose(1, 2)  # (B, C, T, H*W)
+        y = F.conv2d(clips, self.weight, self.bias, padding=(1, 0))
         return y.transpose(1, 2).reshape(n, self.out_channels, h, w)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size=(3, 1, 1), padding=(1, 0, 0), "
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size=(3, 1) over (T, H*W), padding=(1, 0), "
                 f"bias={self.bias is not None}")
 
 
