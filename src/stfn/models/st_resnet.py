@@ -36,9 +36,10 @@ GitHub ``feichtenhofer/st-resnet`` (MatConvNet) and its MatConvNet fork ``feicht
   (``cnn_train_dag.m``, ``processEpoch``) is the mean over the streams' classifier outputs (pre-softmax),
   the positions in time and the views. :class:`STResNetHead`.
 
-Not as the authors: they minimise the sum of the two streams' softmax losses (``derOutputs`` of both loss
-layers); stfn's training loop minimises one cross-entropy on :meth:`STResNet.forward`, here on the fused
-logits (the authors' test score). torchvision ResNets are v1.5 (stride 2 on the 3x3 conv of a stage's first
+Not as the authors: they minimise a softmax loss on every frame's classifier output in each stream (the
+video's label replicated over the frames, ``dagnn.Loss`` of the fork; ``derOutputs`` of both streams' loss
+layers), summed over frames and streams; stfn's training loop minimises one cross-entropy on
+:meth:`STResNet.forward`, here on the fused logits (the authors' test score). torchvision ResNets are v1.5 (stride 2 on the 3x3 conv of a stage's first
 unit; the authors' Caffe ResNets stride the first 1x1); the units with temporal convs have stride 1 in both.
 """
 
