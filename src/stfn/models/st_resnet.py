@@ -39,8 +39,11 @@ GitHub ``feichtenhofer/st-resnet`` (MatConvNet) and its MatConvNet fork ``feicht
 Not as the authors: they minimise a softmax loss on every frame's classifier output in each stream (the
 video's label replicated over the frames, ``dagnn.Loss`` of the fork; ``derOutputs`` of both streams' loss
 layers), summed over frames and streams; stfn's training loop minimises one cross-entropy on
-:meth:`STResNet.forward`, here on the fused logits (the authors' test score). torchvision ResNets are v1.5 (stride 2 on the 3x3 conv of a stage's first
-unit; the authors' Caffe ResNets stride the first 1x1); the units with temporal convs have stride 1 in both.
+:meth:`STResNet.forward`, here on the fused logits (the authors' test score). torchvision ResNets are
+v1.5 (stride 2 on the 3x3 conv of a stage's first unit; the authors' Caffe ResNets stride its first 1x1);
+the units with temporal convs have stride 1 in both. A 1x1 -> 3-tap weight does not load from a per-frame
+(TSN) checkpoint, so ``train.init_rgb`` / ``init_flow`` take ST-ResNet checkpoints (stage 2 from stage 1), or
+TSN ones with ``model.st_resnet.temporal_convs: false``.
 """
 
 from __future__ import annotations
