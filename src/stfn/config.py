@@ -34,6 +34,7 @@ __all__ = [
     "ModelConfig",
     "TSLSTMConfig",
     "TLEConfig",
+    "STResNetConfig",
     "TrainConfig",
     "config_from_dict",
     "config_to_dict",
@@ -95,10 +96,20 @@ class TLEConfig:
 
 
 @dataclass
+class STResNetConfig:
+    """``arch: st_resnet``: spatiotemporal ResNets (Feichtenhofer et al. 2016), see :mod:`stfn.models.st_resnet`."""
+
+    connections: bool = True  # motion -> appearance residual connections into the 2nd unit of each stage
+    temporal_convs: bool = True  # those units' 1x1 convs become 3x1x1 over frames (each tap W/3 at start)
+    temporal_pool: bool = False  # stage 2: temporal max-pool (5 frames, stride 2) after the last stage
+    dropout: float = 0.0  # before the per-frame classifiers (the authors train without dropout)
+
+
+@dataclass
 class ModelConfig:
     """The network: which architecture, which streams, which backbone."""
 
-    arch: str = "stfn"  # stfn | tsn | temporal_inception | tle
+    arch: str = "stfn"  # stfn | tsn | temporal_inception | ts_lstm | tle | st_resnet (stfn.models.ARCHS)
     streams: list[str] = field(default_factory=lambda: ["rgb", "flow"])  # any non-empty subset
     num_classes: int = 101
     backbone: str = "resnet18"  # torchvision classifier name, or "timm:<name>" when timm is installed
@@ -112,6 +123,7 @@ class ModelConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     ts_lstm: TSLSTMConfig = field(default_factory=TSLSTMConfig)  # arch: ts_lstm
     tle: TLEConfig = field(default_factory=TLEConfig)  # arch: tle
+    st_resnet: STResNetConfig = field(default_factory=STResNetConfig)  # arch: st_resnet only
 
 
 @dataclass

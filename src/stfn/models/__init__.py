@@ -1,9 +1,10 @@
 """The STFN model family: per-frame backbones, Residual Inception temporal blocks, fusion connections,
-and the STFN / TSN / Temporal-Inception / TLE networks. Entry point: :func:`build_model`."""
+and the STFN / TSN / Temporal-Inception / TS-LSTM / TLE / ST-ResNet networks. Entry point: :func:`build_model`."""
 
 from stfn.models.backbone import FrameBackbone, SmallCNN, adapt_stem, build_backbone, find_stem
 from stfn.models.fusion import FusionConnection
 from stfn.models.heads import Stage, STFNHead, TSNHead
+from stfn.models.st_resnet import STResNet
 from stfn.models.stfn import ARCHS, TSN, TwoStreamNet, build_model, check_model_config
 from stfn.models.temporal import ResidualInceptionBlock, TemporalPool
 from stfn.models.temporal_inception import TemporalInceptionHead
@@ -18,6 +19,7 @@ __all__ = [
     "ResidualInceptionBlock",
     "STFNHead",
     "SmallCNN",
+    "STResNet",
     "Stage",
     "TSLSTMHead",
     "TLEHead",

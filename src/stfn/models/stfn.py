@@ -1,4 +1,5 @@
-"""Two-stream networks (STFN, TSN, Temporal-Inception, TLE) and :func:`build_model`.
+"""Two-stream networks (STFN and the baselines: TSN, Temporal-Inception, TS-LSTM, TLE, ST-ResNet) and
+:func:`build_model`.
 
 Every network is a :class:`TwoStreamNet`: a per-frame backbone per stream (``backbones``) and a head
 on the per-frame features. Batches are dicts::
@@ -22,6 +23,7 @@ from stfn.errors import StfnError
 from stfn.models.backbone import FrameBackbone, adapt_stem, build_rgb_network
 from stfn.models.fusion import DIRECTIONS, FUSION_OPS, FUSION_RULES
 from stfn.models.heads import STFNHead, TSNHead
+from stfn.models.st_resnet import STResNet, STResNetHead, check_st_resnet_config
 from stfn.models.temporal import POOLINGS
 from stfn.models.temporal_inception import TemporalInceptionHead
 from stfn.models.tle import TLEHead, check_tle_config
@@ -155,6 +157,10 @@ def _tle_head(cfg: ModelConfig, dim: int, streams: list[str]) -> nn.Module:
     return TLEHead(dim, cfg.num_classes, streams, cfg.tle, weights, cfg.fusion_rule)
 
 
+def _st_resnet_head(cfg: ModelConfig, dim: int, streams: list[str]) -> nn.Module:
+    return STResNetHead(dim, cfg.num_classes, streams, cfg.st_resnet.dropout)
+
+
 # `model.arch` -> (network class, head builder): the one registry of architectures.
 ARCHS = {
     "stfn": (TwoStreamNet, _stfn_head),
@@ -162,6 +168,7 @@ ARCHS = {
     "temporal_inception": (TwoStreamNet, _temporal_inception_head),
     "ts_lstm": (TwoStreamNet, _ts_lstm_head),
     "tle": (TSN, _tle_head),  # TSN's class for its stream_logits: TLE also fuses per-stream scores late
+    "st_resnet": (STResNet, _st_resnet_head),  # joins its backbones itself (model.st_resnet)
 }
 
 
@@ -230,6 +237,8 @@ def check_model_config(cfg: ModelConfig) -> list[str]:
     _check_head(cfg.head)
     _check_ts_lstm(cfg.ts_lstm)
     check_tle_config(cfg.tle)
+    if cfg.arch == "st_resnet":
+        check_st_resnet_config(cfg)
     return [s for s in STREAMS if s in cfg.streams]
 
 
@@ -262,4 +271,5 @@ def build_model(cfg: ModelConfig, *, with_backbones: bool = True) -> TwoStreamNe
             dim = build_rgb_network(cfg.backbone, False).feature_dim
         backbones = {}
     head = head_builder(cfg, dim, streams)
-    return net_cls(backbones, head, streams, dim, cfg.flow_length, cfg.freeze_backbone)
+    extra = {"options": cfg.st_resnet} if cfg.arch == "st_resnet" else {}
+    return net_cls(backbones, head, streams, dim, cfg.flow_length, cfg.freeze_backbone, **extra)
