@@ -190,7 +190,7 @@ def _loss_fall(history: Sequence[Mapping[str, Any]]) -> str:
     back = max(1, len(losses) // 4)
     before = losses[-1 - back] if len(losses) > back else losses[0]
     fall = 100.0 * (before - losses[-1]) / before if before else 0.0
-    return f"{len(losses)} | {losses[-1]:.3f} | {fall:.0f}% (epochs {len(losses) - back}-{len(losses)})"
+    return f"{len(losses)} | {losses[-1]:.3f} | {fall:.0f}% (epochs {len(losses) - back}-{len(losses)})".replace("-0%", "0%")
 
 
 def _margin_lines(margins: Mapping[str, Mapping[str, Any]]) -> list[str]:
