@@ -27,3 +27,31 @@ def save_tiny_checkpoint(path: Path, cfg: Config, classes: Sequence[str], extra:
     ckpt.update(extra or {})
     torch.save(ckpt, path)
     return path
+
+
+def order_task(n: int, seed: int, t: int = 8, c: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frame features ``(2n, t, c)`` and labels ``(2n,)``: class 0, a feature drifts along a fixed
+    direction over time; class 1, the same frames reversed. Both classes hold the same set of frames,
+    so only their order tells them apart (TSN's average consensus scores both alike)."""
+    g = torch.Generator().manual_seed(seed)
+    direction = torch.randn(1, 1, c, generator=torch.Generator().manual_seed(123))
+    ramp = (torch.arange(t).float() - (t - 1) / 2).view(1, t, 1) / t
+    x = torch.randn(n, 1, c, generator=g) + 2 * ramp * direction + 0.1 * torch.randn(n, t, c, generator=g)
+    return torch.cat([x, x.flip(1)]), torch.cat([torch.zeros(n), torch.ones(n)]).long()
+
+
+def fit_and_score(head: torch.nn.Module, train: dict[str, torch.Tensor], labels: torch.Tensor,
+                  test: dict[str, torch.Tensor], test_labels: torch.Tensor, lr: float, steps: int = 60) -> float:
+    """Train ``head`` with Adam on random batches of 32 of ``train`` (``{key: (N, ...)}``) for ``steps``
+    steps; return its test accuracy (fraction) on ``test``."""
+    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(0)
+    head.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(labels), (32,), generator=g)
+        loss = torch.nn.functional.cross_entropy(head({k: v[idx] for k, v in train.items()}), labels[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return (head.eval()(test).argmax(1) == test_labels).float().mean().item()

@@ -17,7 +17,8 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 def test_presets_exist():
     names = {p.stem for p in CONFIGS}
     expected = {"tiny", "stfn_resnet18", "stfn_resnet50", "tsn_resnet18", "tsn_resnet50", "temporal_inception_resnet50",
-                "ucf101_stfn_resnet50", "hmdb51_stfn_resnet50", "ucf101_tsn_rgb_resnet50", "ucf101_tsn_flow_resnet50"}
+                "ucf101_stfn_resnet50", "hmdb51_stfn_resnet50", "ucf101_tsn_rgb_resnet50", "ucf101_tsn_flow_resnet50",
+                "ts_lstm_resnet50", "tle_resnet50", "st_resnet50"}  # every baseline has its recipe
     assert expected <= names
 
 

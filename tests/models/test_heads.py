@@ -15,6 +15,7 @@ from stfn.models.fusion import FusionConnection, late_fusion
 from stfn.models.heads import Stage, STFNHead, TSNHead
 from stfn.models.temporal import TemporalMaxPool1d, to_reference
 from stfn.models.temporal_inception import TemporalInceptionHead
+from suite_helpers import fit_and_score, order_task
 
 
 def feats(b=2, t=8, c=24, seed=0, streams=("rgb", "flow")):
@@ -206,35 +207,15 @@ def test_tsn_log_mixture_is_stable_for_large_logits():
     assert math.isclose(out.exp().sum().item(), 1.0, rel_tol=1e-5)
 
 
-def _order_task(n: int, seed: int, t: int = 8, c: int = 16):
-    """Class 0: a feature drifts along a fixed direction over time; class 1: the same frames reversed.
-    Both classes have the same set of frames, so only the order tells them apart."""
-    g = torch.Generator().manual_seed(seed)
-    direction = torch.randn(1, 1, c, generator=torch.Generator().manual_seed(123))
-    ramp = (torch.arange(t).float() - (t - 1) / 2).view(1, t, 1) / t
-    x = torch.randn(n, 1, c, generator=g) + 2 * ramp * direction + 0.1 * torch.randn(n, t, c, generator=g)
-    return torch.cat([x, x.flip(1)]), torch.cat([torch.zeros(n), torch.ones(n)]).long()
-
-
 @pytest.mark.parametrize("name", ["stfn", "temporal_inception", "tsn"])
 def test_temporal_heads_learn_frame_order_tsn_cannot(name):
-    x, y = _order_task(128, seed=0)
-    x_test, y_test = _order_task(64, seed=1)
+    x, y = order_task(128, seed=0)
+    x_test, y_test = order_task(64, seed=1)
     cfg = HeadConfig(hidden_dim=16, blocks=2, dropout=0.0)
     head = {"stfn": lambda: STFNHead(16, 2, ["rgb"], cfg),
             "temporal_inception": lambda: TemporalInceptionHead(16, 2, ["rgb"], dropout=0.0),
             "tsn": lambda: TSNHead(16, 2, ["rgb"], dropout=0.0)}[name]()
-    opt = torch.optim.Adam(head.parameters(), lr=2e-2)
-    g = torch.Generator().manual_seed(0)
-    head.train()
-    for _ in range(60):
-        idx = torch.randint(0, len(x), (32,), generator=g)
-        loss = torch.nn.functional.cross_entropy(head({"rgb_feat": x[idx]}), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        acc = (head.eval()({"rgb_feat": x_test}).argmax(1) == y_test).float().mean().item()
+    acc = fit_and_score(head, {"rgb_feat": x}, y, {"rgb_feat": x_test}, y_test, lr=2e-2)
     if name == "tsn":
         assert acc == 0.5  # average consensus gives both orders the same scores: chance, by construction
     else:

@@ -15,6 +15,7 @@ from stfn.config import load_config
 from stfn.models import build_model
 from stfn.models.info import model_summary
 from stfn.models.temporal_inception import TemporalInceptionHead, Torch7SpatialDropout
+from suite_helpers import fit_and_score
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "temporal_inception_resnet50.yaml"
 
@@ -171,15 +172,5 @@ def test_learns_frame_order():
     x, y = _ramp_task(128, seed=0)
     x_test, y_test = _ramp_task(64, seed=1)
     head = TemporalInceptionHead(6, 2, ["rgb", "flow"], dropout=0.0)
-    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(0)
-    head.train()
-    for _ in range(60):
-        idx = torch.randint(0, len(y), (32,), generator=g)
-        loss = nn.functional.cross_entropy(head({k: v[idx] for k, v in x.items()}), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        acc = (head.eval()(x_test).argmax(1) == y_test).float().mean().item()
+    acc = fit_and_score(head, x, y, x_test, y_test, lr=1e-2)
     assert acc > 0.9

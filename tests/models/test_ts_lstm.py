@@ -17,6 +17,7 @@ from stfn.config import ConfigError, ModelConfig, TSLSTMConfig, config_from_dict
 from stfn.models import ARCHS, TSLSTMHead, TwoStreamNet, build_model, check_model_config
 from stfn.models.heads import TSNHead
 from stfn.models.ts_lstm import PeepholeLSTM, segment_bounds
+from suite_helpers import fit_and_score, order_task
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -213,31 +214,12 @@ def test_training_batch_of_one_uses_running_statistics():
 
 # ---------------------------------------------------------------- it models time
 
-def _order_task(n: int, seed: int, t: int = 9, c: int = 8):
-    """Class 0: a feature drifts along a fixed direction over time; class 1: the same frames reversed."""
-    g = torch.Generator().manual_seed(seed)
-    direction = torch.randn(1, 1, c, generator=torch.Generator().manual_seed(123))
-    ramp = (torch.arange(t).float() - (t - 1) / 2).view(1, t, 1) / t
-    x = torch.randn(n, 1, c, generator=g) + 2 * ramp * direction + 0.1 * torch.randn(n, t, c, generator=g)
-    return torch.cat([x, x.flip(1)]), torch.cat([torch.zeros(n), torch.ones(n)]).long()
-
-
 @pytest.mark.parametrize("name", ["ts_lstm", "tsn"])
 def test_learns_frame_order_tsn_cannot(name):
-    x, y = _order_task(128, seed=0)
-    x_test, y_test = _order_task(64, seed=1)
+    x, y = order_task(128, seed=0, t=9, c=8)
+    x_test, y_test = order_task(64, seed=1, t=9, c=8)
     head = small(c=8, k=2, streams=("rgb",)) if name == "ts_lstm" else TSNHead(8, 2, ["rgb"], dropout=0.0)
-    opt = torch.optim.Adam(head.parameters(), lr=2e-2)
-    g = torch.Generator().manual_seed(0)
-    head.train()
-    for _ in range(60):
-        idx = torch.randint(0, len(x), (32,), generator=g)
-        loss = nn.functional.cross_entropy(head({"rgb_feat": x[idx]}), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        acc = (head.eval()({"rgb_feat": x_test}).argmax(1) == y_test).float().mean().item()
+    acc = fit_and_score(head, {"rgb_feat": x}, y, {"rgb_feat": x_test}, y_test, lr=2e-2)
     if name == "tsn":
         assert acc == 0.5  # average consensus gives both orders the same scores
     else:

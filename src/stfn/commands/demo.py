@@ -6,8 +6,8 @@ import argparse
 
 from stfn.study.presets import PRESETS  # light: no torch import
 
-HELP = ("Generate the synthetic benchmark, prepare it, train and compare TSN, Temporal-Inception and STFN, "
-        "and write a report (no data or weights needed).")
+HELP = ("Generate the synthetic benchmark, prepare it, train and compare TSN, Temporal-Inception, TS-LSTM, "
+        "TLE and STFN, and write a report (no data or weights needed).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

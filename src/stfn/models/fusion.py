@@ -43,6 +43,7 @@ __all__ = [
     "MultiplyFusion",
     "SumFusion",
     "FUSION_RULES",
+    "fuse_stream_logits",
     "late_fusion",
 ]
 
@@ -155,3 +156,11 @@ def late_fusion(logits: Sequence[torch.Tensor], weights: Sequence[float], rule: 
     if rule == "logits":
         return sum(w * x for x, w in kept)
     return torch.logsumexp(torch.stack([torch.log_softmax(x, dim=-1) + math.log(w) for x, w in kept]), dim=0)
+
+
+def fuse_stream_logits(logits: dict[str, torch.Tensor], weights: dict[str, float], rule: str = "logits") -> torch.Tensor:
+    """A late-fusion head's output ``(B, K)``: the one stream's logits, or :func:`late_fusion` of the
+    streams' ``{stream: (B, K)}`` with ``weights[stream]`` (in the order of ``logits``)."""
+    if len(logits) == 1:
+        return next(iter(logits.values()))
+    return late_fusion(list(logits.values()), [weights[s] for s in logits], rule)

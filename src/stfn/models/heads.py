@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from stfn.config import HeadConfig
-from stfn.models.fusion import FusionConnection, late_fusion
+from stfn.models.fusion import FusionConnection, fuse_stream_logits
 from stfn.models.temporal import (
     ResidualInceptionBlock,
     TemporalMaxPool1d,
@@ -192,11 +192,7 @@ class TSNHead(nn.Module):
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``(B, K)``: one stream's, or the :func:`late_fusion` of two streams' (float32)."""
-        logits = self.stream_logits(features)
-        if len(self.streams) == 1:
-            return logits[self.streams[0]]
-        return late_fusion([logits[s] for s in self.streams], [self.fusion_weights[s] for s in self.streams],
-                           self.fusion_rule)
+        return fuse_stream_logits(self.stream_logits(features), self.fusion_weights, self.fusion_rule)
 
     def reset_classifier(self, num_classes: int) -> None:
         self.fcs = nn.ModuleDict({s: nn.Linear(self.in_dim, num_classes) for s in self.streams})

@@ -34,7 +34,8 @@ GitHub ``feichtenhofer/st-resnet`` (MatConvNet) and its MatConvNet fork ``feicht
 - **Classifier and scores**: each stream keeps its own classifier (its ``prediction`` layer) at every
   remaining time position, without dropout (``dropOutRatio=0`` removes it); the test score
   (``cnn_train_dag.m``, ``processEpoch``) is the mean over the streams' classifier outputs (pre-softmax),
-  the positions in time and the views. :class:`STResNetHead`.
+  the positions in time and the views: :class:`~stfn.models.heads.TSNHead` with equal weights and
+  TSN's logit rule (``late_fusion``: the mean of the logits).
 
 Not as the authors: they minimise a softmax loss on every frame's classifier output in each stream (the
 video's label replicated over the frames, ``dagnn.Loss`` of the fork; ``derOutputs`` of both streams' loss
@@ -62,7 +63,6 @@ __all__ = [
     "RESNETS",
     "ResNetStream",
     "STResNet",
-    "STResNetHead",
     "TemporalConv",
     "check_st_resnet_config",
     "run_unit",
@@ -220,31 +220,6 @@ class ResNetStream(FrameBackbone):
         for j in range(self.bounds[segment], self.bounds[segment + 1]):
             pre, x = run_unit(units[j], x, frames, branch if j == self.bounds[segment] else None)
         return pre, x
-
-
-class STResNetHead(nn.Module):
-    """The streams' classifiers: ``{"rgb_feat": (B, T, C), "flow_feat": (B, T, C)} -> (B, K)``.
-
-    ``stream_logits``: per stream ``dropout -> fc`` at every time position, averaged over ``T`` ->
-    ``{stream: (B, K)}``; ``forward``: the mean of the streams' logits (the authors' two-stream score).
-    """
-
-    def __init__(self, in_dim: int, num_classes: int, streams: Sequence[str], dropout: float = 0.0) -> None:
-        super().__init__()
-        self.streams = list(streams)
-        self.in_dim = in_dim
-        self.num_features = in_dim
-        self.drop = nn.Dropout(dropout)
-        self.fcs = nn.ModuleDict({s: nn.Linear(in_dim, num_classes) for s in self.streams})
-
-    def stream_logits(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {s: self.fcs[s](self.drop(features[f"{s}_feat"])).mean(dim=1) for s in self.streams}
-
-    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.stack(list(self.stream_logits(features).values())).mean(dim=0)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fcs = nn.ModuleDict({s: nn.Linear(self.in_dim, num_classes) for s in self.streams})
 
 
 class STResNet(nn.Module):

@@ -23,7 +23,7 @@ from stfn.errors import StfnError
 from stfn.models.backbone import FrameBackbone, adapt_stem, build_rgb_network
 from stfn.models.fusion import DIRECTIONS, FUSION_OPS, FUSION_RULES
 from stfn.models.heads import STFNHead, TSNHead
-from stfn.models.st_resnet import STResNet, STResNetHead, check_st_resnet_config
+from stfn.models.st_resnet import STResNet, check_st_resnet_config
 from stfn.models.temporal import POOLINGS
 from stfn.models.temporal_inception import TemporalInceptionHead
 from stfn.models.tle import TLEHead, check_tle_config
@@ -158,7 +158,8 @@ def _tle_head(cfg: ModelConfig, dim: int, streams: list[str]) -> nn.Module:
 
 
 def _st_resnet_head(cfg: ModelConfig, dim: int, streams: list[str]) -> nn.Module:
-    return STResNetHead(dim, cfg.num_classes, streams, cfg.st_resnet.dropout)
+    # the authors' test score: the plain mean of the streams' raw classifier outputs (cnn_train_dag.m)
+    return TSNHead(dim, cfg.num_classes, streams, cfg.st_resnet.dropout, {"rgb": 1.0, "flow": 1.0}, "logits")
 
 
 # `model.arch` -> (network class, head builder): the one registry of architectures.

@@ -48,7 +48,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from stfn.config import ConfigError, TLEConfig
-from stfn.models.fusion import late_fusion
+from stfn.models.fusion import fuse_stream_logits
 
 __all__ = [
     "AGGREGATIONS",
@@ -218,11 +218,7 @@ class TLEHead(nn.Module):
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``(B, K)``: one stream's, or the :func:`late_fusion` of two streams' (float32)."""
-        logits = self.stream_logits(features)
-        if len(self.streams) == 1:
-            return logits[self.streams[0]]
-        return late_fusion([logits[s] for s in self.streams], [self.fusion_weights[s] for s in self.streams],
-                           self.fusion_rule)
+        return fuse_stream_logits(self.stream_logits(features), self.fusion_weights, self.fusion_rule)
 
     def reset_classifier(self, num_classes: int) -> None:
         self.fcs = nn.ModuleDict({s: nn.Linear(self.dim, num_classes) for s in self.streams})
