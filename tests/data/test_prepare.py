@@ -115,3 +115,23 @@ def test_shards_split_the_work_and_merge(video_tree: Path, tmp_path: Path, check
     for bad in ("2/2", "x", "1/0"):
         with pytest.raises(StfnError):
             parse_shard(bad)
+
+
+def test_dangling_symlinks_and_loops_fail_alone(video_factory, tmp_path: Path) -> None:
+    """A dangling symlink or a symlink loop in the video tree is a failure of that entry, recorded and
+    summarised, and the run goes on (it used to stop before any video, on a stat of the source)."""
+    video_factory("A/good.mp4", n=6)
+    videos = tmp_path / "videos"
+    (videos / "A" / "dangling.mp4").symlink_to(tmp_path / "gone.mp4")
+    (videos / "A" / "loop.mp4").symlink_to("loop.mp4")
+    (videos / "A" / "up").symlink_to("..")  # a symlinked folder is not followed
+    out = tmp_path / "out"
+    summary = prepare_dataset(videos, out, workers=1, progress=False)
+    assert (summary.failed, sorted(k for k, _ in summary.failures)) == (2, ["A/dangling", "A/loop"])
+    errors = dict(summary.failures)
+    assert "is a symbolic link to" in errors["A/dangling"] and "which does not exist" in errors["A/dangling"]
+    assert errors["A/loop"].endswith("is a symbolic link loop")
+    m = load_manifest(out)
+    assert m.videos["A/good"]["status"] == "ok" and m.videos["A/loop"]["status"] == "failed"
+    again = prepare_dataset(videos, out, workers=1, progress=False)  # journalled: nothing is redone
+    assert again.failed == 2 and again.done_before == 3

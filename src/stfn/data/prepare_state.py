@@ -89,8 +89,13 @@ def _complete(folder: Path, rec: dict[str, Any]) -> bool:
     return True
 
 
-def _stamp(path: Path) -> list[int]:
-    st = path.stat()
+def _stamp(path: Path) -> list[int] | None:
+    """``[size, mtime_ns]`` of a source video; None when it cannot be read (a dangling symlink, a symlink
+    loop): that entry is then prepared, fails alone and is recorded, and the run goes on."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
     return [st.st_size, st.st_mtime_ns]
 
 

@@ -21,6 +21,7 @@ A file is called truncated when it decodes to clearly fewer frames than its head
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 from collections.abc import Iterator, Sequence
@@ -99,6 +100,16 @@ def _resolve_backend(backend: str | None, path: str | os.PathLike = "") -> str:
 def _check_path(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.is_file():
+        if p.is_symlink():  # is_file() follows the link: a dangling one, or a loop
+            try:
+                p.resolve(strict=True)
+            except RuntimeError:  # Python < 3.13 reports a loop so
+                raise VideoError(f"video file '{p}' is a symbolic link loop") from None
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise VideoError(f"video file '{p}' is a symbolic link loop") from None
+                raise VideoError(f"video file '{p}' is a symbolic link to '{os.readlink(p)}', which does not "
+                                 "exist") from None
         raise VideoError(f"video file '{p}' does not exist")
     if p.stat().st_size == 0:
         raise VideoError(f"video file '{p}' is empty")
