@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from stfn.cli import COMMANDS, main
+from stfn.config import config_from_dict
+from suite_helpers import save_tiny_checkpoint
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
@@ -62,3 +64,23 @@ def test_the_installed_entry_point_runs() -> None:
     assert done.returncode == 0 and done.stdout.startswith("stfn ")
     bare = subprocess.run([sys.executable, "-m", "stfn"], capture_output=True, text=True, timeout=120)
     assert bare.returncode == 2 and "COMMAND" in bare.stdout
+
+
+def test_out_of_range_values_are_refused_not_clamped(tmp_path: Path, capsys) -> None:
+    """``--frames 0``, ``--size 0``, ``--workers -1`` and ``--jpeg-quality 500`` used to be replaced by a
+    default or clamped without a word; each is now one sentence naming the option, before any work."""
+    cfg = config_from_dict({"model": {"arch": "tsn", "num_classes": 2, "backbone": "cnn_small", "flow_length": 2},
+                            "data": {"frames": 2, "scale_size": 36, "crop_size": 32}})
+    ckpt = save_tiny_checkpoint(tmp_path / "tiny.pt", cfg, ["a", "b"])
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"not looked at")
+    cases = [
+        (["predict", str(ckpt), str(video), "--frames", "0"], "--frames must be at least 1, got 0"),
+        (["export", str(ckpt), "--out", str(tmp_path / "m.onnx"), "--size", "0"], "--size >= 1"),
+        (["prepare", str(tmp_path), str(tmp_path / "p1"), "--workers", "-1"], "--workers must be 0"),
+        (["prepare", str(tmp_path), str(tmp_path / "p2"), "--jpeg-quality", "500"], "--jpeg-quality must be from 1 to 100"),
+    ]
+    for args, expected in cases:
+        assert main(args) == 2, args
+        assert expected in capsys.readouterr().err, args
+    assert not (tmp_path / "p1").exists() and not (tmp_path / "p2").exists()  # refused before any output

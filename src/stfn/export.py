@@ -198,8 +198,8 @@ def export_checkpoint(
     model, cfg, ckpt = load_model(checkpoint, map_location="cpu")
     model = model.eval().float()
     streams = list(getattr(model, "streams", cfg.model.streams))
-    frames = int(frames or cfg.data.frames)
-    size = int(size or cfg.data.crop_size)
+    frames = int(cfg.data.frames if frames is None else frames)
+    size = int(cfg.data.crop_size if size is None else size)
     L = cfg.model.flow_length
     channels = {"rgb": 3, "flow": 2 * L}
     shapes = {s: [-1, frames, channels[s], size, size] for s in streams}

@@ -101,7 +101,7 @@ class Predictor:
         self.crops = int(crops or cfg.data.test_crops)
         self.transform = build_transform(cfg.data, train=False, views=self.crops)
         self.chunk_frames = max(1, int(chunk_frames))
-        self.reader = ClipReader(prepare, self.streams, int(frames or cfg.data.frames),
+        self.reader = ClipReader(prepare, self.streams, int(cfg.data.frames if frames is None else frames),
                                  int(getattr(model, "flow_length", cfg.model.flow_length)),
                                  video_backend or os.environ.get("STFN_VIDEO_BACKEND") or "pyav", self.device)
         if len(self.classes) != cfg.model.num_classes:

@@ -133,6 +133,8 @@ def prepare_dataset(
         progress: show a progress bar (videos done, frames/s, time left) on stderr.
     """
     flow_opts = dict(flow_opts or {})
+    if workers is not None and workers < 0:
+        raise StfnError(f"--workers must be 0 (prepare in this process) or more, got {workers}")
     settings = _settings(flow, flow_opts, bound, short_side, size, jpeg_quality)
     runtime = {**settings, "flow_opts": flow_opts, **_check_flow(flow, flow_opts)}
     i, n = parse_shard(shard)
@@ -177,6 +179,8 @@ def _settings(flow: str, flow_opts: dict[str, Any], bound: float, short_side, si
         raise StfnError(f"unknown flow algorithm '{flow}' (choose {', '.join(flowlib.ALGORITHMS)}, none)")
     if short_side is not None and size is not None:
         raise StfnError("give either a short side or a size (WxH) to resize to, not both")
+    if not 1 <= int(quality) <= 100:
+        raise StfnError(f"--jpeg-quality must be from 1 to 100, got {quality}")
     resize = {"short_side": int(short_side)} if short_side else {"size": [int(size[0]), int(size[1])]} if size else {}
     return {"flow": flowlib.flow_settings(flow, flow_opts, bound), "resize": resize, "jpeg_quality": int(quality)}
 
