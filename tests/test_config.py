@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,28 @@ def test_config_from_dict_and_to_dict():
     assert config_from_dict(d) == Config(model=ModelConfig(num_classes=51))
     with pytest.raises(ConfigError, match="mapping of sections"):
         config_from_dict([1, 2])
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("train.lr=-0.1", "config key 'train.lr' must be > 0, got -0.1"),
+    ("train.lr=0", "config key 'train.lr' must be > 0, got 0.0"),
+    ("train.momentum=-0.5", "config key 'train.momentum' must be >= 0 and < 1, got -0.5"),
+    ("train.weight_decay=-1e-4", "config key 'train.weight_decay' must be >= 0, got -0.0001"),
+    ("train.label_smoothing=1.0", "config key 'train.label_smoothing' must be >= 0 and < 1, got 1.0"),
+    ("train.backbone_lr_mult=-1", "config key 'train.backbone_lr_mult' must be >= 0, got -1.0"),
+    ("data.num_workers=-2", "config key 'data.num_workers' must be >= 0, got -2"),
+])
+def test_values_pytorch_would_refuse_are_refused_naming_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
+        load_config(None, [override])
+    load_config(None, ["train.momentum=0", "train.label_smoothing=0.1", "train.backbone_lr_mult=0"])  # edges
+
+
+def test_a_config_file_that_is_not_utf8_is_one_sentence(tmp_path) -> None:
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("# réglages\ntrain:\n  lr: 0.01\n".encode("latin-1"))
+    utf16 = tmp_path / "utf16.yaml"
+    utf16.write_text("train:\n  lr: 0.01\n", encoding="utf-16")  # what Notepad may save
+    for path in (latin1, utf16):
+        with pytest.raises(ConfigError, match=rf"config file '{re.escape(str(path))}' is not UTF-8 text .*save it as UTF-8"):
+            load_config(path)

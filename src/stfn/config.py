@@ -272,13 +272,47 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+# Numeric keys whose values PyTorch would refuse with a traceback, or take silently when they make no
+# sense: key -> (lowest, highest, is the highest itself allowed). None: no bound on that side.
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "train.lr": (0.0, None, True),  # > 0 (_POSITIVE)
+    "train.backbone_lr_mult": (0.0, None, True),
+    "train.momentum": (0.0, 1.0, False),
+    "train.weight_decay": (0.0, None, True),
+    "train.label_smoothing": (0.0, 1.0, False),
+    "train.gamma": (0.0, None, True),
+    "train.clip_grad": (0.0, None, True),
+    "train.warmup_epochs": (0.0, None, True),
+    "train.eval_every": (0.0, None, True),
+    "train.log_every": (1.0, None, True),
+    "data.num_workers": (0.0, None, True),
+}
+_POSITIVE = {"train.lr", "train.gamma"}  # strictly above their lowest value
+
+
+def _check_ranges(cfg: Config) -> None:
+    """One sentence naming the key and its allowed range for a value outside :data:`RANGES`."""
+    for key, (low, high, high_ok) in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        too_low = low is not None and (value <= low if key in _POSITIVE else value < low)
+        too_high = high is not None and (value > high if high_ok else value >= high)
+        if too_low or too_high:
+            lo = f"> {low:g}" if key in _POSITIVE else f">= {low:g}"
+            allowed = lo + (f" and {'<=' if high_ok else '<'} {high:g}" if high is not None else "")
+            raise ConfigError(f"config key '{key}' must be {allowed}, got {value}")
+
+
 def config_from_dict(data: dict[str, Any] | None) -> Config:
-    """Build a :class:`Config` from a (partial) nested dict; missing keys take their defaults."""
+    """Build a :class:`Config` from a (partial) nested dict; missing keys take their defaults; values
+    outside :data:`RANGES` are refused."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
-    return _build(Config, data)
+    cfg = _build(Config, data)
+    _check_ranges(cfg)
+    return cfg
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -328,7 +362,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         if not p.is_file():
             raise ConfigError(f"config file '{p}' does not exist")
         try:
-            loaded = yaml.safe_load(p.read_text())
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file '{p}' is not UTF-8 text (byte {e.start}: {e.reason}); save it as "
+                              "UTF-8") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"config file '{p}' is not valid YAML: {e}") from None
         if loaded is None:
