@@ -10,6 +10,7 @@ import torch
 from torchvision.models._api import WeightsEnum
 
 from stfn.data import flow as F
+from stfn.data import raft
 from stfn.data.raft import RaftFlow, worker_devices
 from stfn.errors import StfnError
 
@@ -44,7 +45,7 @@ def test_raft_weights_offline_is_a_clear_error(monkeypatch, tmp_path) -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the answers of a machine without CUDA")
 def test_worker_devices_without_cuda() -> None:
-    assert worker_devices() == ("cpu", 0) and worker_devices("cpu") == ("cpu", 0)
+    assert worker_devices("auto") == ("cpu", 0) and worker_devices("cpu") == ("cpu", 0)
     with pytest.raises(StfnError, match="no CUDA device"):
         worker_devices("cuda")
     with pytest.raises(StfnError, match="must be auto, cpu, cuda or cuda:N"):
@@ -53,5 +54,14 @@ def test_worker_devices_without_cuda() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_worker_devices_spread_auto_over_the_gpus() -> None:
-    assert worker_devices() == ("cuda", torch.cuda.device_count())
+    assert worker_devices("auto") == ("cuda", torch.cuda.device_count())
     assert worker_devices("cuda:0") == ("cuda:0", 0)
+
+
+def test_the_option_table_and_raft_agree() -> None:
+    """The table in stfn.data.flow lists the models RAFT builds, and create_estimator fills every option
+    from the table's defaults (RaftFlow itself has none)."""
+    assert tuple(raft.MODELS) == F.RAFT_MODELS
+    est = F.create_estimator("raft", weights="random", device="cpu")
+    assert (est.iters, est.batch_size, str(est.device)) == (F.FLOW_OPTIONS["raft"]["iters"].default,
+                                                           F.FLOW_OPTIONS["raft"]["batch_size"].default, "cpu")

@@ -182,11 +182,22 @@ def create_estimator(algorithm: str = DEFAULT_ALGORITHM, **opts) -> FlowEstimato
     if extra:
         raise StfnError(f"flow algorithm '{algorithm}' has no option {', '.join(sorted(extra))}")
     if algorithm == "raft":
-        # torch and torchvision (seconds and ~270 MB a process): loaded only when RAFT is asked for
-        from stfn.data.raft import RaftFlow
-
-        return RaftFlow(**opts)
+        return _raft().RaftFlow(**{name: o.default for name, o in FLOW_OPTIONS["raft"].items()} | opts)
     return OpenCVFlow(algorithm, **opts)
+
+
+def raft_worker_devices(device: str) -> tuple[str, int]:
+    """Where ``stfn prepare``'s RAFT workers run (:func:`stfn.data.raft.worker_devices`)."""
+    return _raft().worker_devices(device)
+
+
+def _raft():
+    """:mod:`stfn.data.raft`, imported on first use: it loads torch and torchvision (seconds and ~270 MB a
+    process), which the OpenCV algorithms and ``stfn prepare``'s worker processes do without. The
+    package's one lazy import of its own code; no cycle (raft imports nothing from this module)."""
+    from stfn.data import raft  # lazy on purpose: torch, see the docstring
+
+    return raft
 
 
 @functools.lru_cache(maxsize=4)

@@ -187,15 +187,13 @@ def _settings(flow: str, flow_opts: dict[str, Any], bound: float, short_side, si
 
 def _check_flow(flow: str, flow_opts: dict[str, Any]) -> dict[str, Any]:
     """Fail here, once, on a bad option, a missing algorithm, unreachable weights or a RAFT device that
-    does not exist. Returns RAFT's worker ``device`` and ``gpus`` (:func:`stfn.data.raft.worker_devices`)."""
+    does not exist. Returns RAFT's worker ``device`` and ``gpus`` (:func:`stfn.data.flow.raft_worker_devices`)."""
     if flow == "none":
         return {}
     flowlib.create_estimator(flow, **{**flow_opts, **({"device": "cpu"} if flow == "raft" else {})})
     if flow != "raft":
         return {}
-    from stfn.data import raft  # torch: loaded only for RAFT, as in stfn.data.flow.create_estimator
-
-    device, gpus = raft.worker_devices(flow_opts.get("device", flowlib.FLOW_OPTIONS["raft"]["device"].default))
+    device, gpus = flowlib.raft_worker_devices(flow_opts.get("device", flowlib.FLOW_OPTIONS["raft"]["device"].default))
     return {"device": device, "gpus": gpus}
 
 

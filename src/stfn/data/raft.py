@@ -1,8 +1,9 @@
 """torchvision RAFT optical flow (``stfn.data.flow`` algorithm ``raft``), and where prepare workers run it.
 
-Its own module because it needs torch: :func:`stfn.data.flow.create_estimator` imports it only when
-RAFT is asked for, so the OpenCV algorithms (and ``stfn prepare``'s worker processes) do without.
-Options and defaults: ``FLOW_OPTIONS["raft"]`` in :mod:`stfn.data.flow`.
+Its own module because it needs torch: :mod:`stfn.data.flow` imports it only when RAFT is asked for
+(its one lazy import), so the OpenCV algorithms and ``stfn prepare``'s worker processes do without.
+It imports nothing from :mod:`stfn.data.flow` (no cycle): the options, their defaults and their
+checks are ``FLOW_OPTIONS["raft"]`` there, and :func:`stfn.data.flow.create_estimator` passes them all.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ import torch
 import torch.nn.functional as F
 from torchvision.models import optical_flow as of
 
-from stfn.data.flow import FLOW_OPTIONS, RAFT_MODELS
 from stfn.errors import StfnError
 from stfn.runtime import resolve_device
 
-__all__ = ["RaftFlow", "worker_devices"]
+__all__ = ["MODELS", "RaftFlow", "worker_devices"]
 
-_OPTIONS = FLOW_OPTIONS["raft"]
+MODELS = {"small": (of.raft_small, of.Raft_Small_Weights), "large": (of.raft_large, of.Raft_Large_Weights)}
 
 
 class RaftFlow:
@@ -35,18 +35,10 @@ class RaftFlow:
         batch_size: frame pairs per forward pass.
     """
 
-    def __init__(
-        self,
-        model: str = _OPTIONS["model"].default,
-        weights: str = _OPTIONS["weights"].default,
-        device: str = _OPTIONS["device"].default,
-        iters: int = _OPTIONS["iters"].default,
-        batch_size: int = _OPTIONS["batch_size"].default,
-    ) -> None:
-        if model not in RAFT_MODELS:
-            raise StfnError(f"unknown RAFT model '{model}' (choose {' or '.join(RAFT_MODELS)})")
-        builder = of.raft_small if model == "small" else of.raft_large
-        enum = of.Raft_Small_Weights if model == "small" else of.Raft_Large_Weights
+    def __init__(self, model: str, weights: str, device: str, iters: int, batch_size: int) -> None:
+        if model not in MODELS:
+            raise StfnError(f"unknown RAFT model '{model}' (choose {' or '.join(MODELS)})")
+        builder, enum = MODELS[model]
         if weights == "random":
             net = builder(weights=None)
         elif weights == "default":
@@ -94,7 +86,7 @@ class RaftFlow:
         return out
 
 
-def worker_devices(device: str = _OPTIONS["device"].default) -> tuple[str, int]:
+def worker_devices(device: str) -> tuple[str, int]:
     """Where ``stfn prepare``'s RAFT workers run: ``(device, gpus)``. With ``gpus > 0`` (``auto`` on a
     machine with GPUs) worker ``i`` takes ``cuda:{i % gpus}`` (``i``: ``LOCAL_RANK`` when set, else the
     worker's start order); otherwise every worker uses ``device``, a device that exists here."""

@@ -67,7 +67,7 @@ def _score_batch(
     return scores, {s: v.view(B, V, -1).mean(dim=1) for s, v in streams.items()}
 
 
-def _refuse(model: nn.Module, streams: dict[str, torch.Tensor], weights: list[float] | None,
+def _fuse_again(model: nn.Module, streams: dict[str, torch.Tensor], weights: list[float] | None,
             rule: str | None) -> torch.Tensor:
     """Per-stream scores ``{stream: (B, K)}`` fused with ``weights`` / ``rule`` (default: the TSN head's)."""
     names, head = list(streams), getattr(model, "head", None)
@@ -125,7 +125,7 @@ def evaluate(
     for batch in loader:
         scores, streams = _score_batch(model, batch, device, amp_dtype, chunk_frames)
         if (fusion_weights is not None or fusion_rule is not None) and len(streams) > 1:
-            scores = _refuse(model, streams, fusion_weights, fusion_rule)
+            scores = _fuse_again(model, streams, fusion_weights, fusion_rule)
         for i in range(scores.shape[0]):
             row = {
                 "index": int(batch["index"][i]),
