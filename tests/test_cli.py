@@ -79,6 +79,7 @@ def test_out_of_range_values_are_refused_not_clamped(tmp_path: Path, capsys) -> 
         (["export", str(ckpt), "--out", str(tmp_path / "m.onnx"), "--size", "0"], "--size >= 1"),
         (["prepare", str(tmp_path), str(tmp_path / "p1"), "--workers", "-1"], "--workers must be 0"),
         (["prepare", str(tmp_path), str(tmp_path / "p2"), "--jpeg-quality", "500"], "--jpeg-quality must be from 1 to 100"),
+        (["eval", str(ckpt), "--fusion-weights", "-1", "2"], "--fusion-weights must be two weights >= 0"),
     ]
     for args, expected in cases:
         assert main(args) == 2, args
