@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,onnx,timm
+EXTRAS ?= dev,onnx,timm,serve
 
 .PHONY: demo test test-slow bench lint clean
 

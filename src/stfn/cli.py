@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "predict": "stfn.commands.predict",
     "export": "stfn.commands.export",
     "ablate": "stfn.commands.ablate",
+    "serve": "stfn.commands.serve",
 }
 
 

@@ -20,25 +20,31 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
 from torch import nn
 
 from stfn.config import STREAMS, Config
 from stfn.data.clip_reader import ClipReader
+from stfn.data.flow import dequantize_flow
 from stfn.data.manifest import VIDEO_EXTENSIONS
 from stfn.data.prepare_record import PrepareSettings, resolve_prepare_settings
+from stfn.data.sampling import sample_clip
 from stfn.data.transforms import build_transform
+from stfn.data.video import probe, read_frames, resize_shape
 from stfn.engine.checkpoint import load_model
 from stfn.errors import StfnError
 from stfn.runtime import describe_dtype, resolve_amp, resolve_device, score_clips, sync
 
-__all__ = ["Predictor", "expand_inputs"]
+__all__ = ["Predictor", "expand_inputs", "flow_to_color", "model_card", "window_starts"]
 
 
 def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -111,7 +117,11 @@ class Predictor:
     def from_checkpoint(cls, path: str | os.PathLike, *, flow: str | None = None, **kwargs: Any) -> Predictor:
         """Load ``path`` (``weights_only``, via :func:`stfn.engine.checkpoint.load_model`); ``kwargs`` as in the class."""
         model, cfg, ckpt = load_model(path, map_location="cpu")
-        return cls(model, cfg, list(ckpt["classes"]), resolve_prepare_settings(cfg, ckpt, flow), **kwargs)
+        predictor = cls(model, cfg, list(ckpt["classes"]), resolve_prepare_settings(cfg, ckpt, flow), **kwargs)
+        predictor.card = model_card(cfg, ckpt)
+        return predictor
+
+    card: dict[str, Any] | None = None  # model_card() of the checkpoint, set by from_checkpoint
 
     def settings(self) -> dict[str, Any]:
         """What this predictor does, for logs and JSON output."""
@@ -151,6 +161,11 @@ class Predictor:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         clip = self.reader.load_clip(path, timings)
+        return self._classify(path, clip, timings, start, top_k)
+
+    def _probabilities(self, clip: dict[str, Any], timings: dict[str, float] | None = None) -> torch.Tensor:
+        """Class probabilities ``(K,)`` of one clip's uint8 inputs (crops, network, softmax)."""
+        timings = {} if timings is None else timings
         t = time.perf_counter()
         views = self.transform({s: clip[s] for s in self.streams})
         timings["transform"] = time.perf_counter() - t
@@ -159,8 +174,13 @@ class Predictor:
         logits = self.scores(views)
         sync(self.device)
         timings["network"] = time.perf_counter() - t
+        return logits.softmax(dim=0)
+
+    def _classify(self, path: str | os.PathLike, clip: dict[str, Any], timings: dict[str, float], start: float,
+                  top_k: int) -> dict[str, Any]:
+        """The :meth:`predict` result of a loaded clip."""
+        probs = self._probabilities(clip, timings)
         timings["total"] = time.perf_counter() - start
-        probs = logits.softmax(dim=0)
         k = max(1, min(int(top_k), len(self.classes)))
         values, indices = probs.topk(k)
         return {
@@ -171,6 +191,90 @@ class Predictor:
             "top": [{"class": self.classes[i], "index": int(i), "prob": float(p)} for p, i in zip(values.tolist(), indices.tolist(), strict=True)],
             "timings": {k: round(v, 6) for k, v in timings.items()},
         }
+
+    def with_crops(self, crops: int) -> Predictor:
+        """This predictor with ``crops`` test views (1, 3 or 10); the network and the reader are shared."""
+        if int(crops) == self.crops:
+            return self
+        other = copy.copy(self)
+        other.crops = int(crops)
+        other.transform = build_transform(self.cfg.data, train=False, views=other.crops)
+        return other
+
+    def explain(self, path: str | os.PathLike, top_k: int = 5, *, window: int | None = None,
+                stride: int | None = None, max_windows: int = 12, thumb_height: int = 96) -> dict[str, Any]:
+        """:meth:`predict`, plus what the network was given and where in the video each class is supported.
+
+        Returns the :meth:`predict` result (the same top-k: the same frames, flow and network) with:
+
+        - ``positions``: the T sampled frame indices (0-based);
+        - ``thumbnails``: T RGB uint8 arrays ``(thumb_height, w, 3)``, the decoded frame at each position;
+        - ``flow_images``: T RGB uint8 arrays of the same size, the middle flow field of each position's
+          stack in the colour wheel (:func:`flow_to_color`), or ``None`` without a flow stream;
+          ``flow_max``: the magnitude (pixels) drawn at full brightness, shared by the strip;
+        - ``windows``: the model applied to sliding windows of the video (T positions inside each):
+          ``{"window", "stride"}`` in frames, ``"starts"`` (first frame of each), ``"probs"`` (W x K);
+        - ``timings`` also holds ``windows`` (seconds for all of them).
+
+        ``window`` defaults to a quarter of the video (at least T frames), ``stride`` to half a window,
+        raised so that there are at most ``max_windows``.
+        """
+        if Path(path).is_dir():
+            raise StfnError(f"folder '{path}' holds no video files ({', '.join(VIDEO_EXTENSIONS)})")
+        reader = self.reader if "rgb" in self.streams else ClipReader(
+            self.reader.prepare, ["rgb", *self.streams], self.reader.frames, self.reader.flow_length,
+            self.reader.video_backend, self.device)  # a flow-only model: decode the frames to show them
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        clip = reader.load_clip(path, timings)
+        result = self._classify(path, clip, timings, start, top_k)
+        n = int(clip["num_frames"])
+        idx = sample_clip(n, max(n - 1, 0), self.reader.frames, self.reader.flow_length, train=False)
+        thumbs = [_thumbnail(f.permute(1, 2, 0).numpy(), thumb_height) for f in clip["rgb"]]
+        flows, flow_max = None, None
+        if "flow" in self.streams:
+            mid = self.reader.flow_length // 2
+            fields = [dequantize_flow(s[2 * mid : 2 * mid + 2].permute(1, 2, 0).numpy(), self.reader.prepare.bound)
+                      for s in clip["flow"]]
+            flow_max = max(1.0, max(float(np.hypot(f[..., 0], f[..., 1]).max()) for f in fields))
+            flows = [_thumbnail(flow_to_color(f, flow_max), thumb_height) for f in fields]
+        t = time.perf_counter()
+        windows = self._window_probs(path, n, window, stride, max_windows)
+        result["timings"]["windows"] = round(time.perf_counter() - t, 6)
+        return {**result, "positions": list(idx.positions), "thumbnails": thumbs, "flow_images": flows,
+                "flow_max": flow_max, "windows": windows}
+
+    def _window_probs(self, path: str | os.PathLike, n: int, window: int | None, stride: int | None,
+                      max_windows: int) -> dict[str, Any]:
+        """Probabilities ``(W, K)`` of the sliding windows of an ``n``-frame video (see :meth:`explain`)."""
+        window = max(1, min(n, int(window) if window else max(self.reader.frames, n // 4)))
+        stride = max(1, int(stride) if stride else window // 2)
+        starts = window_starts(n, window, stride, max_windows)
+        stride = starts[1] - starts[0] if len(starts) > 1 else stride
+        per_window = []
+        for s in starts:
+            idx = sample_clip(window, max(window - 1, 0), self.reader.frames, self.reader.flow_length, train=False)
+            per_window.append(([s + i for i in idx.rgb], [[s + k for k in st] for st in idx.flow]))
+        needed: set[int] = set()
+        for rgb, stacks in per_window:
+            needed.update(rgb if "rgb" in self.streams else [])
+            if "flow" in self.streams:
+                needed.update(i for st in stacks for k in st for i in (k, k + 1))
+        info = probe(path)
+        size = resize_shape(info.width, info.height, short_side=self.reader.prepare.short_side,
+                            size=self.reader.prepare.size)
+        order = sorted(needed)
+        frames = read_frames(path, order, size=size, backend=self.reader.video_backend)
+        at = {k: i for i, k in enumerate(order)}
+        probs = []
+        for rgb, stacks in per_window:
+            clip: dict[str, Any] = {}
+            if "rgb" in self.streams:
+                clip["rgb"] = torch.from_numpy(np.ascontiguousarray(frames[[at[i] for i in rgb]])).permute(0, 3, 1, 2)
+            if "flow" in self.streams:
+                clip["flow"] = self.reader._flow_stacks(frames, at, stacks)  # the reader's own flow code
+            probs.append([round(float(p), 6) for p in self._probabilities(clip).tolist()])
+        return {"window": window, "stride": stride, "starts": starts, "probs": probs}
 
     def predict_many(self, paths: Iterable[str | os.PathLike], top_k: int = 5) -> Iterator[dict[str, Any]]:
         """:meth:`predict` each path; a file that fails gives ``{"video", "ok": False, "error"}`` and the
@@ -184,3 +288,71 @@ class Predictor:
             except Exception as e:  # a decoder or flow library failing on this one file (cv2.error, ...)
                 yield {"video": str(p), "ok": False, "error": f"'{p}' could not be processed ({type(e).__name__}: {e})"}
 
+
+def window_starts(n: int, window: int, stride: int, max_windows: int = 12) -> list[int]:
+    """First frames of the sliding windows of ``window`` frames every ``stride`` over ``n`` frames.
+
+    The last window ends at the last frame (no frame left out); when that would take more than
+    ``max_windows`` windows, the windows are spread evenly instead (a longer stride).
+    """
+    if window >= n:
+        return [0]
+    last = n - window
+    starts = list(range(0, last + 1, stride))
+    if starts[-1] != last:
+        starts.append(last)
+    if len(starts) > max(1, max_windows):
+        count = max(2, max_windows)
+        starts = sorted({round(i * last / (count - 1)) for i in range(count)})
+    return starts
+
+
+def flow_to_color(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
+    """Optical flow ``(H, W, 2)`` (x, y in pixels, y down) -> RGB uint8 ``(H, W, 3)``, the usual colour
+    wheel: hue is the direction (right red, down yellow-green, left cyan, up violet: hue = angle), value
+    (brightness) the magnitude over ``max_magnitude`` (default: the largest in ``flow``), saturation 1.
+    No motion is black."""
+    fx, fy = flow[..., 0].astype(np.float32), flow[..., 1].astype(np.float32)
+    magnitude = np.hypot(fx, fy)
+    top = float(magnitude.max()) if max_magnitude is None else float(max_magnitude)
+    value = np.clip(magnitude / top, 0.0, 1.0) if top > 0 else np.zeros_like(magnitude)
+    sector = (np.degrees(np.arctan2(fy, fx)) % 360.0) / 60.0  # hue in [0, 6)
+    out = np.empty((*flow.shape[:2], 3), np.float32)
+    for c, n in enumerate((5, 3, 1)):  # HSV -> RGB at s = 1: v * (1 - clip(min(k, 4 - k), 0, 1)), k = (n + h) mod 6
+        k = (n + sector) % 6.0
+        out[..., c] = value * (1.0 - np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0))
+    return (out * 255.0 + 0.5).astype(np.uint8)
+
+
+def _thumbnail(image: np.ndarray, height: int) -> np.ndarray:
+    """``image`` (H, W, 3) uint8 scaled to ``height`` rows, aspect kept."""
+    h, w = image.shape[:2]
+    if h == height:
+        return np.ascontiguousarray(image)
+    width = max(1, round(w * height / h))
+    return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=cv2.INTER_AREA)
+
+
+def model_card(cfg: Config, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint is, for people: architecture, inputs, classes, the data it was trained on and
+    the accuracy recorded at training time (the last validation metrics; ``None`` when not recorded)."""
+    metrics = checkpoint.get("metrics") or {}
+    dataset = checkpoint.get("dataset") or {}
+    return {
+        "arch": cfg.model.arch,
+        "backbone": cfg.model.backbone,
+        "streams": list(cfg.model.streams),
+        "num_classes": cfg.model.num_classes,
+        "classes": list(checkpoint.get("classes") or []),
+        "frames": cfg.data.frames,
+        "flow_length": cfg.model.flow_length,
+        "crop_size": cfg.data.crop_size,
+        "dataset": dataset.get("dataset", cfg.data.dataset),
+        "split": dataset.get("split", cfg.data.split),
+        "train_videos": len(checkpoint.get("train_videos") or []),
+        "epoch": checkpoint.get("epoch"),
+        "accuracy": {k: metrics[k] for k in ("top1", "top5", "mean_class_acc") if isinstance(metrics.get(k), int | float)}
+        or None,
+        "config_name": cfg.name,
+        "stfn_version": checkpoint.get("stfn_version"),
+    }

@@ -1,0 +1,70 @@
+"""``stfn serve [CHECKPOINT ...] [--prepared DIR] [--host 127.0.0.1] [--port 8000] [--workers N] [--queue Q]
+[--max-upload-mb 200]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = ("Serve checkpoints over HTTP (API + web page: top-k, sampled frames with their flow, scores over "
+        "time) and/or browse a prepared data set (--prepared). Needs the serve extra.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT",
+                        help="checkpoints written by `stfn train`; the first is the default model")
+    parser.add_argument("--prepared", default=None, metavar="DIR",
+                        help="also browse this folder written by `stfn prepare` (frames, flow, manifest) at /prepared")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to the network)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    parser.add_argument("--workers", type=int, default=1, help="predictions run at the same time (default 1)")
+    parser.add_argument("--queue", type=int, default=8,
+                        help="requests that may wait for a worker; beyond them the answer is 503 with Retry-After (default 8)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads per worker for torch and OpenCV (default 0: the cores divided by --workers)")
+    parser.add_argument("--max-upload-mb", type=float, default=200.0,
+                        help="largest upload accepted, checked while it arrives (default 200)")
+    parser.add_argument("--frames", type=int, default=None, help="T positions per video (default: data.frames)")
+    parser.add_argument("--crops", type=int, choices=[1, 3, 10], default=None,
+                        help="default test views (default: data.test_crops); a request may ask for others")
+    parser.add_argument("--flow", default=None, metavar="ALGO", help="flow algorithm (default: as in training)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    parser.add_argument("--amp", default="auto", choices=["auto", "none", "bf16", "fp16"],
+                        help="autocast: auto = bf16 where the hardware does it natively, else fp32")
+
+
+def run(args: argparse.Namespace) -> int:
+    from stfn.errors import StfnError
+
+    if not args.checkpoints and not args.prepared:
+        raise StfnError("give at least one CHECKPOINT to serve, or --prepared DIR to browse")
+    if not 0 < args.port < 65536:
+        raise StfnError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.threads < 0:
+        raise StfnError(f"--threads must be 0 (default) or more, got {args.threads}")
+    try:
+        import uvicorn
+
+        from stfn.serve.app import create_app
+        from stfn.serve.models import load_models
+        from stfn.serve.pool import WorkerPool, threads_per_worker
+    except ImportError as e:  # the optional extra is missing
+        raise StfnError(f"stfn serve needs the serve extra ({e.name} is missing): pip install \"stfn[serve]\"") from None
+    import cv2
+    import torch
+
+    WorkerPool(args.workers, args.queue, 1).shutdown()  # checks --workers / --queue before loading anything
+    threads = args.threads or threads_per_worker(args.workers)
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    models = load_models(args.checkpoints, flow=args.flow, frames=args.frames, crops=args.crops,
+                         device=args.device, amp=args.amp)
+    app = create_app(models, workers=args.workers, queue=args.queue, threads=threads,
+                     max_upload_mb=args.max_upload_mb, prepared=args.prepared)
+    where = f"http://{args.host}:{args.port}"
+    print(f"stfn serve: {len(models)} model(s) ({', '.join(models) or 'none'}), {args.workers} worker(s) x "
+          f"{threads} thread(s), queue {args.queue}; page {where}/, API {where}/docs"
+          + (f", prepared set {where}/prepared" if args.prepared else ""), file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

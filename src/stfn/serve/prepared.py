@@ -1,0 +1,112 @@
+"""Browse a prepared data set (``stfn serve --prepared DIR``): per video the manifest's record, the
+files actually on disk, and frames and flow side by side, to catch a broken flow export before a long
+training run.
+
+Only manifest keys are accepted, and every file read is checked to lie inside the prepared folder, so
+no request can name another path on the server.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from stfn.data.flow import dequantize_flow
+from stfn.data.manifest import Manifest, load_prepared_manifest
+from stfn.data.sampling import segment_positions
+from stfn.errors import StfnError
+from stfn.predict import flow_to_color
+
+__all__ = ["NotFound", "PreparedSet"]
+
+SHOWN_POSITIONS = 8
+
+
+class NotFound(StfnError):
+    """A key, frame or file the prepared folder does not have (the API answers 404)."""
+
+
+class PreparedSet:
+    """The manifest of a prepared folder, and its frames and flow as JPEG bytes."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.manifest: Manifest = load_prepared_manifest(root)
+        self.root = Path(root).resolve()
+
+    def summary(self) -> dict[str, Any]:
+        """``{"root", "flow", "resize", "counts": {"ok", "failed"}, "videos": [{"key", record...}]}``."""
+        videos = [{"key": k, **{f: r.get(f) for f in ("source", "status", "frames", "flows", "width", "height",
+                                                       "fps", "error")}} for k, r in self.manifest.videos.items()]
+        ok = sum(v["status"] == "ok" for v in videos)
+        return {"root": self.root.name, "flow": self.manifest.flow, "resize": self.manifest.resize,
+                "counts": {"ok": ok, "failed": len(videos) - ok}, "videos": videos}
+
+    def _folder(self, key: str) -> Path:
+        if key not in self.manifest.videos:
+            raise NotFound(f"no video '{key}' in the manifest of '{self.root.name}'")
+        folder = (self.root / key).resolve()
+        if not folder.is_relative_to(self.root):
+            raise NotFound(f"video '{key}' lies outside the prepared folder")
+        return folder
+
+    def video(self, key: str) -> dict[str, Any]:
+        """One video: its record, the frame and flow files found on disk, and up to 8 positions to show
+        (segment centres, 0-based; flow position ``p`` is the field from frame ``p`` to ``p + 1``)."""
+        folder = self._folder(key)
+        record = dict(self.manifest.videos[key])
+        found = {"frames": 0, "flow_x": 0, "flow_y": 0}
+        if folder.is_dir():
+            for f in os.scandir(folder):
+                for kind, prefix in (("frames", "img_"), ("flow_x", "flow_x_"), ("flow_y", "flow_y_")):
+                    if f.name.startswith(prefix) and f.name.endswith(".jpg"):
+                        found[kind] += 1
+        frames = int(record.get("frames") or 0)
+        positions = segment_positions(frames, min(SHOWN_POSITIONS, frames), train=False) if frames else []
+        flows = int(record.get("flows") or 0)
+        problems = []
+        if record.get("status") == "ok":
+            if found["frames"] != frames:
+                problems.append(f"{found['frames']} frame files on disk, the manifest says {frames}")
+            for axis in ("flow_x", "flow_y"):
+                if found[axis] != flows:
+                    problems.append(f"{found[axis]} {axis} files on disk, the manifest says {flows}")
+        return {"key": key, **record, "files": found, "problems": problems, "positions": positions,
+                "flow_positions": [min(p, flows - 1) for p in positions] if flows else []}
+
+    def _file(self, key: str, name: str) -> Path:
+        path = self._folder(key) / name
+        if not path.is_file():
+            raise NotFound(f"'{key}/{name}' is missing from the prepared folder")
+        return path
+
+    def frame_jpeg(self, key: str, index: int) -> bytes:
+        """Frame ``index`` (0-based) of ``key``: the prepared JPEG's bytes as written."""
+        return self._file(key, f"img_{int(index) + 1:05d}.jpg").read_bytes()
+
+    def flow_jpeg(self, key: str, index: int) -> bytes:
+        """Flow field ``index`` (0-based) of ``key`` in the colour wheel (brightness: magnitude over the
+        field's largest, at least 1 pixel), as JPEG bytes."""
+        planes = []
+        for axis in ("x", "y"):
+            path = self._file(key, f"flow_{axis}_{int(index) + 1:05d}.jpg")
+            plane = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+            if plane is None:
+                raise NotFound(f"'{key}/{path.name}' is not a readable JPEG")
+            planes.append(plane)
+        if planes[0].shape != planes[1].shape:
+            raise NotFound(f"flow_x and flow_y of '{key}' field {index} differ in size")
+        flow = dequantize_flow(np.stack(planes, axis=-1), self.manifest.flow_bound)
+        top = max(1.0, float(np.hypot(flow[..., 0], flow[..., 1]).max()))
+        return encode_jpeg(flow_to_color(flow, top))
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    """RGB uint8 ``(H, W, 3)`` -> JPEG bytes."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise StfnError("could not encode an image as JPEG")
+    return buf.tobytes()
