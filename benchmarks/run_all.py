@@ -36,6 +36,7 @@ BENCHMARKS = {
     "loader": "loader.py",
     "flow": "flow.py",
     "predict_latency": "predict_latency.py",
+    "serve_load": "serve_load.py",
 }
 HERE = Path(__file__).resolve().parent
 

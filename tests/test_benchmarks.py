@@ -146,3 +146,14 @@ def test_head_speed_quick(tmp_path: Path) -> None:
     for same in result["equivalence"].values():
         assert same["float64"]["logits"] < 1e-10 and same["float64"]["grads"] < 1e-10
     assert all(r["after"]["videos_per_s"] > 0 for r in result["results"])
+
+
+@pytest.mark.e2e
+def test_serve_load_quick(tmp_path: Path) -> None:
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    stdout, result = run_script("serve_load.py", tmp_path)
+    s = result["summary"]
+    assert s["answered_200"] == s["requests"] == 8 and s["lost"] == 0 and s["server_errors_other_than_503"] == []
+    assert s["uploads_left"] == [] and s["pool_after"]["held"] == 0 and s["pool_after"]["served"] == 8
+    assert 0 < s["latency_seconds"]["p50"] <= s["latency_seconds"]["p99"] <= s["latency_seconds"]["max"]
+    assert s["throughput_per_s"] > 0 and "| 8 | 0 | 0 |" in stdout

@@ -211,7 +211,8 @@ class Predictor:
         - ``thumbnails``: T RGB uint8 arrays ``(thumb_height, w, 3)``, the decoded frame at each position;
         - ``flow_images``: T RGB uint8 arrays of the same size, the middle flow field of each position's
           stack in the colour wheel (:func:`flow_to_color`), or ``None`` without a flow stream;
-          ``flow_max``: the magnitude (pixels) drawn at full brightness, shared by the strip;
+          ``flow_max``: the magnitude (pixels) drawn at full brightness, shared by the strip (the 99th
+          percentile of its magnitudes, at least 1 pixel);
         - ``windows``: the model applied to sliding windows of the video (T positions inside each):
           ``{"window", "stride"}`` in frames, ``"starts"`` (first frame of each), ``"probs"`` (W x K);
         - ``timings`` also holds ``windows`` (seconds for all of them).
@@ -236,7 +237,7 @@ class Predictor:
             mid = self.reader.flow_length // 2
             fields = [dequantize_flow(s[2 * mid : 2 * mid + 2].permute(1, 2, 0).numpy(), self.reader.prepare.bound)
                       for s in clip["flow"]]
-            flow_max = max(1.0, max(float(np.hypot(f[..., 0], f[..., 1]).max()) for f in fields))
+            flow_max = max(1.0, float(np.percentile(np.hypot(np.stack(fields)[..., 0], np.stack(fields)[..., 1]), 99)))
             flows = [_thumbnail(flow_to_color(f, flow_max), thumb_height) for f in fields]
         t = time.perf_counter()
         windows = self._window_probs(path, n, window, stride, max_windows)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from stfn.config import Config, config_from_dict
@@ -10,6 +13,7 @@ from suite_helpers import SHARED
 CLASSES = ["Jump", "Run", "Walk", "Wave", "Clap"]
 VIDEOS = SHARED / "videos"
 CLIPS = SHARED / "realdata" / "clips"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_config(streams=("rgb", "flow"), name="serve-test") -> Config:
@@ -29,3 +33,50 @@ def upload(client, video: Path | None = None, data: bytes | None = None, name: s
     body = video.read_bytes() if video is not None else data
     files = {"file": (name or (video.name if video else "upload.bin"), body, "application/octet-stream")}
     return client.post(route, files=files, data={k: str(v) for k, v in fields.items()})
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(args: list[str], tmp: Path, timeout: float = 60.0) -> Iterator[str]:
+    """``stfn serve ARGS --port P`` in a subprocess (its temporary files under ``tmp``); yields the base
+    URL once ``/healthz`` answers, and stops the server afterwards."""
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    port = free_port()
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO / "src")}
+    log = open(tmp / "server.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen([sys.executable, "-m", "stfn", "serve", *args, "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"stfn serve did not start: {(tmp / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         raise StfnError(f"--port must be between 1 and 65535, got {args.port}")
     if args.threads < 0:
         raise StfnError(f"--threads must be 0 (default) or more, got {args.threads}")
+    if args.max_upload_mb <= 0:
+        raise StfnError(f"--max-upload-mb must be positive, got {args.max_upload_mb:g}")
     try:
         import uvicorn
 

@@ -137,7 +137,7 @@ function drawTimeline(r, ex) {
   const fps = r.fps || 0;
   const unit = (frames, secs) => (secs ? `${frames} frames (${fmt(secs, 2)} s)` : `${frames} frames`);
   $("window-info").textContent = `${w.starts.length} windows of ${unit(w.window, w.window_seconds)}, ` +
-    `every ${unit(w.stride, w.stride_seconds)}; each point: the model on the ${ex.positions.length} positions inside one window.`;
+    `every ${unit(w.stride, w.stride_seconds)}; each point: the probability the model gives on the ${ex.positions.length} positions inside one window, at the window's centre.`;
   const W = 900, H = 220, L = 40, B = 30, T = 10, R = 10;
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
@@ -149,18 +149,20 @@ function drawTimeline(r, ex) {
     svg.append(n);
     return n;
   };
+  const shown = r.top.slice(0, COLOURS.length);
+  // the y axis runs from 0 to the largest plotted probability, rounded up to a tenth
+  const top = Math.max(0.1, Math.ceil(10 * Math.max(...shown.flatMap((t) => w.probs.map((p) => p[t.index])))) / 10);
   const x = (f) => L + (W - L - R) * (r.frames > 1 ? f / (r.frames - 1) : 0.5);
-  const y = (p) => T + (H - T - B) * (1 - p);
-  for (const p of [0, 0.5, 1]) {
+  const y = (p) => T + (H - T - B) * (1 - p / top);
+  for (const p of [0, top / 2, top]) {
     add("line", { x1: L, x2: W - R, y1: y(p), y2: y(p), stroke: "#d9dce5" });
-    add("text", { x: L - 6, y: y(p) + 4, "text-anchor": "end", "font-size": 11, fill: "#5d6577" }, p.toFixed(1));
+    add("text", { x: L - 6, y: y(p) + 4, "text-anchor": "end", "font-size": 11, fill: "#5d6577" }, p.toFixed(2));
   }
   for (let k = 0; k <= 4; k++) {
     const f = Math.round((r.frames - 1) * k / 4);
     add("text", { x: x(f), y: H - 10, "text-anchor": "middle", "font-size": 11, fill: "#5d6577" },
         fps ? `${(f / fps).toFixed(1)} s` : `${f}`);
   }
-  const shown = r.top.slice(0, COLOURS.length);
   const legend = el("div", { class: "legend" });
   shown.forEach((t, c) => {
     const pts = w.starts.map((s, i) => `${x(s + w.window / 2)},${y(w.probs[i][t.index])}`).join(" ");

@@ -1,0 +1,35 @@
+"""``stfn serve`` on the command line: bad arguments are one sentence before anything starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from stfn.cli import build_parser, main
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    ([], "give at least one CHECKPOINT"),
+    (["missing.pt"], "checkpoint 'missing.pt' does not exist"),
+    (["x.pt", "--port", "0"], "--port must be between 1 and 65535"),
+    (["x.pt", "--workers", "0"], "--workers must be at least 1"),
+    (["x.pt", "--queue", "-1"], "--queue must be 0 or more"),
+    (["x.pt", "--threads", "-2"], "--threads must be 0"),
+    (["--prepared", "no/such/dir"], "prepared folder 'no/such/dir' does not exist"),
+])
+def test_bad_arguments_are_one_sentence(argv, words, capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["serve", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("stfn serve: error: ") and words in err and "Traceback" not in err
+
+
+def test_help_tells_the_defaults() -> None:
+    sub = build_parser()._subparsers._group_actions[0].choices["serve"]
+    text = sub.format_help()
+    for words in ("--host", "127.0.0.1", "--max-upload-mb", "--prepared", "Retry-After", "--workers"):
+        assert words in text
+
+
+def test_bad_max_upload_is_refused(checkpoints, capsys) -> None:
+    assert main(["serve", str(checkpoints["rgb"]), "--max-upload-mb", "0", "--device", "cpu"]) == 2
+    assert "--max-upload-mb must be positive" in capsys.readouterr().err
