@@ -110,3 +110,42 @@ def test_a_client_that_disconnects_mid_upload_leaves_nothing(server) -> None:
             health = json.loads(r.read())
     assert not left and health["pool"]["held"] == 0
     assert list(tmp.glob("stfn-serve-*"))  # the server's upload folder is where we looked
+
+
+@needs_browser
+@pytest.mark.skipif(not (VIDEOS / "test.avi").is_file(), reason="../shared/videos is not available")
+def test_prepared_set_page_shows_frames_flow_and_a_broken_export(tmp_path: Path) -> None:
+    """``stfn prepare`` on ../shared/videos (corrupted.mp4 fails there), one flow file deleted, then the
+    prepared-set page: the failed video's error, frames and flow side by side, the missing file."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from stfn.cli import main
+
+    videos, prepared = tmp_path / "videos", tmp_path / "prepared"
+    videos.mkdir()
+    for name in ("test.avi", "corrupted.mp4"):
+        (videos / name).symlink_to((VIDEOS / name).resolve())
+    assert main(["prepare", str(videos), str(prepared), "--short-side", "64", "--workers", "0", "--quiet"]) == 1
+    (prepared / "test" / "flow_x_00031.jpg").unlink()  # a broken export: field 30 (0-based) is gone
+    with running_server(["--prepared", str(prepared)], tmp_path) as url:
+        driver = _browser()
+        try:
+            driver.get(url + "/")  # no model: the page is the prepared-set browser
+            wait = WebDriverWait(driver, 30)
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#videos tr")) == 2)
+            assert "1 ok, 1 failed" in driver.find_element(By.ID, "title").text
+            failed = driver.find_element(By.CSS_SELECTOR, "#videos tr.failed")
+            assert "corrupted" in failed.text and "cannot decode" in failed.text
+            driver.find_element(By.CSS_SELECTOR, "#videos tr[data-key='test']").click()
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#pairs figure")) == 8)
+            problems = driver.find_element(By.ID, "problems").text
+            assert "162 flow_x files on disk, the manifest says 163" in problems
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#pairs .problem"))
+            missing = driver.find_elements(By.CSS_SELECTOR, "#pairs .problem")
+            assert [m.text for m in missing] == ["flow 30: missing or unreadable"]  # positions 10, 30, 51, ... of 164
+            images = driver.find_elements(By.CSS_SELECTOR, "#pairs img")
+            assert len(images) == 15 and all(
+                driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i) > 0 for i in images)
+        finally:
+            driver.quit()
