@@ -160,7 +160,7 @@ function drawTimeline(r, ex) {
   }
   for (let k = 0; k <= 4; k++) {
     const f = Math.round((r.frames - 1) * k / 4);
-    add("text", { x: x(f), y: H - 10, "text-anchor": "middle", "font-size": 11, fill: "#5d6577" },
+    add("text", { x: x(f), y: H - 10, "text-anchor": k === 0 ? "start" : k === 4 ? "end" : "middle", "font-size": 11, fill: "#5d6577" },
         fps ? `${(f / fps).toFixed(1)} s` : `${f}`);
   }
   const legend = el("div", { class: "legend" });
