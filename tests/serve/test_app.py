@@ -197,3 +197,19 @@ def test_client_disconnect_mid_upload_cleans_up(client) -> None:
     with pytest.raises(ClientDisconnect):
         asyncio.run(_predict(Request(scope, receive), explain=False))
     assert not uploads_left(client) and client.app.state.stfn.pool.status()["held"] == 0
+
+
+@needs_videos
+def test_fields_after_the_file_as_curl_sends_them(client) -> None:
+    """curl -F file=@test.avi -F top_k=2: the file part comes first; its name still labels the answer."""
+    video = (VIDEOS / "test.avi").read_bytes()
+    body = (b"--xx\r\nContent-Disposition: form-data; name=\"file\"; filename=\"dir/test.avi\"\r\n"
+            b"Content-Type: video/x-msvideo\r\n\r\n" + video +
+            b"\r\n--xx\r\nContent-Disposition: form-data; name=\"top_k\"\r\n\r\n2\r\n--xx--\r\n")
+    r = client.post("/v1/predict", content=body, headers={"content-type": "multipart/form-data; boundary=xx"})
+    assert r.status_code == 200, r.text
+    (res,) = r.json()["results"]
+    assert res["video"] == "test.avi" and len(res["top"]) == 2  # only the last path component is kept
+    cut = client.post("/v1/predict", content=body[:5000], headers={"content-type": "multipart/form-data; boundary=xx"})
+    assert cut.status_code == 422 and "cut short" in cut.json()["detail"]
+    assert not uploads_left(client)

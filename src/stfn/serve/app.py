@@ -145,7 +145,7 @@ def _prepared(request: Request) -> PreparedSet:
     return prepared
 
 
-def _add_routes(app: FastAPI) -> None:
+def _add_api_routes(app: FastAPI) -> None:
     @app.get("/healthz")
     def healthz(request: Request) -> dict[str, Any]:
         state: ServerState = request.app.state.stfn
@@ -171,6 +171,9 @@ def _add_routes(app: FastAPI) -> None:
         except ClientDisconnect:
             return Response(status_code=400)
 
+
+
+def _add_page_routes(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     def index(request: Request) -> Any:
         if not request.app.state.stfn.models:
@@ -234,5 +237,6 @@ def create_app(models: dict[str, ModelEntry], *, workers: int = 1, queue: int = 
                   description="Two-stream video action recognition: upload a video, get its top-k classes.")
     app.state.stfn = ServerState(models, pool, upload_root, int(max_upload_mb * 2**20), browse)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    _add_routes(app)
+    _add_api_routes(app)
+    _add_page_routes(app)
     return app

@@ -78,7 +78,7 @@ class _Parts:
         self.fields: dict[str, str] = {}
         self.header_name, self.header_value = b"", b""
         self.headers: dict[bytes, bytes] = {}
-        self.name, self.filename = "", None
+        self.name, self.filename = "", None  # the current part's field name; the file part's file name
         self.value = bytearray()
         self.out: IO[bytes] | None = None
         self.path: Path | None = None
@@ -93,7 +93,7 @@ class _Parts:
         }
 
     def part_begin(self) -> None:
-        self.headers, self.value, self.filename = {}, bytearray(), None
+        self.headers, self.value = {}, bytearray()
 
     def header_field(self, data: bytes, start: int, end: int) -> None:
         self.header_name += data[start:end]
