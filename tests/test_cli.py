@@ -42,6 +42,7 @@ def _mistakes(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "export": ([missing + ".pt", "--out", str(tmp / "m.onnx")], f"checkpoint '{missing}.pt' does not exist"),
         "ablate": (["--config", missing + ".yaml", "--grid", "model.head.blocks=1,2"],
                    f"config file '{missing}.yaml' does not exist"),
+        "serve": ([missing + ".pt"], f"checkpoint '{missing}.pt' does not exist"),
     }
 
 
