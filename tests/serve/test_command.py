@@ -24,6 +24,8 @@ def test_bad_arguments_are_one_sentence(argv, words, capsys, tmp_path, monkeypat
 
 
 def test_help_tells_the_defaults() -> None:
+    args = build_parser().parse_args(["serve", "m.pt"])
+    assert args.host == "127.0.0.1" and args.port == 8000 and args.max_upload_mb == 200  # loopback by default
     sub = build_parser()._subparsers._group_actions[0].choices["serve"]
     text = sub.format_help()
     for words in ("--host", "127.0.0.1", "--max-upload-mb", "--prepared", "Retry-After", "--workers"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 HELP = ("Serve checkpoints over HTTP (API + web page: top-k, sampled frames with their flow, scores over "
         "time) and/or browse a prepared data set (--prepared). Needs the serve extra.")
@@ -45,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
         raise StfnError(f"--threads must be 0 (default) or more, got {args.threads}")
     if args.max_upload_mb <= 0:
         raise StfnError(f"--max-upload-mb must be positive, got {args.max_upload_mb:g}")
+    for path in args.checkpoints:  # before the imports: a typo is one sentence even without the extra
+        if not Path(path).is_file():
+            raise StfnError(f"checkpoint '{path}' does not exist" if not Path(path).exists()
+                            else f"checkpoint '{path}' is not a file")
     try:
         import uvicorn
 
