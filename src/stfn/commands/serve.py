@@ -42,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
         raise StfnError("give at least one CHECKPOINT to serve, or --prepared DIR to browse")
     if not 0 < args.port < 65536:
         raise StfnError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.workers < 1:
+        raise StfnError(f"--workers must be at least 1, got {args.workers}")
+    if args.queue < 0:
+        raise StfnError(f"--queue must be 0 or more, got {args.queue}")
     if args.threads < 0:
         raise StfnError(f"--threads must be 0 (default) or more, got {args.threads}")
     if args.max_upload_mb <= 0:
@@ -55,13 +59,12 @@ def run(args: argparse.Namespace) -> int:
 
         from stfn.serve.app import create_app
         from stfn.serve.models import load_models
-        from stfn.serve.pool import WorkerPool, threads_per_worker
+        from stfn.serve.pool import threads_per_worker
     except ImportError as e:  # the optional extra is missing
         raise StfnError(f"stfn serve needs the serve extra ({e.name} is missing): pip install \"stfn[serve]\"") from None
     import cv2
     import torch
 
-    WorkerPool(args.workers, args.queue, 1).shutdown()  # checks --workers / --queue before loading anything
     threads = args.threads or threads_per_worker(args.workers)
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
