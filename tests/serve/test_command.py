@@ -35,3 +35,15 @@ def test_help_tells_the_defaults() -> None:
 def test_bad_max_upload_is_refused(checkpoints, capsys) -> None:
     assert main(["serve", str(checkpoints["rgb"]), "--max-upload-mb", "0", "--device", "cpu"]) == 2
     assert "--max-upload-mb must be positive" in capsys.readouterr().err
+
+
+def test_a_port_in_use_is_one_sentence(checkpoints, capsys) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", str(checkpoints["rgb"]), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port} (--host/--port)" in err and "in use" in err

@@ -35,6 +35,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="autocast: auto = bf16 where the hardware does it natively, else fp32")
 
 
+def _check_address(host: str, port: int) -> None:
+    """One sentence, before any model loads, when ``host:port`` cannot be listened on (in use, no such address)."""
+    import socket
+
+    from stfn.errors import StfnError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            s.bind(infos[0][4])
+    except OSError as e:
+        raise StfnError(f"cannot listen on {host}:{port} (--host/--port): {e.strerror or e}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from stfn.errors import StfnError
 
@@ -54,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         if not Path(path).is_file():
             raise StfnError(f"checkpoint '{path}' does not exist" if not Path(path).exists()
                             else f"checkpoint '{path}' is not a file")
+    _check_address(args.host, args.port)
     try:
         import uvicorn
 
