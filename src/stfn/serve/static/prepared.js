@@ -40,10 +40,11 @@ async function showVideo(key, row) {
   pairs.replaceChildren();
   v.positions.forEach((p, i) => {
     const fig = el("figure");
+    const pair = el("div", { class: "pair" });
     const q = `key=${encodeURIComponent(key)}&index=`;
-    fig.append(el("img", { src: `/v1/prepared/frame?${q}${p}`, alt: `frame ${p}` }));
-    if (v.flow_positions.length) fig.append(el("img", { src: `/v1/prepared/flow?${q}${v.flow_positions[i]}`, alt: `flow ${v.flow_positions[i]}` }));
-    fig.append(el("figcaption", {}, `frame ${p}`));
+    pair.append(el("img", { src: `/v1/prepared/frame?${q}${p}`, alt: `frame ${p}` }));
+    if (v.flow_positions.length) pair.append(el("img", { src: `/v1/prepared/flow?${q}${v.flow_positions[i]}`, alt: `flow ${v.flow_positions[i]}` }));
+    fig.append(pair, el("figcaption", {}, `frame ${p}` + (v.flow_positions.length ? ` | flow ${v.flow_positions[i]} -> ${v.flow_positions[i] + 1}` : "")));
     fig.querySelectorAll("img").forEach((img) => img.addEventListener("error", () => {
       img.replaceWith(el("span", { class: "problem" }, `${img.alt}: missing or unreadable`));
     }));
@@ -52,4 +53,5 @@ async function showVideo(key, row) {
   $("detail").hidden = false;
 }
 
+fetch("/healthz").then((r) => r.json()).then((h) => { $("predict-link").hidden = !h.models.length; }).catch(() => {});
 load().catch((e) => { $("status").textContent = `could not load the manifest: ${e}`; });
