@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const COLOURS = ["#2f6fde", "#e8710a", "#1e8e3e", "#d93025", "#9334e6"];
+const COLOURS = ["#2f6fde", "#e8710a", "#1e8e3e", "#9334e6", "#00a3a3"];
 let cards = {};
 let maxBytes = Infinity;
 
