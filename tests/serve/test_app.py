@@ -213,3 +213,15 @@ def test_fields_after_the_file_as_curl_sends_them(client) -> None:
     cut = client.post("/v1/predict", content=body[:5000], headers={"content-type": "multipart/form-data; boundary=xx"})
     assert cut.status_code == 422 and "cut short" in cut.json()["detail"]
     assert not uploads_left(client)
+
+
+def test_a_stalled_upload_is_408_and_frees_its_slot(tmp_path) -> None:
+    async def receive():
+        await asyncio.sleep(5)
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/predict",
+             "headers": [(b"content-type", b"multipart/form-data; boundary=bb")]}
+    with pytest.raises(UploadError) as e:
+        asyncio.run(receive_upload(Request(scope, receive), tmp_path, max_bytes=1000, idle_timeout=0.05))
+    assert e.value.status == 408 and "stalled" in e.value.message

@@ -10,6 +10,7 @@ answers. The upload stops with 413 as soon as the file passes ``max_bytes`` (or 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import tempfile
@@ -27,6 +28,7 @@ from stfn.data.manifest import VIDEO_EXTENSIONS
 __all__ = ["Upload", "UploadError", "receive_upload", "upload_folder"]
 
 MAX_FIELD_BYTES = 1024  # a text field (model, top_k, ...) longer than this is refused
+IDLE_TIMEOUT_S = 60.0  # an upload that sends nothing for this long is refused (408)
 _SLACK = 64 * 1024  # multipart headers and boundaries on top of the file's bytes
 
 
@@ -149,11 +151,12 @@ class _Parts:
 
 
 async def receive_upload(request: Request, folder: Path, max_bytes: int, *, file_field: str = "file",
-                         fields: tuple[str, ...] = ()) -> Upload:
+                         fields: tuple[str, ...] = (), idle_timeout: float = IDLE_TIMEOUT_S) -> Upload:
     """Read a ``multipart/form-data`` request with one file (``file_field``) and the text ``fields``
-    into ``folder``. Raises :class:`UploadError` (413: over ``max_bytes``; 422: not multipart, no file,
-    an empty file, an unknown field, a body that ends early) and lets Starlette's ``ClientDisconnect``
-    through (the caller's ``upload_folder`` removes what arrived)."""
+    into ``folder``. Raises :class:`UploadError` (408: no bytes for ``idle_timeout`` seconds, so a
+    stalled client does not hold its pool slot for ever; 413: over ``max_bytes``; 422: not multipart,
+    no file, an empty file, an unknown field, a body that ends early) and lets Starlette's
+    ``ClientDisconnect`` through (the caller's ``upload_folder`` removes what arrived)."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or not options.get(b"boundary"):
         raise UploadError(422, f"send the video as multipart/form-data with a '{file_field}' field "
@@ -165,7 +168,14 @@ async def receive_upload(request: Request, folder: Path, max_bytes: int, *, file
     parts = _Parts(folder, max_bytes, file_field, set(fields))
     parser = MultipartParser(options[b"boundary"], parts.callbacks())
     try:
-        async for chunk in request.stream():
+        chunks = request.stream().__aiter__()
+        while True:
+            try:
+                chunk = await asyncio.wait_for(chunks.__anext__(), idle_timeout)
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise UploadError(408, f"the upload stalled: no data for {idle_timeout:g} s") from None
             if chunk:
                 parser.write(chunk)
         parser.finalize()
