@@ -113,13 +113,16 @@ async def _predict(request: Request, explain: bool) -> dict[str, Any]:
                 entry = state.entry(upload.fields.get("model"))
                 top_k = _int_field(upload.fields, "top_k") or 5
                 predictor = entry.with_crops(_int_field(upload.fields, "crops", choices=CROPS))
-                if explain:
-                    window, stride = _int_field(upload.fields, "window"), _int_field(upload.fields, "stride")
-                    job = lambda: predictor.explain(upload.path, top_k, window=window, stride=stride)  # noqa: E731
-                else:
-                    job = lambda: predictor.predict(upload.path, top_k)  # noqa: E731
+                window, stride = _int_field(upload.fields, "window"), _int_field(upload.fields, "stride")
+
+                def job() -> tuple[dict[str, Any], dict[str, Any] | None]:  # on a worker, images encoded too
+                    if not explain:
+                        return predictor.predict(upload.path, top_k), None
+                    result = predictor.explain(upload.path, top_k, window=window, stride=stride)
+                    return result, _explain_doc(result, entry)
+
                 try:
-                    result = await state.pool.run(job)
+                    result, extra = await state.pool.run(job)
                 except StfnError as e:
                     raise HTTPException(422, _hide_paths(str(e), upload)) from None
                 except Exception as e:  # a decoder or flow library failing on this file, as predict_many reports it
@@ -131,8 +134,8 @@ async def _predict(request: Request, explain: bool) -> dict[str, Any]:
         raise HTTPException(e.status, e.message) from None
     result["video"] = upload.filename
     doc: dict[str, Any] = {"checkpoint": entry.name, "settings": predictor.settings(), "failed": 0}
-    if explain:
-        doc["explain"] = _explain_doc(result, entry)
+    if extra is not None:
+        doc["explain"] = extra
         doc["card"] = entry.predictor.card
     doc["results"] = [result]
     return doc
