@@ -59,6 +59,7 @@ def test_page_upload_shows_top_k_flow_strip_and_timeline(server, tmp_path: Path)
         top_k = driver.find_element(By.ID, "top-k")
         top_k.clear()
         top_k.send_keys("3")
+        driver.find_element(By.ID, "stride").send_keys("70")  # window: the default, a quarter of 280 frames
         driver.find_element(By.ID, "file").send_keys(str((VIDEOS / "demo.mp4").resolve()))
         wait.until(lambda d: "done" in d.find_element(By.ID, "status").text or "error" in
                    d.find_element(By.ID, "status").get_attribute("class"))
@@ -74,7 +75,7 @@ def test_page_upload_shows_top_k_flow_strip_and_timeline(server, tmp_path: Path)
             for img in (frame, flow):  # decoded by the browser, not just present
                 assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) > 0
         assert driver.find_elements(By.CSS_SELECTOR, "#timeline svg polyline.series")
-        assert "windows of 70 frames" in driver.find_element(By.ID, "window-info").text
+        assert driver.find_element(By.ID, "window-info").text.startswith("4 windows of 70 frames (2.50 s), every 70 frames")
         assert "ms" in driver.find_element(By.ID, "timings").text
         shot = tmp_path / "serve_page.png"
         driver.save_screenshot(str(shot))

@@ -67,7 +67,7 @@ async function send(file) {
   const form = new FormData();
   form.append("model", $("model").value);
   form.append("top_k", $("top-k").value || "5");
-  if ($("crops").value) form.append("crops", $("crops").value);
+  for (const name of ["crops", "window", "stride"]) if ($(name).value) form.append(name, $(name).value);
   form.append("file", file, file.name);
   setStatus(`${file.name}: uploading and predicting ...`);
   $("result").hidden = true;
