@@ -84,7 +84,7 @@ class Steps:
 def backbone_config(base: Config, p: Any) -> Config:
     """TSN, trained end to end on each stream alone (:func:`stfn.study.protocol.train_backbones`)."""
     cfg = copy.deepcopy(base)
-    cfg.name = "demo-tsn"
+    cfg.name = f"{base.name}-tsn"
     cfg.model.arch, cfg.model.tsn_dropout = "tsn", 0.5
     cfg.train.epochs, cfg.train.lr = p.backbone_epochs, p.backbone_lr
     cfg.train.eval_every = max(1, p.backbone_epochs // 2)  # scoring 650 test videos costs about an epoch
@@ -95,7 +95,7 @@ def head_config(base: Config, p: Any, arch: str, fusion: str, features: Path, se
     """A two-stream head trained on cached features, with training seed ``seed`` (default: the
     base config's)."""
     cfg = copy.deepcopy(base)
-    cfg.name = f"demo-{arch}-{fusion}"
+    cfg.name = f"{base.name}-{arch}-{fusion}"
     cfg.train.seed = base.train.seed if seed is None else seed
     cfg.model.arch, cfg.model.streams, cfg.model.freeze_backbone = arch, list(STREAMS), True
     cfg.model.head.fusion, cfg.model.head.hidden_dim = fusion, p.head_hidden
@@ -114,7 +114,7 @@ def head_config(base: Config, p: Any, arch: str, fusion: str, features: Path, se
 def end_to_end_config(base: Config, p: Any, features: Path, runs: Path) -> Config:
     """STFN fine-tuned end to end from the TSN backbones (``--end-to-end``)."""
     cfg = head_config(base, p, "stfn", base.model.head.fusion, features)
-    cfg.name, cfg.data.features, cfg.model.freeze_backbone = "demo-stfn-e2e", "", False
+    cfg.name, cfg.data.features, cfg.model.freeze_backbone = f"{base.name}-stfn-e2e", "", False
     cfg.data.num_workers, cfg.train.amp, cfg.train.eval_every = p.workers, base.train.amp, p.e2e_epochs
     cfg.train.epochs, cfg.train.backbone_lr_mult = p.e2e_epochs, 0.1
     cfg.train.init_rgb, cfg.train.init_flow = str(runs / "tsn_rgb" / "last.pt"), str(runs / "tsn_flow" / "last.pt")
