@@ -26,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="DIR",
                         help="the prepared folder where it is now (default: data.root of the checkpoint)")
     parser.add_argument("--splits", nargs="+", metavar="DIR",
-                        help="the split folder where it is now (default: data.splits of the checkpoint); the "
-                             "lists must be those the checkpoint trained with")
+                        help="the split folder (one) where it is now (default: data.splits of the checkpoint); "
+                             "the lists must be those the checkpoint trained with; split numbers are --split")
     parser.add_argument("--features", metavar="DIR",
                         help="a checkpoint trained on cached features: their folder where it is now")
     parser.add_argument("--crops", type=int, choices=[1, 3, 10], help="test views per frame (default: data.test_crops)")

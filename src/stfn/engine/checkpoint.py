@@ -261,11 +261,12 @@ def inherited_videos(sources: dict[str, list[str]], own: list[str]) -> dict[str,
     return {"sources": sorted(sources), "videos": videos}
 
 
-def inheritance(cfg: Config) -> dict[str, Any]:
+def inheritance(cfg: Config, own: list[str] | None = None) -> dict[str, Any]:
     """The ``inherited`` record of a fresh training of ``cfg`` (:func:`inherited_videos`): the videos
     seen by ``train.init_rgb`` / ``train.init_flow`` and by the checkpoint its cached features
     (``data.features``) came from, as ``features.json`` records them (``source_videos``) or, for an
-    older features folder, as that checkpoint holds them when it still exists."""
+    older features folder, as that checkpoint holds them when it still exists. Videos in ``own`` (the
+    run's training list, recorded as ``train_videos``) are not repeated."""
     sources: dict[str, list[str]] = {}
     for path in (cfg.train.init_rgb, cfg.train.init_flow):
         if path and path not in sources:
@@ -279,7 +280,7 @@ def inheritance(cfg: Config) -> dict[str, Any]:
         elif source and Path(source).is_file():
             own, inherited = seen_videos(load_checkpoint(source))
             sources[source] = sorted(own | inherited)
-    return inherited_videos(sources, [])
+    return inherited_videos(sources, list(own or []))
 
 
 def check_resume_identity(state: dict[str, Any], identity: dict[str, Any], path: str | os.PathLike) -> None:

@@ -325,7 +325,7 @@ def _setup(cfg: Config, out: Path, resume: bool) -> tuple[_Run, _Progress]:
     if state is not None:  # the same data as the run started on, and what its initialisation had seen
         ckpt_lib.check_resume_identity(state, identity, out / "last.pt")
     check_split_disjoint(cfg, train_set, test_set)
-    inherited = (state.get("inherited") or {}) if state is not None else ckpt_lib.inheritance(cfg)
+    inherited = (state.get("inherited") or {}) if state is not None else ckpt_lib.inheritance(cfg, train_set.videos)
     model = _build_network(cfg, state is None, device, info)
     amp_dtype, use_scaler = resolve_amp(tcfg.amp, device, tcfg.channels_last)
     loader = build_loader(train_set, tcfg.batch_size, train=True, workers=cfg.data.num_workers,
