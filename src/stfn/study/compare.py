@@ -36,7 +36,7 @@ from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json
 from stfn.models.backbone import BUILTIN_BACKBONES, build_rgb_network
 from stfn.study.compare_report import write_compare_report
-from stfn.study.machine import machine_info
+from stfn.study.machine import loadavg, machine_info
 from stfn.study.pipeline import Steps, backbone_amp, check_stamp, model_entries, run_protocol, test_videos
 from stfn.study.presets import COMPARE_PRESETS, HEADS, MODELS, ComparePreset
 
@@ -144,7 +144,7 @@ def run_compare(source: str | Path, splits: str | Path, out_dir: str | Path = "r
     prepared_input = source.is_dir() and _is_prepared(source)
     if not prepared_input:
         _check_videos(source)
-    t0 = time.perf_counter()
+    t0, load_start = time.perf_counter(), loadavg()
     stamp = {"input": str(source.resolve()), "splits": str(splits.resolve()), "split": split, "dataset": dataset,
              "preset": preset, "settings": dataclasses.asdict(p), "models": list(heads), "seed": seed}
     check_stamp(out / "compare.json", stamp, "compare")
@@ -189,7 +189,7 @@ def run_compare(source: str | Path, splits: str | Path, out_dir: str | Path = "r
         "classes": [{"name": c, "group": c} for c in classes],
         "test_videos": test_videos(done["tsn2"]["predictions"], list(classes)),
         "models": results, "timings": steps.times, "time_s": round(time.perf_counter() - t0, 1),
-        "machine": machine_info(),
+        "machine": {**machine_info(), "load_start": load_start, "load_end": loadavg()},  # 1/5/15-min averages
     }
     write_compare_report(out, summary, histories)
     atomic_write_json(out / "results.json", summary)
