@@ -270,16 +270,16 @@ def inheritance(cfg: Config, own: list[str] | None = None) -> dict[str, Any]:
     sources: dict[str, list[str]] = {}
     for path in (cfg.train.init_rgb, cfg.train.init_flow):
         if path and path not in sources:
-            own, inherited = seen_videos(load_checkpoint(path))
-            sources[str(path)] = sorted(own | inherited)
+            trained, inherited = seen_videos(load_checkpoint(path))
+            sources[str(path)] = sorted(trained | inherited)
     if cfg.data.features:
         meta = load_features_meta(cfg.data.features)
         source = str(meta.get("source_checkpoint") or "")
         if meta.get("source_videos") is not None:
             sources[source or str(cfg.data.features)] = list(meta["source_videos"])
         elif source and Path(source).is_file():
-            own, inherited = seen_videos(load_checkpoint(source))
-            sources[source] = sorted(own | inherited)
+            trained, inherited = seen_videos(load_checkpoint(source))
+            sources[source] = sorted(trained | inherited)
     return inherited_videos(sources, list(own or []))
 
 
