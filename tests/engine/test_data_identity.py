@@ -40,11 +40,26 @@ def test_eval_and_extract_where_the_data_is_now(tmp_path, tiny, capsys) -> None:
                  "--no-progress", "--json", str(tmp_path / "eval.json")]) == 0
     (result,) = json.loads((tmp_path / "eval.json").read_text())["results"]
     assert result["n"] == before["n"] == 4 and result["top1"] == pytest.approx(before["top1"])
-    feats = extract_features(run / "last.pt", tmp_path / "feats", data_root=moved / "prepared",
-                             splits_dir=moved / "splits", progress=False)
+    feats = tmp_path / "feats"
+    assert main(["extract-features", str(run / "last.pt"), "--out", str(feats), "--data", str(moved / "prepared"),
+                 "--splits", str(moved / "splits"), "--no-progress"]) == 0
     meta = json.loads((feats / "features.json").read_text())
     assert meta["subsets"]["test"]["identity"]["split"] == 1
     assert meta["source_videos"] == sorted(load_checkpoint(run / "last.pt")["train_videos"])
+
+
+def test_a_head_on_moved_features_is_evaluated_with_features(tmp_path, tiny, capsys) -> None:
+    root, splits = tiny
+    head = tiny_run_config(root, splits, arch="tsn")
+    head.model.freeze_backbone = True
+    feats = extract_features(head, tmp_path / "feats", progress=False)  # fresh backbones: plumbing only
+    head.data.features = str(feats)
+    train(head, tmp_path / "head", progress=False)
+    shutil.move(feats, tmp_path / "moved")
+    assert main(["eval", str(tmp_path / "head" / "last.pt"), "--data", str(root), "--no-progress"]) == 2
+    assert "was trained on cached features" in capsys.readouterr().err
+    r = evaluate_checkpoint(tmp_path / "head" / "last.pt", features_dir=tmp_path / "moved", progress=False)
+    assert r["n"] == 4
 
 
 def test_another_data_set_is_refused_naming_the_list(tmp_path, tiny, capsys) -> None:
