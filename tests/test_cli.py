@@ -30,6 +30,7 @@ def _mistakes(tmp: Path) -> dict[str, tuple[list[str], str]]:
     missing = str(tmp / "missing")
     return {
         "demo": (["--out", str(a_file)], f"'{a_file}'"),
+        "compare": ([missing, "--splits", str(tmp), "--out", str(tmp / "c")], f"'{missing}' does not exist"),
         "synth": ([str(a_file / "videos"), "--preset", "tiny"], f"'{a_file / 'videos'}'"),
         "prepare": ([missing, str(tmp / "out")], f"video root '{missing}' does not exist"),
         "data-info": (["--dataset", "ucf101", "--splits", missing, "--root", str(tmp)],

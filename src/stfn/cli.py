@@ -14,6 +14,7 @@ from stfn.errors import StfnError
 # subcommand -> module; a reader finds the code behind any subcommand with one search.
 COMMANDS: dict[str, str] = {
     "demo": "stfn.commands.demo",
+    "compare": "stfn.commands.compare",
     "synth": "stfn.commands.synth",
     "prepare": "stfn.commands.prepare",
     "data-info": "stfn.commands.data_info",

@@ -140,7 +140,7 @@ def test_tsn_streams_fusion_of_two_checkpoints_and_mean_over_splits(tmp_path, fa
     assert torch.allclose(refused[0], torch.tensor(p["scores"]), atol=1e-4)  # the model fuses like TSN
 
     # `stfn eval` with one checkpoint per split: each split and the mean
-    code = main(["eval", paths["rgb"], str(tmp_path / "two" / "last.pt"), "--splits", "1", "2", "--no-progress",
+    code = main(["eval", paths["rgb"], str(tmp_path / "two" / "last.pt"), "--split", "1", "2", "--no-progress",
                  "--out", str(tmp_path / "cli"), "--json", str(tmp_path / "cli.json")])
     assert code == 0
     text = capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""`stfn data-info`: classes, train/test counts per split, and which listed videos are not prepared."""
+"""`stfn data-info`: classes, train/test counts per split, which listed videos are not prepared, and the
+warnings of a split that leaks (videos on both sides; groups, UCF101's ``_gNN_``, on both sides)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def collect(args: argparse.Namespace) -> dict:
                            class_names=args.class_names)
         report["classes"] = split.classes
         entry = {"split": n, "train": len(split.train), "test": len(split.test), "overlap": split.overlap(),
-                 "identity": split.identity,
+                 "shared_groups": split.shared_groups(), "identity": split.identity,
                  "per_class": {side: [Counter(r.label for r in split.records(side))[i]
                                       for i in range(len(split.classes))] for side in ("train", "test")}}
         if manifest is not None:
@@ -73,7 +74,14 @@ def format_report(report: dict) -> str:
         lines.append(f"{s['split']:>5}  {s['train']:>5}  {s['test']:>5}  {len(s['overlap']):>7}  {per_class:>24}"
                      f"  {s['identity']['train_list_sha256'][:12]}  {s['identity']['test_list_sha256'][:12]}")
         if s["overlap"]:
-            lines.append(f"       warning: {len(s['overlap'])} videos are on both sides: {_names(s['overlap'])}")
+            lines.append(f"       warning: {len(s['overlap'])} videos are on both sides (`stfn train` refuses this "
+                         f"split): {_names(s['overlap'])}")
+        if s["shared_groups"]:
+            groups = s["shared_groups"]
+            lines.append(f"       warning: {len(groups)} group(s) of the names' _gNN_ (an actor or setting, UCF101's "
+                         f"convention) have videos on both sides, so the test set is not leave-groups-out: "
+                         f"{_names([g['group'] for g in groups])} (e.g. train '{groups[0]['train']}', "
+                         f"test '{groups[0]['test']}')")
     if "manifest" in report:
         m = report["manifest"]
         flow = m["flow"] or {}

@@ -1,5 +1,5 @@
-"""``stfn eval CHECKPOINT [CHECKPOINT ...] [--split N | --splits N ...] [--crops 1|3|10] [--frames T]
-[--fusion-weights W_RGB W_FLOW] [--json FILE] [--out DIR]``."""
+"""``stfn eval CHECKPOINT [CHECKPOINT ...] [--split N [N ...]] [--data DIR] [--splits DIR] [--features DIR]
+[--crops 1|3|10] [--frames T] [--fusion-weights W_RGB W_FLOW] [--json FILE] [--out DIR]``."""
 
 from __future__ import annotations
 
@@ -20,10 +20,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = MEAN_CLASS
     parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
                         help="best.pt / last.pt; an RGB and a flow checkpoint of one split are also fused (TSN)")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--split", type=int, help="split to test on (default: the split each checkpoint was trained on)")
-    group.add_argument("--splits", type=int, nargs="+", metavar="N",
-                       help="one split per checkpoint, in order (e.g. --splits 1 2 3 with three checkpoints)")
+    parser.add_argument("--split", type=int, nargs="+", metavar="N",
+                        help="split to test on (default: the split each checkpoint was trained on); several: one "
+                             "per checkpoint, in order (e.g. --split 1 2 3 with three checkpoints)")
+    parser.add_argument("--data", metavar="DIR",
+                        help="the prepared folder where it is now (default: data.root of the checkpoint)")
+    parser.add_argument("--splits", nargs="+", metavar="DIR",
+                        help="the split folder (one) where it is now (default: data.splits of the checkpoint); "
+                             "the lists must be those the checkpoint trained with; split numbers are --split")
+    parser.add_argument("--features", metavar="DIR",
+                        help="a checkpoint trained on cached features: their folder where it is now")
     parser.add_argument("--crops", type=int, choices=[1, 3, 10], help="test views per frame (default: data.test_crops)")
     parser.add_argument("--frames", type=int, help="positions per video (default: data.frames of the checkpoint)")
     parser.add_argument("--fusion-weights", type=float, nargs="+", metavar="W",
@@ -65,6 +71,37 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def split_folder(values: list[str] | None) -> str | None:
+    """``--splits DIR``; split numbers there (``--splits 1 2 3``, the old spelling) get one sentence
+    naming ``--split``."""
+    from pathlib import Path
+
+    from stfn.errors import StfnError
+
+    if not values:
+        return None
+    if all(v.strip().isdigit() for v in values) and not Path(values[0]).is_dir():
+        raise StfnError(f"--splits is the split folder now; give split numbers with --split "
+                        f"{' '.join(values)}")
+    if len(values) != 1:
+        raise StfnError(f"--splits takes one split folder, got {len(values)}: {' '.join(values)}")
+    return values[0]
+
+
+def split_numbers(split: list[int] | None, checkpoints: int) -> list[int] | None:
+    """``--split N`` for every checkpoint, or one per checkpoint."""
+    from stfn.errors import StfnError
+
+    if not split:
+        return None
+    if len(split) == 1:
+        return split * checkpoints
+    if len(split) != checkpoints:
+        raise StfnError(f"--split lists {len(split)} splits for {checkpoints} checkpoints: give one split for all, "
+                        "or one per checkpoint in the same order")
+    return list(split)
+
+
 def run(args: argparse.Namespace) -> int:
     from stfn.engine import distributed
     from stfn.engine.evaluate import evaluate_many
@@ -75,9 +112,11 @@ def run(args: argparse.Namespace) -> int:
     if w is not None and (len(w) != 2 or any(x < 0 for x in w) or sum(w) <= 0):
         raise StfnError(f"--fusion-weights must be two weights >= 0 (rgb, flow) with a positive sum, got "
                         f"{' '.join(f'{x:g}' for x in w)}")
-    splits = args.splits or ([args.split] * len(args.checkpoints) if args.split is not None else None)
+    splits = split_numbers(args.split, len(args.checkpoints))
     try:
         report = evaluate_many(args.checkpoints, splits=splits, views=args.crops, frames=args.frames,
+                               data_root=args.data, splits_dir=split_folder(args.splits),
+                               features_dir=args.features,
                                out_dir=args.out, fusion_weights=args.fusion_weights, fusion_rule=args.fusion_rule,
                                batch_size=args.batch_size,
                                device=args.device, progress=not args.no_progress)

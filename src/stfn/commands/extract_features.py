@@ -1,4 +1,5 @@
-"""``stfn extract-features CHECKPOINT_OR_CONFIG --out DIR [--subsets train test] [--frames T] [--set k=v ...]``."""
+"""``stfn extract-features CHECKPOINT_OR_CONFIG --out DIR [--subsets train test] [--frames T] [--data DIR]
+[--splits DIR] [--split N] [--set k=v ...]``."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, help="positions cached per video (default: data.frames; TSN: 25)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="with a YAML config: override a config key (repeatable)")
-    parser.add_argument("--data", help="prepared folder (sets data.root)")
-    parser.add_argument("--splits", help="split folder (sets data.splits)")
-    parser.add_argument("--split", type=int, help="split number (sets data.split)")
+    parser.add_argument("--data", metavar="DIR", help="prepared folder (sets data.root); with a checkpoint: where "
+                                                      "its prepared folder is now")
+    parser.add_argument("--splits", metavar="DIR", help="split folder (sets data.splits); with a checkpoint: where "
+                                                        "its split folder is now (the lists it trained with)")
+    parser.add_argument("--split", type=int, metavar="N", help="split number (sets data.split)")
     parser.add_argument("--batch-size", type=int, help="videos per batch (default: train.batch_size)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--no-progress", action="store_true")
@@ -30,19 +33,19 @@ def run(args: argparse.Namespace) -> int:
     from stfn.errors import StfnError
 
     source = Path(args.source)
-    data_keys = {"data.root": args.data, "data.splits": args.splits, "data.split": args.split}
+    data = {"data_root": args.data, "splits_dir": args.splits, "split": args.split}
     if source.suffix in (".yaml", ".yml"):
         src = load_config(source, args.overrides)
         src.data.root = args.data or src.data.root
         src.data.splits = args.splits or src.data.splits
         src.data.split = args.split or src.data.split
+        data = {}
     else:
-        given = [k for k, v in data_keys.items() if v is not None] + (["--set"] if args.overrides else [])
-        if given:
-            raise StfnError(f"{', '.join(given)} only apply to a YAML config; a checkpoint extracts with its own "
-                            "data settings")
+        if args.overrides:
+            raise StfnError("--set only applies to a YAML config; a checkpoint extracts with its own settings "
+                            "(--data, --splits and --split say where its data is now)")
         src = source
     out = extract_features(src, args.out, tuple(args.subsets), frames=args.frames, batch_size=args.batch_size,
-                           device=args.device, progress=not args.no_progress)
+                           device=args.device, progress=not args.no_progress, **data)
     print(f"features written to {out} (train a head on them with --set data.features={out})")
     return 0

@@ -4,7 +4,7 @@ A features folder (written by :func:`stfn.engine.features.extract_features`) hol
 subset and stream::
 
     DIR/features.json          {"version", "streams", "frames", "feature_dim", "dtype", "classes",
-                                "source", "source_checkpoint", "model", "data",
+                                "source", "source_checkpoint", "source_videos", "model", "data",
                                 "subsets": {"train": {"videos", "labels", "identity"}, "test": ...}}
     DIR/{subset}_{stream}.npy  float16 (N, T, C): row i = video subsets[subset].videos[i]
 

@@ -39,6 +39,7 @@ __all__ = [
     "VideoRecord",
     "available_splits",
     "check_prepared",
+    "group_of",
     "load_split",
     "parse_class_ind",
     "parse_class_names",
@@ -49,6 +50,14 @@ __all__ = [
 
 DATASETS = ("ucf101", "hmdb51", "list", "folder", "synthetic")
 _HMDB_FILE = re.compile(r"^(?P<cls>.+)_test_split(?P<split>\d+)\.txt$")
+_GROUP = re.compile(r"_g(\d+)_")  # UCF101's v_<Class>_g08_c01: group 08 (one actor or setting)
+
+
+def group_of(key: str) -> str | None:
+    """The group a video's name carries by UCF101's convention (``v_ApplyEyeMakeup_g08_c01`` -> ``"g08"``,
+    numbers compared as integers: ``g8`` is ``g08``), or None for a name without one."""
+    m = _GROUP.search(key.rsplit("/", 1)[-1] + "_")
+    return f"g{int(m[1]):02d}" if m else None
 
 
 class SplitError(StfnError, ValueError):
@@ -84,6 +93,23 @@ class Split:
         """Keys listed on both sides (empty for the official splits)."""
         test = {r.key for r in self.test}
         return sorted({r.key for r in self.train if r.key in test})
+
+    def shared_groups(self) -> list[dict[str, str]]:
+        """Groups (:func:`group_of`: an actor or setting, UCF101's ``_gNN_``) that have videos on both
+        sides: ``[{"group", "train": an example key, "test": an example key}]``, sorted by group; empty
+        for the official UCF101 splits, which keep each group on one side (leave groups out). Names
+        without a group are not compared."""
+        train: dict[str, str] = {}
+        for r in sorted(self.train, key=lambda r: r.key):
+            g = group_of(r.key)
+            if g is not None:
+                train.setdefault(g, r.key)
+        shared: dict[str, dict[str, str]] = {}
+        for r in sorted(self.test, key=lambda r: r.key):
+            g = group_of(r.key)
+            if g in train and g not in shared:
+                shared[g] = {"group": g, "train": train[g], "test": r.key}
+        return [shared[g] for g in sorted(shared)]
 
     @property
     def identity(self) -> dict:

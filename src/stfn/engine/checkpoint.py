@@ -21,19 +21,25 @@ from torch import nn
 
 from stfn import __version__
 from stfn.config import Config, ConfigError, config_from_dict, config_to_dict
+from stfn.data.features import load_features_meta
 from stfn.errors import StfnError
 from stfn.fileio import atomic_torch_save
 from stfn.models import build_model
 
 __all__ = [
     "CheckpointError",
+    "check_resume_identity",
     "get_rng_state",
+    "identity_difference",
+    "inheritance",
+    "inherited_videos",
     "load_backbone",
     "load_checkpoint",
     "load_model",
     "make_checkpoint",
     "plain",
     "save_checkpoint",
+    "seen_videos",
     "set_rng_state",
 ]
 
@@ -104,11 +110,15 @@ def make_checkpoint(
     metrics: dict | None = None,
     history: list[dict] | None = None,
     prepare: dict | None = None,
+    inherited: dict | None = None,
 ) -> dict[str, Any]:
     """The checkpoint dict; ``model`` must be the bare module (not DDP-wrapped or compiled).
 
     ``prepare`` records how the training videos were prepared (``{"flow", "resize"}`` of the
     ``stfn prepare`` manifest) so that ``stfn predict`` can prepare new videos the same way.
+    ``inherited`` (:func:`inherited_videos`) records the videos that the checkpoints this one was
+    initialised from trained on (``{"sources": [paths], "videos": [keys]}``): the leak check of
+    ``stfn eval`` refuses them too (:func:`seen_videos`).
     """
     metrics = {k: v for k, v in (metrics or {}).items() if k != "predictions"}
     return {
@@ -125,6 +135,7 @@ def make_checkpoint(
         "metrics": plain(metrics),
         "history": plain(history or []),
         "prepare": plain(prepare or {}),
+        "inherited": plain(inherited or {"sources": [], "videos": []}),
         "stfn_version": __version__,
     }
 
@@ -211,3 +222,77 @@ def load_backbone(model: nn.Module, stream: str, path: str | os.PathLike) -> Non
     if not state:
         raise CheckpointError(f"checkpoint '{path}' has no '{stream}' backbone to initialise from")
     _load_state(backbones[stream], state, f"the '{stream}' backbone of checkpoint '{path}'")
+
+
+# ----------------------------------------------------------------------------- data identity
+
+# (identity key, what it is in a sentence), in the order differences are reported
+_IDENTITY_PARTS = (("dataset", "dataset"), ("num_classes", "number of classes"),
+                   ("train_list_sha256", "training list"), ("test_list_sha256", "test list"))
+
+
+def identity_difference(recorded: dict[str, Any], now: dict[str, Any]) -> tuple[str, str, str] | None:
+    """The first part of two dataset identities (``stfn.data.splits.Split.identity``) that differs:
+    ``(what, recorded value, value now)``, checksums shortened to 12 characters; ``None`` when they
+    agree. A key missing on either side is not compared."""
+    for key, what in _IDENTITY_PARTS:
+        a, b = recorded.get(key), now.get(key)
+        if a is None or b is None or a == b:
+            continue
+        if key.endswith("sha256"):
+            a, b = f"sha256 {str(a)[:12]}", f"sha256 {str(b)[:12]}"
+        return what, str(a), str(b)
+    return None
+
+
+def seen_videos(ckpt: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """``(own training videos, inherited ones)`` of a checkpoint: the keys it trained on, and those the
+    checkpoints it was initialised from (and the sources of its cached features) trained on."""
+    inherited = ckpt.get("inherited") or {}
+    return set(ckpt.get("train_videos") or []), set(inherited.get("videos") or [])
+
+
+def inherited_videos(sources: dict[str, list[str]], own: list[str]) -> dict[str, Any]:
+    """What a checkpoint records as ``inherited``: ``sources`` maps each checkpoint it was initialised
+    from (``train.init_rgb`` / ``init_flow``, the source of its cached features) to the videos that one
+    had seen (its own and inherited, :func:`seen_videos`); ``videos`` keeps those not in ``own``."""
+    mine = set(own)
+    videos = sorted({v for keys in sources.values() for v in keys} - mine)
+    return {"sources": sorted(sources), "videos": videos}
+
+
+def inheritance(cfg: Config, own: list[str] | None = None) -> dict[str, Any]:
+    """The ``inherited`` record of a fresh training of ``cfg`` (:func:`inherited_videos`): the videos
+    seen by ``train.init_rgb`` / ``train.init_flow`` and by the checkpoint its cached features
+    (``data.features``) came from, as ``features.json`` records them (``source_videos``) or, for an
+    older features folder, as that checkpoint holds them when it still exists. Videos in ``own`` (the
+    run's training list, recorded as ``train_videos``) are not repeated."""
+    sources: dict[str, list[str]] = {}
+    for path in (cfg.train.init_rgb, cfg.train.init_flow):
+        if path and path not in sources:
+            trained, inherited = seen_videos(load_checkpoint(path))
+            sources[str(path)] = sorted(trained | inherited)
+    if cfg.data.features:
+        meta = load_features_meta(cfg.data.features)
+        source = str(meta.get("source_checkpoint") or "")
+        if meta.get("source_videos") is not None:
+            sources[source or str(cfg.data.features)] = list(meta["source_videos"])
+        elif source and Path(source).is_file():
+            trained, inherited = seen_videos(load_checkpoint(source))
+            sources[source] = sorted(trained | inherited)
+    return inherited_videos(sources, list(own or []))
+
+
+def check_resume_identity(state: dict[str, Any], identity: dict[str, Any], path: str | os.PathLike) -> None:
+    """Refuse to resume ``path`` (a ``last.pt``) on another data set than the one it started on: the
+    split number and :func:`identity_difference` of its recorded ``dataset`` against ``identity``."""
+    recorded = state.get("dataset") or {}
+    before, now = recorded.get("split"), identity.get("split")
+    if before is not None and now is not None and int(before) != int(now):
+        raise CheckpointError(f"cannot resume '{path}' on split {now}: the run trained on split {before} "
+                              "(resume with its own data, or start a new run in another --out)")
+    diff = identity_difference(recorded, identity)
+    if diff:
+        what, there, here = diff
+        raise CheckpointError(f"cannot resume '{path}' on another data set: its {what} differs ({there} in the "
+                              f"run, {here} now); resume with its own data, or start a new run in another --out")

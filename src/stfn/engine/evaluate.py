@@ -28,6 +28,7 @@ from stfn.data.datasets import build_loader
 from stfn.data.features import build_run_dataset
 from stfn.engine import distributed as dist_utils
 from stfn.engine.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, load_model
+from stfn.engine.data_identity import check_dataset, check_overlap, relocate
 from stfn.engine.metrics import compute_metrics, write_confusion_png, write_per_class_csv
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json, atomic_write_text
@@ -35,7 +36,6 @@ from stfn.models.fusion import late_fusion
 from stfn.runtime import INPUT_KEYS, bare_model, resolve_amp, score_clips
 
 __all__ = [
-    "check_overlap",
     "evaluate",
     "evaluate_checkpoint",
     "evaluate_many",
@@ -162,16 +162,6 @@ def make_test_loader(test_set: Dataset, cfg: Config, distributed: bool, batch_si
     return build_loader(test_set, bs, train=False, workers=cfg.data.num_workers, distributed=distributed)
 
 
-def check_overlap(train_videos: list[str], test_videos: list[str], what: str, split: int) -> None:
-    """Refuse a test list that shares videos with the training list of the checkpoint."""
-    overlap = sorted(set(train_videos) & set(test_videos))
-    if overlap:
-        raise StfnError(
-            f"{what} was trained on {len(overlap)} of the {len(test_videos)} test videos of split {split} "
-            f"(e.g. '{overlap[0]}'): evaluate it on the split it was trained for"
-        )
-
-
 def write_eval_outputs(out_dir: str | os.PathLike, result: dict[str, Any], classes: list[str], title: str = "") -> None:
     """``metrics.json``, ``per_class.csv``, ``confusion.png`` and ``predictions.csv`` in ``out_dir``."""
     out_dir = Path(out_dir)
@@ -207,14 +197,23 @@ def evaluate_checkpoint(
     fusion_rule: str | None = None,
     chunk_frames: int = 256,
     progress: bool = True,
+    data_root: str | os.PathLike | None = None,
+    splits_dir: str | os.PathLike | None = None,
+    features_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Load a checkpoint, score its test set (``split``/``views``/``frames`` override the
     checkpoint's data settings) and, when ``out_dir`` is given, write the files of
     :func:`write_eval_outputs` there (rank 0). Returns :func:`evaluate`'s dict plus ``checkpoint``,
-    ``split``, ``views`` and ``frames``. Refuses a test list that overlaps the training videos.
+    ``split``, ``views`` and ``frames``.
+
+    ``data_root`` / ``splits_dir`` (a checkpoint trained on frames) or ``features_dir`` (one trained on
+    cached features) say where the data is now, when it has moved since training. Refuses data whose
+    lists differ from those the checkpoint trained with (:func:`check_dataset`) and a test list that
+    overlaps the videos it has seen (:func:`check_overlap`).
     """
     info, dev = dist_utils.init_distributed(device)
     model, cfg, ckpt = load_model(path)
+    relocate(cfg, path, data_root, splits_dir, features_dir)
     if split is not None:
         cfg.data.split = split
     if views is not None:
@@ -224,13 +223,14 @@ def evaluate_checkpoint(
     if frames is not None:
         cfg.data.frames = frames
     test_set = build_run_dataset(cfg, "test")
+    check_dataset(ckpt, path, cfg, dict(getattr(test_set, "identity", {})))
     classes = list(ckpt["classes"])
     if list(test_set.classes) != classes:
         raise CheckpointError(
             f"checkpoint '{path}' knows {len(classes)} classes but the test set of split {cfg.data.split} "
             f"has {len(test_set.classes)} different ones (is it the same dataset?)"
         )
-    check_overlap(list(ckpt.get("train_videos") or []), list(test_set.videos), f"checkpoint '{path}'", cfg.data.split)
+    check_overlap(ckpt, list(test_set.videos), f"checkpoint '{path}'", cfg.data.split)
     model.to(dev)
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)

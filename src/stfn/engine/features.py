@@ -26,7 +26,8 @@ from stfn.config import Config, config_to_dict
 from stfn.data.datasets import build_dataset
 from stfn.data.features import META, load_features_meta
 from stfn.data.transforms import build_transform
-from stfn.engine.checkpoint import load_model, plain
+from stfn.engine.checkpoint import load_model, plain, seen_videos
+from stfn.engine.data_identity import check_dataset, check_overlap
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json
 from stfn.models import build_model
@@ -98,20 +99,33 @@ def extract_features(
     batch_size: int | None = None,
     device: str = "auto",
     progress: bool = True,
+    data_root: str | os.PathLike | None = None,
+    splits_dir: str | os.PathLike | None = None,
+    split: int | None = None,
 ) -> Path:
     """Write per-video ``(T, C)`` backbone features per stream of ``subsets`` to ``out_dir``.
 
     ``source`` is a checkpoint (its backbones and data settings) or a :class:`Config` (a fresh model:
     random or ImageNet backbones, per ``model.pretrained``). ``frames`` overrides ``data.frames``.
-    A subset already extracted with the same settings is skipped. Returns ``out_dir``.
+    ``data_root`` / ``splits_dir`` / ``split`` point a checkpoint at its data where it is now (or at
+    another split); its dataset identity is checked as ``stfn eval`` checks it, and test videos the
+    checkpoint has seen are refused. A subset already extracted with the same settings is skipped.
+    ``features.json`` records the videos the source checkpoint has seen (``source_videos``), so a
+    head trained on the features inherits them (its leak check). Returns ``out_dir``.
     """
+    ckpt: dict[str, Any] | None = None
     if isinstance(source, Config):
         cfg = copy.deepcopy(source)
         model = build_model(cfg.model)
-        source_ckpt = ""
+        source_ckpt, source_videos = "", None
     else:
-        model, cfg, _ = load_model(source)
+        model, cfg, ckpt = load_model(source)
         source_ckpt = str(Path(source).resolve())
+        own, inherited = seen_videos(ckpt)
+        source_videos = sorted(own | inherited)
+        cfg.data.root = str(data_root) if data_root else cfg.data.root
+        cfg.data.splits = str(splits_dir) if splits_dir else cfg.data.splits
+        cfg.data.split = split if split is not None else cfg.data.split
     if cfg.data.features:
         raise StfnError(f"cannot extract features with a model trained on cached features ('{cfg.data.features}')")
     if frames is not None:
@@ -129,7 +143,7 @@ def extract_features(
     settings = {"source": str(source) if not isinstance(source, Config) else "config",
                 "source_checkpoint": source_ckpt, "streams": list(cfg.model.streams), "frames": cfg.data.frames,
                 "feature_dim": int(model.feature_dim), "model": config_to_dict(cfg)["model"],
-                "data": config_to_dict(cfg)["data"]}
+                "data": config_to_dict(cfg)["data"], "source_videos": source_videos}
     meta: dict[str, Any] = {"version": 1, "dtype": "float16", **settings, "classes": None, "subsets": {}}
     if (out / META).is_file():
         old = load_features_meta(out)
@@ -140,6 +154,10 @@ def extract_features(
         if subset in meta["subsets"] and all(p.is_file() for p in paths.values()):
             continue
         dataset = _extraction_dataset(cfg, subset)
+        if ckpt is not None:
+            check_dataset(ckpt, source, cfg, dict(getattr(dataset, "identity", {})))
+            if subset == "test":
+                check_overlap(ckpt, list(dataset.videos), f"checkpoint '{source}'", cfg.data.split)
         bs = batch_size or max(1, cfg.train.batch_size)
         labels = _extract_subset(model, dataset, list(cfg.model.streams), paths, dev, amp_dtype, bs,
                                  cfg.data.num_workers, progress)

@@ -38,6 +38,7 @@ from stfn.data.features import build_run_dataset, load_features_meta
 from stfn.data.prepare_record import prepare_record
 from stfn.engine import checkpoint as ckpt_lib
 from stfn.engine import distributed as dist_utils
+from stfn.engine.data_identity import check_split_disjoint
 from stfn.engine.evaluate import evaluate, make_test_loader
 from stfn.engine.meter import EpochMeter
 from stfn.engine.metrics import summary_line
@@ -320,6 +321,11 @@ def _setup(cfg: Config, out: Path, resume: bool) -> tuple[_Run, _Progress]:
     tcfg = cfg.train
     train_set, test_set, classes = _datasets(cfg, info)
     state = resume_state(cfg, out, resume)
+    identity = dict(getattr(train_set, "identity", {}))
+    if state is not None:  # the same data as the run started on, and what its initialisation had seen
+        ckpt_lib.check_resume_identity(state, identity, out / "last.pt")
+    check_split_disjoint(cfg, train_set, test_set)
+    inherited = (state.get("inherited") or {}) if state is not None else ckpt_lib.inheritance(cfg, train_set.videos)
     model = _build_network(cfg, state is None, device, info)
     amp_dtype, use_scaler = resolve_amp(tcfg.amp, device, tcfg.channels_last)
     loader = build_loader(train_set, tcfg.batch_size, train=True, workers=cfg.data.num_workers,
@@ -334,8 +340,8 @@ def _setup(cfg: Config, out: Path, resume: bool) -> tuple[_Run, _Progress]:
         done = _restore(state, model, optimizer, scheduler, scaler, out / "best.pt")
         _log(info, f"resuming '{out}' after epoch {done.start_epoch}")
     del state
-    provenance = {"dataset": getattr(train_set, "identity", {}), "train_videos": list(train_set.videos),
-                  "prepare": prepare_record(cfg)}
+    provenance = {"dataset": identity, "train_videos": list(train_set.videos), "prepare": prepare_record(cfg),
+                  "inherited": inherited}
     run = _Run(cfg, out, info, device, model, model, loader, test_loader, optimizer, scheduler, scaler, amp_dtype,
                steps_per_epoch, classes, provenance)
     if info.is_main:

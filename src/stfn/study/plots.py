@@ -86,12 +86,14 @@ def plot_training_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], p
 
 
 def plot_group_accuracy(
-    results: Mapping[str, Mapping[str, Any]], path: str | os.PathLike, groups: Sequence[str] = GROUPS
+    results: Mapping[str, Mapping[str, Any]], path: str | os.PathLike, groups: Sequence[str] = GROUPS,
+    pairs: bool = True, title: str = "accuracy per class group (dotted: pair chance)",
 ) -> Path:
-    """Grouped bars: accuracy per class group (and overall, and within-pair) for each model."""
+    """Grouped bars: accuracy per class group (and overall, and, with ``pairs``, within-pair) for each
+    model; ``stfn compare`` passes the class names as groups (accuracy per class)."""
     plt = _pyplot()
-    cols = [g for g in groups] + ["temporal_order_pair", "overall"]
-    labels = [g.replace("_", "\n") for g in groups] + ["order\nwithin-pair", "overall"]
+    cols = [g for g in groups] + (["temporal_order_pair"] if pairs else []) + ["overall"]
+    labels = [g.replace("_", "\n") for g in groups] + (["order\nwithin-pair"] if pairs else []) + ["overall"]
     models = list(results)
     width = 0.8 / max(1, len(models))
     fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(cols)), 4.2))
@@ -101,7 +103,7 @@ def plot_group_accuracy(
         ax.bar(xs, [v if v is not None else 0.0 for v in vals], width, label=m)
     ax.axhline(50.0, color="grey", lw=0.8, ls=":")
     ax.set_xticks(range(len(cols)), labels, fontsize=8)
-    ax.set(ylabel="test accuracy (%)", ylim=(0, 105), title="accuracy per class group (dotted: pair chance)")
+    ax.set(ylabel="test accuracy (%)", ylim=(0, 105), title=title)
     ax.legend(fontsize=7, ncol=min(4, len(models)), loc="upper center", bbox_to_anchor=(0.5, -0.14))
     ax.grid(axis="y", alpha=0.3)
     path = _save(fig, path)

@@ -1,11 +1,11 @@
-"""What ``stfn demo`` generates and trains, per preset, and its models' names (no torch import: the CLI
-reads the preset names when it builds its parser)."""
+"""What ``stfn demo`` and ``stfn compare`` train, per preset, and the models' names (no torch import: the
+CLI reads the preset names when it builds its parser)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["E2E_MODEL", "HEADS", "MODELS", "PRESETS", "DemoPreset"]
+__all__ = ["COMPARE_PRESETS", "E2E_MODEL", "HEADS", "MODELS", "PRESETS", "ComparePreset", "DemoPreset"]
 
 
 @dataclass(frozen=True)
@@ -61,3 +61,41 @@ HEADS: dict[str, tuple[str, str]] = {
     "STFN": ("stfn", "default"),
 }
 E2E_MODEL = "STFN (end-to-end)"  # added by ``stfn demo --end-to-end``
+
+
+@dataclass(frozen=True)
+class ComparePreset:
+    """What ``stfn compare`` prepares and trains on the user's data (the fields :mod:`stfn.study.pipeline`
+    reads, as in :class:`DemoPreset`, plus the backbone and the frame size)."""
+
+    backbone: str  # model.backbone of the TSN streams (the heads train on its features)
+    pretrained: bool  # ImageNet weights (torchvision / timm); cnn_small has none
+    size: int  # frames are prepared at this short side, and cropped to size x size
+    frames: int
+    feature_frames: int
+    flow_length: int
+    backbone_epochs: int
+    backbone_lr: float
+    head_epochs: int
+    head_lr: float
+    head_hidden: int
+    batch_size: int
+    workers: int
+    e2e_epochs: int
+    head_seeds: int
+
+
+COMPARE_PRESETS: dict[str, ComparePreset] = {
+    # the tests' smoke run: a few minutes of nothing but plumbing
+    "tiny": ComparePreset("cnn_small", False, 32, frames=4, feature_frames=4, flow_length=2, backbone_epochs=1,
+                          backbone_lr=1e-3, head_epochs=2, head_lr=1e-3, head_hidden=32, batch_size=4, workers=0,
+                          e2e_epochs=1, head_seeds=2),
+    # small data on a CPU (the Weizmann run of the README: 48 training videos, 64x64, minutes on 2 cores)
+    "quick": ComparePreset("cnn_small", False, 64, frames=8, feature_frames=16, flow_length=5, backbone_epochs=40,
+                           backbone_lr=1e-3, head_epochs=40, head_lr=1e-3, head_hidden=256, batch_size=8, workers=1,
+                           e2e_epochs=20, head_seeds=3),
+    # ImageNet ResNet-18 backbones at 112 px: a GPU, or hours on a CPU for a UCF101-sized set
+    "standard": ComparePreset("resnet18", True, 112, frames=8, feature_frames=16, flow_length=5, backbone_epochs=20,
+                              backbone_lr=3e-4, head_epochs=40, head_lr=1e-3, head_hidden=512, batch_size=16,
+                              workers=2, e2e_epochs=10, head_seeds=3),
+}

@@ -68,8 +68,13 @@ def build_two_stream_checkpoint(rgb_ckpt: Path, flow_ckpt: Path, out_path: Path)
     state = {k: v for k, v in rgb["model"].items() if ".rgb." in k or k.endswith(".rgb")}
     state.update({k: v for k, v in flow["model"].items() if ".flow." in k or k.endswith(".flow")})
     model.load_state_dict(state, strict=True)
+    inherited = {"sources": sorted({*(rgb.get("inherited") or {}).get("sources", []),
+                                    *(flow.get("inherited") or {}).get("sources", [])}),
+                 "videos": sorted({*(rgb.get("inherited") or {}).get("videos", []),
+                                   *(flow.get("inherited") or {}).get("videos", [])})}
     ckpt = make_checkpoint(model, cfg, rgb["classes"], 0, dataset=rgb.get("dataset"),
-                           train_videos=rgb["train_videos"], history=[])
+                           train_videos=rgb["train_videos"], history=[], inherited=inherited,
+                           prepare=rgb.get("prepare"))
     save_checkpoint(ckpt, out_path)
     return out_path
 

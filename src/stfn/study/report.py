@@ -20,10 +20,12 @@ from stfn.study.significance import compare, verdict_text
 
 __all__ = [
     "DEMO_COLUMNS",
+    "claim_line",
     "demo_markdown",
     "demo_table",
     "fmt_pct",
     "fmt_summary",
+    "loss_fall",
     "markdown_table",
     "summarize",
     "write_demo_report",
@@ -101,7 +103,7 @@ def demo_table(models: Mapping[str, Mapping[str, Any]]) -> str:
     return markdown_table(["model"] + [h for _, h in DEMO_COLUMNS], rows, align="l" + "r" * len(DEMO_COLUMNS))
 
 
-def _claim(text: str, a: str, b: str, key: str, summary: Mapping[str, Any]) -> str | None:
+def claim_line(text: str, a: str, b: str, key: str, summary: Mapping[str, Any]) -> str | None:
     """One line comparing models ``a`` and ``b`` on ``key`` by a paired test on the same test videos
     (:mod:`stfn.study.significance`): a difference the test cannot separate from noise is called unresolved."""
     models = summary["models"]
@@ -139,16 +141,16 @@ def _results_lines(summary: Mapping[str, Any]) -> list[str]:
 def _claim_lines(summary: Mapping[str, Any]) -> list[str]:
     """The paper's claims, each checked by a paired test (a claim without both models is left out)."""
     claims = [
-        _claim("Temporal order needs temporal modelling (TSN averages over time)", "STFN", "TSN two-stream",
+        claim_line("Temporal order needs temporal modelling (TSN averages over time)", "STFN", "TSN two-stream",
                "temporal_order_pair", summary),
-        _claim("Temporal modelling helps on the same features and budget", "STFN", "TSN (cached features)",
+        claim_line("Temporal modelling helps on the same features and budget", "STFN", "TSN (cached features)",
                "overall", summary),
-        _claim("The fusion connection helps where appearance and motion must be bound", "STFN", "STFN (no fusion)",
+        claim_line("The fusion connection helps where appearance and motion must be bound", "STFN", "STFN (no fusion)",
                "appearance_motion", summary),
-        _claim("The fusion connection helps overall", "STFN", "STFN (no fusion)", "overall", summary),
-        *[_claim(f"STFN improves on {b} (same features)", "STFN", b, "overall", summary)
+        claim_line("The fusion connection helps overall", "STFN", "STFN (no fusion)", "overall", summary),
+        *[claim_line(f"STFN improves on {b} (same features)", "STFN", b, "overall", summary)
           for b in ("Temporal-Inception", "TS-LSTM", "TLE")],
-        _claim("STFN improves on TSN two-stream", "STFN", "TSN two-stream", "overall", summary),
+        claim_line("STFN improves on TSN two-stream", "STFN", "TSN two-stream", "overall", summary),
     ]
     return [
         "## The paper's claims, checked on this run", "",
@@ -175,14 +177,14 @@ def _protocol_lines(models: Mapping[str, Mapping[str, Any]]) -> list[str]:
         "backbones. Scores are those of the last epoch (no model selection on the test split).", "",
         "| model | protocol | epochs | training loss, last epoch | its fall over the last quarter | run folder |",
         "| --- | --- | ---: | ---: | ---: | --- |",
-        *[f"| {name} | {e['protocol']} | {_loss_fall(e.get('history') or [])} | `{e['run']}` |"
+        *[f"| {name} | {e['protocol']} | {loss_fall(e.get('history') or [])} | `{e['run']}` |"
           for name, e in models.items()], "",
         "A training loss that still falls by several percent over the last quarter of the epochs is not "
         "converged: that model would gain from a longer schedule.", "",
     ]
 
 
-def _loss_fall(history: Sequence[Mapping[str, Any]]) -> str:
+def loss_fall(history: Sequence[Mapping[str, Any]]) -> str:
     """``epochs | last loss | fall over the last quarter (%)`` cells of a training history."""
     losses = [h["train_loss"] for h in history if "train_loss" in h]
     if not losses:
