@@ -83,6 +83,55 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, fake_data, m
         assert [h[key] for h in full["history"]] == [h[key] for h in resumed["history"]]
 
 
+def _kill_in_epoch_2(monkeypatch):
+    """Make ``train`` raise KeyboardInterrupt half-way through epoch 2 (after two of its batches)."""
+    real = train_mod.train_one_epoch
+
+    def killed(model, loader, *args, **kwargs):
+        if kwargs["epoch"] != 1:
+            return real(model, loader, *args, **kwargs)
+
+        class Half:  # the loader, cut after two batches, then the kill
+            sampler = loader.sampler
+
+            def __len__(self):
+                return len(loader)
+
+            def __iter__(self):
+                for i, batch in enumerate(loader):
+                    if i == 2:
+                        raise KeyboardInterrupt
+                    yield batch
+
+        return real(model, Half(), *args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_one_epoch", killed)
+    return real
+
+
+@pytest.mark.slow  # about 12 s: three trainings, two of them with worker processes
+def test_resume_with_loader_workers_is_bit_identical_and_workers_do_not_change_the_weights(
+        tmp_path, fake_data, monkeypatch) -> None:
+    """Issue 17 item 1: with 2 loader workers, a run killed in the middle of epoch 2 and resumed ends
+    with the tensors of an uninterrupted run, and those of a run without workers (the loader's own
+    generator: worker seeds do not consume the global RNG that dropout draws from)."""
+    cfg = tiny_config(epochs=2, deterministic=True, lr=3e-3)
+    cfg.model.head.dropout = 0.3
+    train(cfg, tmp_path / "w0", progress=False)
+    cfg.data.num_workers = 2
+    train(cfg, tmp_path / "w2", progress=False)
+    real = _kill_in_epoch_2(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "part", progress=False)
+    monkeypatch.setattr(train_mod, "train_one_epoch", real)
+    train(cfg, tmp_path / "part", resume=True, progress=False)
+    ref = load_checkpoint(tmp_path / "w2" / "last.pt")["model"]
+    for other in ("part", "w0"):
+        got = load_checkpoint(tmp_path / other / "last.pt")["model"]
+        differ = [k for k in ref if not torch.equal(ref[k], got[k])]
+        assert not differ, f"{other}: {len(differ)} of {len(ref)} tensors differ"
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, fake_data, monkeypatch) -> None:
     real_build = stfn.models.build_model
     calls = {"n": 0}

@@ -293,7 +293,10 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict[str, float]:
 def _fit_epoch(run: _Run, done: _Progress, epoch: int, progress: bool) -> tuple[dict[str, float], bool, bool]:
     """Train one epoch, evaluate when due, save (rank 0). Returns ``(stats, evaluated, is_best)``."""
     tcfg = run.cfg.train
-    dist_utils.seed_everything(tcfg.seed + 1_000_003 * (epoch + 1) + 7919 * run.info.rank)
+    epoch_seed = tcfg.seed + 1_000_003 * (epoch + 1) + 7919 * run.info.rank
+    dist_utils.seed_everything(epoch_seed)
+    if getattr(run.loader, "generator", None) is not None:  # worker seeds: not from the global RNG
+        run.loader.generator.manual_seed(epoch_seed)
     run.loader.sampler.set_epoch(epoch)
     stats = _train_epoch(run, epoch, progress)
     evaluated = run.test_loader is not None and ((epoch + 1) % tcfg.eval_every == 0 or epoch + 1 == tcfg.epochs)
