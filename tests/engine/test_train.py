@@ -184,3 +184,56 @@ def test_two_stage_initialises_backbones_from_single_stream_runs(tmp_path, fake_
     bad = tiny_config(epochs=1, init_flow=str(tmp_path / "rgb" / "last.pt"))
     with pytest.raises(StfnError, match=r"rgb/last\.pt' has no 'flow' backbone"):
         train(bad, tmp_path / "bad", progress=False)
+
+
+def _scripted_top1(monkeypatch, values: list[float]) -> None:
+    """Make the validation top-1 of epoch e be ``values[e]`` (the rest of the metrics are real)."""
+    calls = {"n": 0}
+
+    def scripted(*args, **kwargs):
+        metrics = evaluate(*args, **kwargs)
+        metrics["top1"] = values[calls["n"]]
+        calls["n"] += 1
+        return metrics
+
+    monkeypatch.setattr(train_mod, "evaluate", scripted)
+
+
+def test_a_crash_between_last_pt_and_best_pt_keeps_the_best_epoch(tmp_path, fake_data, monkeypatch) -> None:
+    """Issue 17 item 7: killed after last.pt of the best epoch (2) but before best.pt; the resume
+    rewrites best.pt from last.pt and knows the true best, so epoch 3 (worse than 2) does not replace it."""
+    from stfn.engine import run_folder
+
+    _scripted_top1(monkeypatch, [50.0, 75.0, 60.0])
+    real_save = run_folder.ckpt_lib.save_checkpoint
+
+    def killed_before_best_of_epoch_2(ckpt, path):
+        if path.name == "best.pt" and ckpt["epoch"] == 2:
+            raise KeyboardInterrupt
+        real_save(ckpt, path)
+
+    monkeypatch.setattr(run_folder.ckpt_lib, "save_checkpoint", killed_before_best_of_epoch_2)
+    cfg = tiny_config(epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "run", progress=False)
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == 1
+    monkeypatch.setattr(run_folder.ckpt_lib, "save_checkpoint", real_save)
+    _scripted_top1(monkeypatch, [60.0])
+    result = train(cfg, tmp_path / "run", resume=True, progress=False)
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["epoch"] == 2 and best["metrics"]["top1"] == 75.0
+    assert result["best"]["top1"] == 75.0 and load_checkpoint(tmp_path / "run" / "last.pt")["best_epoch"] == 2
+
+
+def test_a_corrupt_best_pt_does_not_block_resume(tmp_path, fake_data, monkeypatch, capsys) -> None:
+    """Issue 17 item 10: best.pt unreadable, last.pt intact: the resume says so and goes on; the next
+    epoch that beats the best recorded in last.pt writes a new best.pt."""
+    _scripted_top1(monkeypatch, [75.0, 50.0])
+    cfg = tiny_config(epochs=2)
+    train(cfg, tmp_path / "run", progress=False)
+    (tmp_path / "run" / "best.pt").write_bytes(b"\x00garbage" * 100)
+    cfg.train.epochs = 4
+    _scripted_top1(monkeypatch, [70.0, 80.0])
+    result = train(cfg, tmp_path / "run", resume=True, progress=False)
+    assert "should hold the best epoch 1" in capsys.readouterr().out
+    assert result["best"]["top1"] == 80.0 and load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == 4

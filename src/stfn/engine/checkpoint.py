@@ -104,13 +104,18 @@ def make_checkpoint(
     metrics: dict | None = None,
     history: list[dict] | None = None,
     prepare: dict | None = None,
+    best: dict | None = None,
+    best_epoch: int = 0,
 ) -> dict[str, Any]:
     """The checkpoint dict; ``model`` must be the bare module (not DDP-wrapped or compiled).
 
     ``prepare`` records how the training videos were prepared (``{"flow", "resize"}`` of the
     ``stfn prepare`` manifest) so that ``stfn predict`` can prepare new videos the same way.
+    ``best`` / ``best_epoch``: the best validation of the run so far and the epoch (1-based) whose
+    weights ``best.pt`` holds, so that a resume knows the true best whatever became of ``best.pt``.
     """
     metrics = {k: v for k, v in (metrics or {}).items() if k != "predictions"}
+    best = {k: v for k, v in (best or {}).items() if k != "predictions"}
     return {
         "model": model.state_dict(),
         "config": config_to_dict(cfg),
@@ -125,6 +130,8 @@ def make_checkpoint(
         "metrics": plain(metrics),
         "history": plain(history or []),
         "prepare": plain(prepare or {}),
+        "best": plain(best),
+        "best_epoch": int(best_epoch),
         "stfn_version": __version__,
     }
 

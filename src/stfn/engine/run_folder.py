@@ -18,9 +18,9 @@ from typing import Any
 from stfn.config import Config, config_to_dict
 from stfn.engine import checkpoint as ckpt_lib
 from stfn.errors import StfnError
-from stfn.fileio import atomic_write_json, atomic_write_text
+from stfn.fileio import atomic_copy, atomic_write_json, atomic_write_text
 
-__all__ = ["first_difference", "resume_state", "run_result", "save_epoch", "write_history"]
+__all__ = ["first_difference", "restore_best", "resume_state", "run_result", "save_epoch", "write_history"]
 
 
 def write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
@@ -61,6 +61,49 @@ def resume_state(cfg: Config, out: Path, resume: bool) -> dict[str, Any] | None:
     if diff:
         raise StfnError(f"cannot resume '{last_path}': the model config differs at {diff}")
     return state
+
+
+def _held_epoch(path: Path) -> tuple[int | None, str]:
+    """The epoch a checkpoint holds, or None and why (missing, unreadable)."""
+    if not path.is_file():
+        return None, "it does not exist"
+    try:
+        return int(ckpt_lib.load_checkpoint(path).get("epoch") or 0), ""
+    except ckpt_lib.CheckpointError as e:
+        return None, str(e)
+
+
+def restore_best(out: Path, state: dict[str, Any]) -> tuple[dict[str, Any] | None, int, str]:
+    """``(best metrics, best epoch, note)`` of a run resumed from ``state`` (its ``last.pt``).
+
+    ``last.pt`` records the best validation and its epoch, so a resume knows the true best whatever
+    became of ``best.pt``: when a crash came between writing ``last.pt`` and ``best.pt`` of the best
+    epoch, ``best.pt`` is rewritten from ``last.pt`` (which holds those weights); a ``best.pt`` that
+    is missing or unreadable for an older epoch cannot be rebuilt and ``note`` says so (the next
+    epoch that beats the recorded best replaces it). Checkpoints of older versions without the record
+    read ``best.pt``'s own metrics; an unreadable one is then a note, not an error.
+    """
+    best_path = out / "best.pt"
+    if "best_epoch" not in state:
+        if not best_path.is_file():
+            return None, 0, ""
+        try:
+            return dict(ckpt_lib.load_checkpoint(best_path).get("metrics") or {}) or None, 0, ""
+        except ckpt_lib.CheckpointError as e:
+            return None, 0, f"warning: {e}; the next evaluated epoch will replace it"
+    best, best_epoch = dict(state.get("best") or {}) or None, int(state["best_epoch"])
+    if best_epoch < 1:
+        return best, best_epoch, ""
+    held, why = _held_epoch(best_path)
+    if held == best_epoch:
+        return best, best_epoch, ""
+    if best_epoch == int(state["epoch"]):
+        atomic_copy(out / "last.pt", best_path)
+        write_history(out, list(state.get("history") or []))
+        return best, best_epoch, f"'{best_path}' rewritten from '{out / 'last.pt'}' (the best epoch, {best_epoch})"
+    found = why or f"it holds epoch {held}"
+    return best, best_epoch, (f"warning: '{best_path}' should hold the best epoch {best_epoch} but {found}; "
+                              "the next epoch that beats it will replace it")
 
 
 def save_epoch(out: Path, ckpt: dict[str, Any], history: list[dict[str, Any]], metrics: dict[str, Any] | None,

@@ -42,7 +42,7 @@ from stfn.engine.evaluate import evaluate, make_test_loader
 from stfn.engine.meter import EpochMeter
 from stfn.engine.metrics import summary_line
 from stfn.engine.optim import build_optimizer, build_scheduler, freeze_layers, set_train_mode
-from stfn.engine.run_folder import resume_state, run_result, save_epoch
+from stfn.engine.run_folder import restore_best, resume_state, run_result, save_epoch
 from stfn.errors import StfnError
 from stfn.models import build_model
 from stfn.runtime import INPUT_KEYS, autocast_context, bare_model, resolve_amp
@@ -214,12 +214,14 @@ class _Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
     best_top1: float = -1.0
+    best_epoch: int = 0  # the epoch (1-based) whose weights best.pt holds
     last: dict[str, Any] | None = None
 
 
 def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-             scaler: torch.amp.GradScaler, best_path: Path) -> _Progress:
-    """Load the weights, optimiser, scheduler, scaler and RNG state of ``last.pt``."""
+             scaler: torch.amp.GradScaler, out: Path, info: dist_utils.DistInfo) -> _Progress:
+    """Load the weights, optimiser, scheduler, scaler and RNG state of ``last.pt``; the best epoch as
+    ``last.pt`` records it (:func:`~stfn.engine.run_folder.restore_best`, which repairs ``best.pt``)."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -227,9 +229,13 @@ def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opt
         scaler.load_state_dict(state["scaler"])
     ckpt_lib.set_rng_state(state["rng"])
     done = _Progress(int(state["epoch"]), list(state.get("history") or []), last=dict(state.get("metrics") or {}) or None)
-    if best_path.is_file():
-        done.best = dict(ckpt_lib.load_checkpoint(best_path).get("metrics") or {}) or None
-        done.best_top1 = done.best.get("top1", -1.0) if done.best else -1.0
+    if info.is_main:
+        done.best, done.best_epoch, note = restore_best(out, state)
+        if note:
+            _log(info, note)
+    else:
+        done.best, done.best_epoch = dict(state.get("best") or {}) or None, int(state.get("best_epoch") or 0)
+    done.best_top1 = done.best.get("top1", -1.0) if done.best else -1.0
     return done
 
 
@@ -307,10 +313,13 @@ def _fit_epoch(run: _Run, done: _Progress, epoch: int, progress: bool) -> tuple[
     is_best = evaluated and done.last["top1"] > done.best_top1
     if is_best:
         done.best, done.best_top1 = done.last, done.last["top1"]
+    if is_best or run.test_loader is None:
+        done.best_epoch = epoch + 1
     if run.info.is_main:
         ckpt = ckpt_lib.make_checkpoint(run.model, run.cfg, run.classes, epoch + 1, optimizer=run.optimizer,
                                         scheduler=run.scheduler, scaler=run.scaler, metrics=done.last,
-                                        history=done.history, **run.provenance)
+                                        history=done.history, best=done.best, best_epoch=done.best_epoch,
+                                        **run.provenance)
         save_epoch(run.out, ckpt, done.history, done.last if evaluated else None, is_best,
                    run.test_loader is None, run.writer)
     return stats, evaluated, is_best
@@ -334,7 +343,7 @@ def _setup(cfg: Config, out: Path, resume: bool) -> tuple[_Run, _Progress]:
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     done = _Progress()
     if state is not None:
-        done = _restore(state, model, optimizer, scheduler, scaler, out / "best.pt")
+        done = _restore(state, model, optimizer, scheduler, scaler, out, info)
         _log(info, f"resuming '{out}' after epoch {done.start_epoch}")
     del state
     provenance = {"dataset": getattr(train_set, "identity", {}), "train_videos": list(train_set.videos),
