@@ -85,3 +85,13 @@ def test_out_of_range_values_are_refused_not_clamped(tmp_path: Path, capsys) -> 
         assert main(args) == 2, args
         assert expected in capsys.readouterr().err, args
     assert not (tmp_path / "p1").exists() and not (tmp_path / "p2").exists()  # refused before any output
+
+
+def test_error_messages_are_one_printable_line(tmp_path: Path, capsys) -> None:
+    """Issue 17 item 8: a terminal escape code in a path (or a library's message) is printed escaped,
+    never raw; a random file renamed .pt is named as not a checkpoint."""
+    odd = tmp_path / "red\x1b[31mname.pt"
+    odd.write_bytes(bytes(range(1, 128)) * 8)
+    assert main(["eval", str(odd)]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "red\\x1b[31mname.pt" in err and "is not a PyTorch checkpoint" in err, err

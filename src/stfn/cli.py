@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(text: str) -> str:
+    """``text`` as one printable line: newlines become spaces, other control characters (a terminal
+    escape code in a file name or a library's message) their ``\\x..`` escape."""
+    text = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -51,11 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except StfnError as e:
-        print(f"stfn {args.command}: error: {e}", file=sys.stderr)
+        print(f"stfn {args.command}: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # a path the user gave that cannot be read or written (exists as a file, read-only, full)
         where = f": '{e.filename}'" if e.filename else ""
-        print(f"stfn {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        print(f"stfn {args.command}: error: {one_line(f'{e.strerror or e}{where}')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"stfn {args.command}: interrupted; run the same command again to resume.", file=sys.stderr)

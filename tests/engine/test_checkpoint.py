@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import pickle
 import random
+import re
 
 import numpy as np
 import pytest
@@ -87,15 +90,50 @@ def test_unreadable_files_give_one_sentence(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
     (tmp_path / "text.pt").write_text("not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"text\.pt' could not be read"):
+    with pytest.raises(CheckpointError, match=r"text\.pt' is not a PyTorch checkpoint \(it holds text\)$"):
         load_checkpoint(tmp_path / "text.pt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match=r"other\.pt' is not an stfn checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
 
     torch.save({"model": Evil(), "config": {}, "classes": []}, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match=r"evil\.pt' could not be read"):
+    with pytest.raises(CheckpointError, match=r"evil\.pt' contains code .*test_checkpoint\.Evil"):
         load_checkpoint(tmp_path / "evil.pt")
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo this should never run",))
+
+
+@pytest.mark.parametrize("zipped", [True, False])
+def test_refusals_say_what_the_file_is_in_our_own_sentence(tmp_path, zipped) -> None:
+    """Issue 17 item 8: a checkpoint with code in it (torch's format and a bare pickle), random bytes,
+    an empty file and a truncated checkpoint each get one sentence of ours: never PyTorch's advice to
+    load with weights_only=False, never cut short."""
+    cfg = tiny_config()
+    _, good = _save(tmp_path, cfg)
+    evil = tmp_path / "evil.pt"
+    if zipped:
+        torch.save({"model": RunsCode(), "config": {}, "classes": []}, evil)
+    else:
+        evil.write_bytes(pickle.dumps({"model": RunsCode()}, protocol=4))
+    (tmp_path / "random.pt").write_bytes(bytes(random.Random(0).randrange(1, 256) for _ in range(5000)).replace(b"\x80", b"x"))
+    (tmp_path / "empty.pt").write_bytes(b"")
+    data = good.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    expected = {
+        "evil.pt": r"contains code that loading it would run \(it refers to (posix|os)\.system\); .* source you trust$",
+        "random.pt": r"is not a PyTorch checkpoint \(it is neither a zip archive nor a pickle\)$",
+        "empty.pt": r"is empty \(0 bytes\)",
+        "cut.pt": r"is truncated or damaged",
+    }
+    for name, pattern in expected.items():
+        with pytest.raises(CheckpointError) as caught:
+            load_checkpoint(tmp_path / name)
+        message = str(caught.value)
+        assert re.search(pattern, message), message
+        assert "weights_only" not in message and "\n" not in message and "\x1b" not in message
 
 
 def test_two_stage_backbone_initialisation(tmp_path) -> None:
