@@ -14,17 +14,21 @@ folder into place when it is complete; then the main process appends the video's
 (``.stfn-prepare/journal*.jsonl``). Running the same call again, after ``kill -9`` at any moment, skips
 the journalled videos whose folders hold the recorded counts and redoes the rest. Failed videos (corrupt
 files) are journalled too, are not retried unless ``retry_failed`` or the source file changed, and do
-not stop the others. A worker process that crashes (decoder segfault, out of memory) only fails the
+not stop the others. A write error (no space left, a folder that is not writable) is not the video's
+fault: it stops the run with one sentence naming the path, nothing is journalled for that video, and
+the same call run again (with space) prepares it. A worker process that crashes (decoder segfault, out of memory) only fails the
 video it was working on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +44,11 @@ from stfn.data.prepare_state import STATE_DIR, plan, save_settings, shard_lock
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json
 
-__all__ = ["PrepareSummary", "parse_shard", "prepare_dataset"]
+__all__ = ["OutputWriteError", "PrepareSummary", "parse_shard", "prepare_dataset"]
+
+
+class OutputWriteError(StfnError):
+    """A prepared file or folder could not be written (disk full, not writable): not the video's fault."""
 
 
 @dataclass
@@ -211,9 +219,15 @@ def _run(
 
         def done(task: dict[str, Any], rec: dict[str, Any]) -> None:
             nonlocal frames, failed, last_save
+            if rec.pop("cause", None) == "write":  # not journalled: the next run redoes this video
+                raise OutputWriteError(f"{rec['error']}; stopped: free some space (or make '{journal_path.parent.parent}' "
+                                       "writable) and run the same command again, which prepares the videos not done")
             rec["stamp"] = task["stamp"]
-            journal.write(json.dumps({"key": task["key"], **rec}) + "\n")
-            journal.flush()
+            try:
+                journal.write(json.dumps({"key": task["key"], **rec}) + "\n")
+                journal.flush()
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, str(journal_path)) from None
             records[task["key"]] = rec
             frames += rec["frames"] if rec["status"] == "ok" else 0
             if time.monotonic() - last_save > 60:
@@ -227,9 +241,13 @@ def _run(
         try:
             run_pool(_prepare_video, tasks, done, _crashed, workers=workers, setup=_setup, setup_arg=runtime,
                      workers_lock=workers_lock)
-        finally:
+        except BaseException:
             bar.close()
-            atomic_write_json(manifest_path, manifest_dict(runtime, records))
+            with contextlib.suppress(OSError):  # the first error is the one to report
+                atomic_write_json(manifest_path, manifest_dict(runtime, records))
+            raise
+        bar.close()
+        atomic_write_json(manifest_path, manifest_dict(runtime, records))
     return frames
 
 
@@ -258,11 +276,26 @@ def _crashed(task: dict[str, Any]) -> dict[str, Any]:
                                   "(decoder crash or out of memory)"}
 
 
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """OS errors of the block as :class:`OutputWriteError` naming the path."""
+    try:
+        yield
+    except OSError as e:
+        raise OutputWriteError(f"cannot write '{e.filename or path}': {e.strerror or e}") from None
+
+
 def _imwrite(path: Path, image: np.ndarray, params: list[int]) -> None:
     import cv2  # OpenCV loads in the workers, not when the command line imports this module
 
-    if not cv2.imwrite(str(path), image, params):
-        raise StfnError(f"cannot write '{path}' (disk full or not writable?)")
+    try:
+        ok = cv2.imwrite(str(path), image, params)
+    except cv2.error:
+        ok = False
+    if not ok:
+        free = shutil.disk_usage(path.parent).free if path.parent.is_dir() else 0
+        why = "no space left on the device" if free < 1 << 20 else "the image writer failed"
+        raise OutputWriteError(f"cannot write '{path}': {why}")
 
 
 def _write_flows(flows: np.ndarray, folder: Path, start: int, bound: float, params: list[int]) -> int:
@@ -321,18 +354,22 @@ def _prepare_video(task: dict[str, Any]) -> dict[str, Any]:
                            "width": None, "height": None, "fps": None, "error": None}
     try:
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        with _writing(tmp):
+            tmp.mkdir(parents=True)
         info = videolib.probe(src)
         resize = rt["resize"]
         w, h = videolib.resize_shape(info.width, info.height, resize.get("short_side"), resize.get("size"))
         rec.update(width=w, height=h, fps=round(info.fps, 3))
         n, m = _write_frames(src, tmp, (w, h), rt)
         rec.update(frames=n, flows=m)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():  # left by a run killed between this rename and its journal line
-            shutil.rmtree(final)
-        os.rename(tmp, final)
+        with _writing(final):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if final.exists():  # left by a run killed between this rename and its journal line
+                shutil.rmtree(final)
+            os.rename(tmp, final)
         rec["status"] = "ok"
+    except OutputWriteError as e:  # not the video's fault: the run stops and a rerun redoes it
+        rec.update(error=str(e), cause="write")
     except StfnError as e:
         rec["error"] = str(e)
     except Exception as e:  # one bad video must not stop the others
