@@ -163,7 +163,9 @@ class Predictor:
         probs = logits.softmax(dim=0)
         k = max(1, min(int(top_k), len(self.classes)))
         values, indices = probs.topk(k)
+        note = {"note": clip["note"]} if clip.get("note") else {}
         return {
+            **note,
             "video": str(path),
             "ok": True,
             "frames": int(clip["num_frames"]),

@@ -38,6 +38,7 @@ __all__ = [
     "VideoError",
     "VideoInfo",
     "available_backends",
+    "count_packets",
     "iter_frames",
     "probe",
     "read_frames",
@@ -180,6 +181,22 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     if info.width <= 0 or info.height <= 0:
         raise VideoError(f"video '{p}' has no valid frame size in its header")
     return info
+
+
+def count_packets(path: str | os.PathLike) -> int:
+    """Frames the container holds, counted by demuxing (nothing is decoded): what the header's count
+    should say. A header can be wrong (an AVI whose header says 5 frames holds 100); a full decode
+    (``len(read_video(path))``, what ``stfn prepare`` records) can still find a frame or two fewer."""
+    import av  # see _open
+
+    p = _check_path(path)
+    container, stream = _open(p)
+    try:
+        return scan_packets(container, stream).count
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise _fail(p, e) from None
+    finally:
+        container.close()
 
 
 def _check_length(info: VideoInfo, decoded: int) -> None:
