@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 
 from stfn import __version__
@@ -38,8 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _resume=getattr(module, "RESUME", None))
     return parser
+
+
+def interrupted_message(command: str, resume: str | None, argv: list[str]) -> str:
+    """What to say after Ctrl-C: the command that resumes (``RESUME`` of the command's module: ``""``
+    for the same command, or the flag to add), or that nothing resumes."""
+    if resume is None:
+        return f"stfn {command}: interrupted."
+    again = ["stfn", *argv] + ([resume] if resume and resume not in argv else [])
+    return f"stfn {command}: interrupted; to resume, run: {shlex.join(again)}"
 
 
 def one_line(text: str) -> str:
@@ -51,6 +61,7 @@ def one_line(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
@@ -65,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stfn {args.command}: error: {one_line(f'{e.strerror or e}{where}')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"stfn {args.command}: interrupted; run the same command again to resume.", file=sys.stderr)
+        print(one_line(interrupted_message(args.command, args._resume, argv)), file=sys.stderr)
         return 130
 
 

@@ -237,3 +237,48 @@ def test_a_corrupt_best_pt_does_not_block_resume(tmp_path, fake_data, monkeypatc
     result = train(cfg, tmp_path / "run", resume=True, progress=False)
     assert "should hold the best epoch 1" in capsys.readouterr().out
     assert result["best"]["top1"] == 80.0 and load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == 4
+
+
+def test_a_full_disk_during_training_is_one_sentence_and_resumable(tmp_path, fake_data, monkeypatch) -> None:
+    """Issue 17 item 5: torch.save fails on a full disk while saving epoch 2 (a RuntimeError of its zip
+    writer); the run stops with one sentence naming the file and what is kept, leaves no temporary
+    file, and resumes once there is space."""
+    import shutil
+
+    from stfn import fileio
+
+    real_save, real_usage, calls = torch.save, shutil.disk_usage, {"n": 0}
+
+    def full_on_the_second_checkpoint(obj, f):
+        calls["n"] += 1
+        if calls["n"] == 3:  # epoch 1: last.pt, best.pt; epoch 2: last.pt
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+        real_save(obj, f)
+
+    monkeypatch.setattr(torch, "save", full_on_the_second_checkpoint)
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 0))
+    cfg = tiny_config(epochs=2)
+    run = tmp_path / "run"
+    with pytest.raises(StfnError, match=r"cannot save epoch 2 to '.*last\.pt': No space left on device; "
+                                         r"'.*last\.pt' holds epoch 1: .*stfn train --out .* --resume`$"):
+        train(cfg, run, progress=False)
+    assert not list(run.glob(".*.tmp"))
+    monkeypatch.setattr(torch, "save", real_save)
+    monkeypatch.setattr(fileio.shutil, "disk_usage", real_usage)
+    assert train(cfg, run, resume=True, progress=False)["history"][-1]["epoch"] == 2
+
+
+def test_the_run_folder_is_checked_and_stale_temporary_files_removed(tmp_path, fake_data) -> None:
+    """Issue 17 items 5 and 10: --out naming a file is one sentence before any work; a resume removes the
+    `.last.pt.*.tmp` a kill during a checkpoint write left (only files of the run's own names)."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(StfnError, match=r"run folder '.*a_file' is a file, not a folder"):
+        train(tiny_config(epochs=1), a_file, progress=False)
+    run = tmp_path / "run"
+    train(tiny_config(epochs=1), run, progress=False)
+    stale, other = run / ".last.pt.3f9a0c1d.tmp", run / ".notes.txt.3f9a0c1d.tmp"
+    stale.write_bytes(b"\0" * 1000)
+    other.write_bytes(b"mine")
+    train(tiny_config(epochs=1), run, resume=True, progress=False)
+    assert not stale.exists() and other.exists()

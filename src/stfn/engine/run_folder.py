@@ -18,9 +18,21 @@ from typing import Any
 from stfn.config import Config, config_to_dict
 from stfn.engine import checkpoint as ckpt_lib
 from stfn.errors import StfnError
-from stfn.fileio import atomic_copy, atomic_write_json, atomic_write_text
+from stfn.fileio import atomic_copy, atomic_write_json, atomic_write_text, check_writable, remove_stale_temps
 
-__all__ = ["first_difference", "restore_best", "resume_state", "run_result", "save_epoch", "write_history"]
+__all__ = ["RUN_FILES", "first_difference", "open_run_folder", "restore_best", "resume_state", "run_result",
+           "save_epoch", "write_history"]
+
+RUN_FILES = ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "predictions_last.json",
+             "predictions_best.json")
+
+
+def open_run_folder(out: Path) -> list[Path]:
+    """Before a training starts: one sentence unless ``out`` can be written as a folder, then remove the
+    temporary files a kill during a write of a run file left (``.last.pt.<hex>.tmp``, as large as a
+    checkpoint); returns those removed."""
+    check_writable(out, "run folder", folder=True)
+    return remove_stale_temps(out, RUN_FILES)
 
 
 def write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:

@@ -42,7 +42,7 @@ from stfn.engine.evaluate import evaluate, make_test_loader
 from stfn.engine.meter import EpochMeter
 from stfn.engine.metrics import summary_line
 from stfn.engine.optim import build_optimizer, build_scheduler, freeze_layers, set_train_mode
-from stfn.engine.run_folder import restore_best, resume_state, run_result, save_epoch
+from stfn.engine.run_folder import open_run_folder, restore_best, resume_state, run_result, save_epoch
 from stfn.errors import StfnError
 from stfn.models import build_model
 from stfn.runtime import INPUT_KEYS, autocast_context, bare_model, resolve_amp
@@ -320,14 +320,23 @@ def _fit_epoch(run: _Run, done: _Progress, epoch: int, progress: bool) -> tuple[
                                         scheduler=run.scheduler, scaler=run.scaler, metrics=done.last,
                                         history=done.history, best=done.best, best_epoch=done.best_epoch,
                                         **run.provenance)
-        save_epoch(run.out, ckpt, done.history, done.last if evaluated else None, is_best,
-                   run.test_loader is None, run.writer)
+        try:
+            save_epoch(run.out, ckpt, done.history, done.last if evaluated else None, is_best,
+                       run.test_loader is None, run.writer)
+        except OSError as e:  # a full disk: the files of the epoch before are intact (atomic writes)
+            saved = epoch + (Path(str(e.filename)).name != "last.pt")  # last.pt is written first
+            kept = f"'{run.out / 'last.pt'}' holds epoch {saved}" if saved else "no epoch was saved"
+            raise StfnError(f"cannot save epoch {epoch + 1} to '{e.filename or run.out}': {e.strerror or e}; {kept}: "
+                            f"free some space and continue with `stfn train --out {run.out} --resume`") from None
     return stats, evaluated, is_best
 
 
 def _setup(cfg: Config, out: Path, resume: bool) -> tuple[_Run, _Progress]:
     """Data, model, optimiser and run folder of a training; restored from ``last.pt`` when resuming."""
     info, device = dist_utils.init_distributed(cfg.train.device)
+    if info.is_main:
+        for stale in open_run_folder(out):
+            _log(info, f"removed '{stale}', left by a write that was killed")
     _configure_determinism(cfg.train.deterministic)
     tcfg = cfg.train
     train_set, test_set, classes = _datasets(cfg, info)
