@@ -175,3 +175,20 @@ def test_write_failures_journalled_by_an_older_version_are_redone(video_tree: Pa
     journal.write_text("".join(json.dumps(r) + "\n" for r in lines))
     summary = prepare_dataset(video_tree, out, workers=0, progress=False)
     assert summary.processed == 1 and summary.ok == 3
+
+
+def test_an_output_folder_that_is_a_file_or_read_only_is_one_sentence(video_tree: Path, tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    from stfn import fileio
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(StfnError, match=r"output folder '.*a_file' is a file, not a folder"):
+        prepare_dataset(video_tree, a_file, workers=0, progress=False)
+
+    def read_only(path):
+        raise PermissionError(30, "Read-only file system", str(path))
+
+    monkeypatch.setattr(fileio, "_temp_file", read_only)
+    with pytest.raises(StfnError, match=r"output folder '.*out' cannot be written: Read-only file system"):
+        prepare_dataset(video_tree, tmp_path / "out", workers=0, progress=False)

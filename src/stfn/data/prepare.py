@@ -42,7 +42,7 @@ from stfn.data.manifest import VIDEO_EXTENSIONS, find_videos, manifest_dict, wri
 from stfn.data.pool import run_pool
 from stfn.data.prepare_state import STATE_DIR, plan, save_settings, shard_lock
 from stfn.errors import StfnError
-from stfn.fileio import atomic_write_json
+from stfn.fileio import atomic_write_json, check_writable
 
 __all__ = ["OutputWriteError", "PrepareSummary", "parse_shard", "prepare_dataset"]
 
@@ -148,6 +148,7 @@ def prepare_dataset(
     i, n = parse_shard(shard)
     suffix = _suffix((i, n))
     out = Path(out_dir)
+    check_writable(out, "output folder", folder=True)
     root, videos = find_videos(video_root, extensions, list_file, exclude=out)
     mine = videos[i::n]
     out.mkdir(parents=True, exist_ok=True)
