@@ -282,3 +282,20 @@ def test_the_run_folder_is_checked_and_stale_temporary_files_removed(tmp_path, f
     other.write_bytes(b"mine")
     train(tiny_config(epochs=1), run, resume=True, progress=False)
     assert not stale.exists() and other.exists()
+
+
+def test_resume_from_a_last_pt_whose_shapes_do_not_fit_is_one_sentence(tmp_path, fake_data) -> None:
+    """Issue 17 item 9: a last.pt whose tensors do not fit the configured model (same config, other
+    shapes) used to end in load_state_dict's traceback; now one sentence names the tensor and shapes."""
+    from stfn.engine.checkpoint import save_checkpoint
+
+    cfg = tiny_config(epochs=2)
+    run = tmp_path / "run"
+    train(tiny_config(epochs=1), run, progress=False)
+    state = load_checkpoint(run / "last.pt")
+    key = next(k for k in state["model"] if k.endswith("weight") and state["model"][k].dim() == 2)
+    state["model"][key] = torch.zeros(3, 5)
+    save_checkpoint(state, run / "last.pt")
+    with pytest.raises(StfnError, match=rf"checkpoint '.*last\.pt' does not fit the model: shapes differ for 1 "
+                                        rf"tensor\(s\), e\.g\. {key} \(3, 5\) vs \(\d+, \d+\)"):
+        train(cfg, run, resume=True, progress=False)

@@ -35,6 +35,7 @@ __all__ = [
     "load_backbone",
     "load_checkpoint",
     "load_model",
+    "load_state",
     "make_checkpoint",
     "plain",
     "save_checkpoint",
@@ -239,7 +240,7 @@ def checkpoint_config(ckpt: dict[str, Any], path: str | os.PathLike) -> Config:
         raise CheckpointError(f"checkpoint '{path}' holds a config this version cannot read: {e}") from None
 
 
-def _load_state(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
     """``load_state_dict(strict=True)`` with one sentence that says what does not fit."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
@@ -275,7 +276,7 @@ def load_model(
         model = build_model(cfg.model)
     except StfnError as e:
         raise CheckpointError(f"checkpoint '{path}' describes a model this version cannot build: {e}") from None
-    _load_state(model, ckpt["model"], f"checkpoint '{path}'")
+    load_state(model, ckpt["model"], f"checkpoint '{path}'")
     model.eval()
     return model, cfg, ckpt
 
@@ -290,4 +291,4 @@ def load_backbone(model: nn.Module, stream: str, path: str | os.PathLike) -> Non
     state = {k[len(prefix) :]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
     if not state:
         raise CheckpointError(f"checkpoint '{path}' has no '{stream}' backbone to initialise from")
-    _load_state(backbones[stream], state, f"the '{stream}' backbone of checkpoint '{path}'")
+    load_state(backbones[stream], state, f"the '{stream}' backbone of checkpoint '{path}'")

@@ -221,10 +221,16 @@ class _Progress:
 def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
              scaler: torch.amp.GradScaler, out: Path, info: dist_utils.DistInfo) -> _Progress:
     """Load the weights, optimiser, scheduler, scaler and RNG state of ``last.pt``; the best epoch as
-    ``last.pt`` records it (:func:`~stfn.engine.run_folder.restore_best`, which repairs ``best.pt``)."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    ``last.pt`` records it (:func:`~stfn.engine.run_folder.restore_best`, which repairs ``best.pt``).
+    Weights or optimiser state that do not fit the configured model are one sentence naming them."""
+    last = out / "last.pt"
+    ckpt_lib.load_state(model, state["model"], f"checkpoint '{last}'")
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise StfnError(f"the optimiser or scheduler state of '{last}' does not fit this run's "
+                        f"(train.optimizer, train.schedule or frozen layers changed?): {e}") from None
     if state.get("scaler") and scaler.is_enabled():
         scaler.load_state_dict(state["scaler"])
     ckpt_lib.set_rng_state(state["rng"])
