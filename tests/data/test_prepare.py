@@ -192,3 +192,18 @@ def test_an_output_folder_that_is_a_file_or_read_only_is_one_sentence(video_tree
     monkeypatch.setattr(fileio, "_temp_file", read_only)
     with pytest.raises(StfnError, match=r"output folder '.*out' cannot be written: Read-only file system"):
         prepare_dataset(video_tree, tmp_path / "out", workers=0, progress=False)
+
+
+def test_names_with_spaces_are_left_out_of_the_mmaction2_lists_with_a_warning(video_factory, tmp_path: Path) -> None:
+    """Issue 17 item 10: MMAction2 splits rawframes.txt lines on whitespace, so 'A/my clip 12' would break
+    its whole list: such videos are prepared and in the manifest (stfn uses them), left out of the list
+    files, and the summary says so."""
+    video_factory("A/my clip.mp4", n=5)
+    video_factory("A/plain.mp4", n=6)
+    out = tmp_path / "out"
+    summary = prepare_dataset(tmp_path / "videos", out, workers=0, progress=False)
+    assert summary.ok == 2 and summary.unlisted == ["A/my clip"]
+    assert load_manifest(out).videos["A/my clip"]["status"] == "ok"
+    assert (out / "rawframes.txt").read_text() == "A/plain 6\n"
+    assert (out / "rawframes_flow.txt").read_text() == "A/plain 5\n"
+    assert "1 video name with spaces left out of rawframes*.txt" in str(summary) and "'A/my clip'" in str(summary)

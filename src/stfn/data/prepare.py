@@ -65,6 +65,7 @@ class PrepareSummary:
     frames: int  # frames written in this call
     seconds: float
     failures: list[tuple[str, str]] = field(default_factory=list)
+    unlisted: list[str] = field(default_factory=list)  # ok videos left out of rawframes*.txt (whitespace)
 
     def __str__(self) -> str:
         rate = self.frames / self.seconds if self.seconds > 0 else 0.0
@@ -79,6 +80,11 @@ class PrepareSummary:
             lines += [f"  {k}: {e}" for k, e in self.failures[:20]]
             if len(self.failures) > 20:
                 lines.append(f"  ... and {len(self.failures) - 20} more")
+        if self.unlisted:
+            n = len(self.unlisted)
+            lines.append(f"warning: {n} video name{'s' if n > 1 else ''} with spaces left out of rawframes*.txt "
+                         f"(MMAction2 splits those lines on whitespace; stfn reads the manifest and uses them): "
+                         + ", ".join(repr(k) for k in self.unlisted[:5]) + (", ..." if n > 5 else ""))
         return "\n".join(lines)
 
 
@@ -166,7 +172,7 @@ def prepare_dataset(
                       workers_lock=state / f"workers{suffix}.lock", progress=progress,
                       desc=f"prepare {i}/{n}" if n > 1 else "prepare")
         shutil.rmtree(tmp_root, ignore_errors=True)
-        write_lists(out)
+        unlisted = write_lists(out)
     failures = [(k, records[k]["error"]) for k, _ in mine if records[k]["status"] != "ok"]
     return PrepareSummary(
         out_dir=str(out),
@@ -179,6 +185,7 @@ def prepare_dataset(
         frames=frames,
         seconds=time.monotonic() - t0,
         failures=failures,
+        unlisted=unlisted,
     )
 
 
