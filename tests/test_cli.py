@@ -152,3 +152,22 @@ def test_after_ctrl_c_each_command_says_what_resumes(tmp_path: Path, capsys, mon
     for argv, message in expected.items():
         assert main(list(argv)) == 130
         assert capsys.readouterr().err.strip().endswith(message)
+
+
+def test_an_output_under_a_file_names_the_file(tmp_path: Path, capsys) -> None:
+    """Issue 17 item 5: an output path below an existing file ended in "File exists: 'a_file'"; it says
+    which file stands where a folder is needed."""
+    cfg = config_from_dict({"model": {"arch": "tsn", "num_classes": 2, "backbone": "cnn_small", "flow_length": 2,
+                                      "streams": ["rgb"]}, "data": {"frames": 2, "scale_size": 36, "crop_size": 32}})
+    ckpt = str(save_tiny_checkpoint(tmp_path / "tiny.pt", cfg, ["a", "b"]))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    cases = [
+        (["export", ckpt, "--out", str(a_file / "m.onnx")], f"error: '{a_file}' is a file, not a folder"),
+        (["extract-features", ckpt, "--out", str(a_file / "sub" / "feats")],
+         f"error: '{a_file}' is a file, not a folder (needed for '{a_file / 'sub' / 'feats'}')"),
+    ]
+    for args, expected in cases:
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(expected), err

@@ -5,9 +5,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import shlex
 import sys
+from pathlib import Path
 
 from stfn import __version__
 from stfn.errors import StfnError
@@ -59,6 +61,21 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def os_error_message(e: OSError) -> str:
+    """One sentence for an OS error that reached the command line, naming its path; a folder that
+    could not be made because a file holds its name (or a parent's) says which file."""
+    if not e.filename:
+        return str(e.strerror or e)
+    name = Path(str(e.filename))
+    if e.errno in (errno.EEXIST, errno.ENOTDIR):
+        p = name
+        while p != p.parent and not p.exists():
+            p = p.parent
+        if p.is_file():
+            return f"'{p}' is a file, not a folder" + (f" (needed for '{name}')" if p != name else "")
+    return f"{e.strerror or e}: '{name}'"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -72,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stfn {args.command}: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # a path the user gave that cannot be read or written (exists as a file, read-only, full)
-        where = f": '{e.filename}'" if e.filename else ""
-        print(f"stfn {args.command}: error: {one_line(f'{e.strerror or e}{where}')}", file=sys.stderr)
+        print(f"stfn {args.command}: error: {one_line(os_error_message(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(one_line(interrupted_message(args.command, args._resume, argv)), file=sys.stderr)
