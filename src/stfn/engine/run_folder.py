@@ -85,7 +85,7 @@ def _held_epoch(path: Path) -> tuple[int | None, str]:
         return None, str(e)
 
 
-def restore_best(out: Path, state: dict[str, Any]) -> tuple[dict[str, Any] | None, int, str]:
+def restore_best(out: Path, state: dict[str, Any], repair: bool = True) -> tuple[dict[str, Any] | None, int, str]:
     """``(best metrics, best epoch, note)`` of a run resumed from ``state`` (its ``last.pt``).
 
     ``last.pt`` records the best validation and its epoch, so a resume knows the true best whatever
@@ -93,9 +93,12 @@ def restore_best(out: Path, state: dict[str, Any]) -> tuple[dict[str, Any] | Non
     epoch, ``best.pt`` is rewritten from ``last.pt`` (which holds those weights); a ``best.pt`` that
     is missing or unreadable for an older epoch cannot be rebuilt and ``note`` says so (the next
     epoch that beats the recorded best replaces it). Checkpoints of older versions without the record
-    read ``best.pt``'s own metrics; an unreadable one is then a note, not an error.
+    read ``best.pt``'s own metrics; an unreadable one is then a note, not an error. ``repair=False``
+    (ranks other than 0) reads the record and writes no file.
     """
     best_path = out / "best.pt"
+    if not repair and "best_epoch" in state:
+        return dict(state.get("best") or {}) or None, int(state.get("best_epoch") or 0), ""
     if "best_epoch" not in state:
         if not best_path.is_file():
             return None, 0, ""
@@ -121,7 +124,22 @@ def restore_best(out: Path, state: dict[str, Any]) -> tuple[dict[str, Any] | Non
 def save_epoch(out: Path, ckpt: dict[str, Any], history: list[dict[str, Any]], metrics: dict[str, Any] | None,
                is_best: bool, always_best: bool, writer: Any) -> None:
     """Rank 0, after an epoch: ``last.pt`` (and ``best.pt`` when ``is_best`` or ``always_best``), the
-    metrics files, the predictions of ``metrics`` (this epoch's evaluation, or None), TensorBoard."""
+    metrics files, the predictions of ``metrics`` (this epoch's evaluation, or None), TensorBoard.
+
+    An OS error (a full disk) is one :class:`StfnError` naming the file, what ``last.pt`` holds (the
+    writes are atomic: the files of the epoch before are intact) and the command that resumes."""
+    try:
+        _save_epoch(out, ckpt, history, metrics, is_best, always_best, writer)
+    except OSError as e:
+        epoch = int(ckpt["epoch"])
+        saved = epoch - (Path(str(e.filename)).name == "last.pt")  # last.pt is written first
+        kept = f"'{out / 'last.pt'}' holds epoch {saved}" if saved else "no epoch was saved"
+        raise StfnError(f"cannot save epoch {epoch} to '{e.filename or out}': {e.strerror or e}; {kept}: "
+                        f"free some space and continue with `stfn train --out {out} --resume`") from None
+
+
+def _save_epoch(out: Path, ckpt: dict[str, Any], history: list[dict[str, Any]], metrics: dict[str, Any] | None,
+                is_best: bool, always_best: bool, writer: Any) -> None:
     ckpt_lib.save_checkpoint(ckpt, out / "last.pt")
     if is_best or always_best:
         ckpt_lib.save_checkpoint(ckpt, out / "best.pt")

@@ -235,12 +235,9 @@ def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opt
         scaler.load_state_dict(state["scaler"])
     ckpt_lib.set_rng_state(state["rng"])
     done = _Progress(int(state["epoch"]), list(state.get("history") or []), last=dict(state.get("metrics") or {}) or None)
-    if info.is_main:
-        done.best, done.best_epoch, note = restore_best(out, state)
-        if note:
-            _log(info, note)
-    else:
-        done.best, done.best_epoch = dict(state.get("best") or {}) or None, int(state.get("best_epoch") or 0)
+    done.best, done.best_epoch, note = restore_best(out, state, repair=info.is_main)
+    if note:
+        _log(info, note)
     done.best_top1 = done.best.get("top1", -1.0) if done.best else -1.0
     return done
 
@@ -326,14 +323,8 @@ def _fit_epoch(run: _Run, done: _Progress, epoch: int, progress: bool) -> tuple[
                                         scheduler=run.scheduler, scaler=run.scaler, metrics=done.last,
                                         history=done.history, best=done.best, best_epoch=done.best_epoch,
                                         **run.provenance)
-        try:
-            save_epoch(run.out, ckpt, done.history, done.last if evaluated else None, is_best,
-                       run.test_loader is None, run.writer)
-        except OSError as e:  # a full disk: the files of the epoch before are intact (atomic writes)
-            saved = epoch + (Path(str(e.filename)).name != "last.pt")  # last.pt is written first
-            kept = f"'{run.out / 'last.pt'}' holds epoch {saved}" if saved else "no epoch was saved"
-            raise StfnError(f"cannot save epoch {epoch + 1} to '{e.filename or run.out}': {e.strerror or e}; {kept}: "
-                            f"free some space and continue with `stfn train --out {run.out} --resume`") from None
+        save_epoch(run.out, ckpt, done.history, done.last if evaluated else None, is_best,
+                   run.test_loader is None, run.writer)
     return stats, evaluated, is_best
 
 
