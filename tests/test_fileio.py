@@ -91,3 +91,17 @@ def test_check_writable(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(StfnError, match=r"--json '.*r\.json' cannot be written: Read-only file system"):
         fileio.check_writable(tmp_path / "r.json", "--json")
     assert sorted(os.listdir(tmp_path)) == ["a_file"]
+
+
+def test_atomic_path_for_writers_that_take_a_file_name(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        with fileio.atomic_path(tmp_path / "m.onnx") as tmp:
+            Path(tmp).write_bytes(b"model")
+        with pytest.raises(RuntimeError), fileio.atomic_path(tmp_path / "m.onnx") as tmp:
+            Path(tmp).write_bytes(b"half")
+            raise RuntimeError("the exporter failed")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.onnx").read_bytes() == b"model" and _mode(tmp_path / "m.onnx") == 0o644
+    assert os.listdir(tmp_path) == ["m.onnx"]

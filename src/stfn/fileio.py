@@ -11,12 +11,13 @@ names the file the user asked for, never the temporary one.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from stfn.errors import StfnError
 
 __all__ = [
     "atomic_copy",
+    "atomic_path",
     "atomic_torch_save",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -104,6 +106,27 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
             raise OSError(errno.EIO, "torch.save could not write it") from None
 
     _atomic(path, write)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """For a writer that takes a file name (an exporter): the name of an empty temporary file next to
+    ``path`` (mode 0o666 less the umask), moved onto ``path`` when the block ends without an error and
+    removed otherwise; OS errors name ``path``."""
+    path = Path(path)
+    fd, tmp = _temp_file(path)
+    try:
+        os.close(fd)
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        if e.filename and e.filename != tmp:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+    except BaseException:
+        _remove(tmp)
+        raise
 
 
 def atomic_copy(src: str | os.PathLike, path: str | os.PathLike) -> None:
