@@ -10,10 +10,11 @@ Under ``torchrun`` the model is wrapped in DistributedDataParallel, the training
 rank 0 writes files. ``train.batch_size`` is per process: the effective batch is
 ``batch_size * world_size * accumulate``.
 
-Reproducibility: each epoch starts from seeds derived from ``(train.seed, epoch, rank)`` and every
-training sample is drawn from a seed of ``(train.seed, epoch, index)``, so a run resumed from
-``last.pt`` continues exactly as the uninterrupted run would (bit for bit with
-``train.deterministic``).
+Reproducibility: each epoch starts from seeds derived from ``(train.seed, epoch, rank)`` (the global
+RNGs and the loader's own generator, which seeds its workers) and every training sample is drawn from a
+seed of ``(train.seed, epoch, index)``, so a run resumed from ``last.pt`` continues exactly as the
+uninterrupted run would, with any number of loader workers (bit for bit with ``train.deterministic``).
+``last.pt`` also records the best epoch, so a resume knows it whatever became of ``best.pt``.
 """
 
 from __future__ import annotations
