@@ -16,8 +16,8 @@ the journalled videos whose folders hold the recorded counts and redoes the rest
 files) are journalled too, are not retried unless ``retry_failed`` or the source file changed, and do
 not stop the others. A write error (no space left, a folder that is not writable) is not the video's
 fault: it stops the run with one sentence naming the path, nothing is journalled for that video, and
-the same call run again (with space) prepares it. A worker process that crashes (decoder segfault, out of memory) only fails the
-video it was working on.
+the same call run again (with space) prepares it. A worker process that crashes (decoder segfault, out
+of memory) only fails the video it was working on.
 """
 
 from __future__ import annotations
@@ -228,8 +228,9 @@ def _run(
         def done(task: dict[str, Any], rec: dict[str, Any]) -> None:
             nonlocal frames, failed, last_save
             if rec.pop("cause", None) == "write":  # not journalled: the next run redoes this video
-                raise OutputWriteError(f"{rec['error']}; stopped: free some space (or make '{journal_path.parent.parent}' "
-                                       "writable) and run the same command again, which prepares the videos not done")
+                out = journal_path.parent.parent
+                raise OutputWriteError(f"{rec['error']}; stopped: free some space (or make '{out}' writable) and "
+                                       "run the same command again, which prepares the videos not done")
             rec["stamp"] = task["stamp"]
             try:
                 journal.write(json.dumps({"key": task["key"], **rec}) + "\n")
@@ -300,10 +301,12 @@ def _imwrite(path: Path, image: np.ndarray, params: list[int]) -> None:
         ok = cv2.imwrite(str(path), image, params)
     except cv2.error:
         ok = False
-    if not ok:
-        free = shutil.disk_usage(path.parent).free if path.parent.is_dir() else 0
-        why = "no space left on the device" if free < 1 << 20 else "the image writer failed"
-        raise OutputWriteError(f"cannot write '{path}': {why}")
+    if not ok:  # OpenCV says only that it failed: a full disk or a folder we cannot write is not the video's fault
+        if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+            raise OutputWriteError(f"cannot write '{path}': its folder is gone or not writable")
+        if shutil.disk_usage(path.parent).free < 1 << 20:
+            raise OutputWriteError(f"cannot write '{path}': no space left on the device")
+        raise StfnError(f"cannot write '{path}': the JPEG encoder failed on this frame")
 
 
 def _write_flows(flows: np.ndarray, folder: Path, start: int, bound: float, params: list[int]) -> int:
