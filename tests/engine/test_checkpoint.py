@@ -136,6 +136,22 @@ def test_refusals_say_what_the_file_is_in_our_own_sentence(tmp_path, zipped) -> 
         assert "weights_only" not in message and "\n" not in message and "\x1b" not in message
 
 
+def test_a_torchscript_file_and_escape_codes_in_a_pickle(tmp_path) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "ts.pt")
+    with pytest.raises(CheckpointError, match=r"ts\.pt' is a TorchScript file .*not an stfn checkpoint$"):
+        load_checkpoint(tmp_path / "ts.pt")
+    # a bare pickle that calls "os\x1b[31m.system": the name is printed escaped
+    evil = b"\x80\x04\x95\x20\x00\x00\x00\x00\x00\x00\x00\x8c\x07os\x1b[31m\x94\x8c\x06system\x94\x93\x94."
+    (tmp_path / "esc.pt").write_bytes(evil)
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(tmp_path / "esc.pt")
+    assert "\x1b" not in str(caught.value) and "refers to os\\x1b[31m.system" in str(caught.value)
+
+
 def test_two_stage_backbone_initialisation(tmp_path) -> None:
     rgb_cfg = tiny_config(streams=["rgb"])
     rgb_model, rgb_path = _save(tmp_path, rgb_cfg, "rgb.pt")

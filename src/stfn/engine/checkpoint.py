@@ -204,7 +204,10 @@ def _what_is_wrong(path: Path, error: str) -> str:
     if head == b"PK\x03\x04":
         try:
             with zipfile.ZipFile(path) as z:
-                pkl = next((n for n in z.namelist() if n == "data.pkl" or n.endswith("/data.pkl")), None)
+                names = z.namelist()
+                if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+                    return f"'{path}' is a TorchScript file (`stfn export --format torchscript`), not an stfn checkpoint"
+                pkl = next((n for n in names if n == "data.pkl" or n.endswith("/data.pkl")), None)
                 if pkl is None:
                     return f"'{path}' is a zip archive but not a PyTorch checkpoint"
                 data = z.read(pkl)
@@ -225,7 +228,8 @@ def _what_is_wrong(path: Path, error: str) -> str:
     blocked = re.findall(r"GLOBAL ([\w.]+)", error)
     unsafe = blocked or [n for n in names if n.split(".")[0] not in _SAFE_MODULES]
     if unsafe:
-        return (f"checkpoint '{path}' contains code that loading it would run (it refers to {unsafe[0]}); "
+        name = "".join(c if c.isprintable() else repr(c)[1:-1] for c in unsafe[0][:80])  # the file's own text
+        return (f"checkpoint '{path}' contains code that loading it would run (it refers to {name}); "
                 "stfn only loads tensors and plain values and refuses it: use a checkpoint from a source you trust")
     if not complete:
         return truncated
