@@ -299,3 +299,14 @@ def test_resume_from_a_last_pt_whose_shapes_do_not_fit_is_one_sentence(tmp_path,
     with pytest.raises(StfnError, match=rf"checkpoint '.*last\.pt' does not fit the model: shapes differ for 1 "
                                         rf"tensor\(s\), e\.g\. {key} \(3, 5\) vs \(\d+, \d+\)"):
         train(cfg, run, resume=True, progress=False)
+
+
+def test_a_second_training_into_a_folder_in_use_is_refused(tmp_path, fake_data) -> None:
+    """The run folder is locked while a training uses it, so that removing stale temporary files can
+    never remove the one a live training is writing."""
+    from stfn.engine.run_folder import open_run_folder
+
+    run = tmp_path / "run"
+    with open_run_folder(run), pytest.raises(StfnError, match=r"another stfn train is using run folder '.*run'"):
+        train(tiny_config(epochs=1), run, progress=False)
+    assert train(tiny_config(epochs=1), run, progress=False)["history"][-1]["epoch"] == 1

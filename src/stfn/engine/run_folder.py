@@ -5,13 +5,16 @@
     RUN/metrics.jsonl, metrics.csv one row per epoch (train loss/accuracy/lr/speed, validation)
     RUN/predictions_last.json      per-video scores of the latest validation (and _best.json)
     RUN/tb/                        TensorBoard scalars
+    RUN/.stfn-train.lock           held by the training that is using the folder
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +23,40 @@ from stfn.engine import checkpoint as ckpt_lib
 from stfn.errors import StfnError
 from stfn.fileio import atomic_copy, atomic_write_json, atomic_write_text, check_writable, remove_stale_temps
 
-__all__ = ["RUN_FILES", "first_difference", "open_run_folder", "restore_best", "resume_state", "run_result",
+__all__ = ["LOCK_FILE", "RUN_FILES", "first_difference", "open_run_folder", "restore_best", "resume_state", "run_result",
            "save_epoch", "write_history"]
 
 RUN_FILES = ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "predictions_last.json",
              "predictions_best.json")
 
 
-def open_run_folder(out: Path) -> list[Path]:
-    """Before a training starts: one sentence unless ``out`` can be written as a folder, then remove the
-    temporary files a kill during a write of a run file left (``.last.pt.<hex>.tmp``, as large as a
-    checkpoint); returns those removed."""
+LOCK_FILE = ".stfn-train.lock"
+
+
+@contextlib.contextmanager
+def open_run_folder(out: Path, is_main: bool = True) -> Iterator[list[Path]]:
+    """For the whole of a training, on rank 0 (``is_main``): one sentence unless ``out`` can be written
+    as a folder, an exclusive lock on ``out/.stfn-train.lock`` (another training into the same folder is
+    refused; the lock goes with the process, even after ``kill -9``), then the removal of the temporary
+    files a kill during a write of a run file left (``.last.pt.<hex>.tmp``, as large as a checkpoint:
+    no live write can own them while the lock is held). Yields the paths removed."""
+    if not is_main:
+        yield []
+        return
     check_writable(out, "run folder", folder=True)
-    return remove_stale_temps(out, RUN_FILES)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_FILE, "a") as lock:
+        try:
+            import fcntl  # POSIX only: elsewhere no lock
+        except ImportError:
+            fcntl = None
+        if fcntl is not None:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise StfnError(f"another stfn train is using run folder '{out}' (it holds '{out / LOCK_FILE}'); "
+                                "wait for it to end or choose another --out") from None
+        yield remove_stale_temps(out, RUN_FILES)
 
 
 def write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:

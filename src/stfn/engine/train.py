@@ -332,9 +332,6 @@ def _fit_epoch(run: _Run, done: _Progress, epoch: int, progress: bool) -> tuple[
 def _setup(cfg: Config, out: Path, resume: bool) -> tuple[_Run, _Progress]:
     """Data, model, optimiser and run folder of a training; restored from ``last.pt`` when resuming."""
     info, device = dist_utils.init_distributed(cfg.train.device)
-    if info.is_main:
-        for stale in open_run_folder(out):
-            _log(info, f"removed '{stale}', left by a write that was killed")
     _configure_determinism(cfg.train.deterministic)
     tcfg = cfg.train
     train_set, test_set, classes = _datasets(cfg, info)
@@ -379,17 +376,20 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
     where metrics are :func:`~stfn.engine.evaluate.evaluate`'s (with ``predictions`` when known).
     """
     cfg, out = copy.deepcopy(cfg), Path(out_dir)
-    run, done = _setup(cfg, out, resume)
-    epochs, start = cfg.train.epochs, time.perf_counter()
-    try:
-        for epoch in range(done.start_epoch, epochs):
-            stats, evaluated, is_best = _fit_epoch(run, done, epoch, progress)
-            left = (time.perf_counter() - start) / (epoch + 1 - done.start_epoch) * (epochs - epoch - 1)
-            _log_epoch(run.info, epoch, epochs, stats, done.last if evaluated else None, is_best, left)
-            dist_utils.barrier()
-    finally:
-        if run.writer is not None:
-            run.writer.close()
+    with open_run_folder(out, is_main=int(os.environ.get("RANK", "0")) == 0) as stale:
+        for path in stale:
+            tqdm.write(f"removed '{path}', left by a write that was killed", file=sys.stdout)
+        run, done = _setup(cfg, out, resume)
+        epochs, start = cfg.train.epochs, time.perf_counter()
+        try:
+            for epoch in range(done.start_epoch, epochs):
+                stats, evaluated, is_best = _fit_epoch(run, done, epoch, progress)
+                left = (time.perf_counter() - start) / (epoch + 1 - done.start_epoch) * (epochs - epoch - 1)
+                _log_epoch(run.info, epoch, epochs, stats, done.last if evaluated else None, is_best, left)
+                dist_utils.barrier()
+        finally:
+            if run.writer is not None:
+                run.writer.close()
     return run_result(out, done.best, done.last, done.history)
 
 
