@@ -304,9 +304,20 @@ def test_resume_from_a_last_pt_whose_shapes_do_not_fit_is_one_sentence(tmp_path,
 def test_a_second_training_into_a_folder_in_use_is_refused(tmp_path, fake_data) -> None:
     """The run folder is locked while a training uses it, so that removing stale temporary files can
     never remove the one a live training is writing."""
-    from stfn.engine.run_folder import open_run_folder
+    import subprocess
+    import sys
 
     run = tmp_path / "run"
-    with open_run_folder(run), pytest.raises(StfnError, match=r"another stfn train is using run folder '.*run'"):
-        train(tiny_config(epochs=1), run, progress=False)
+    run.mkdir()
+    holder = subprocess.Popen(  # another process holds the lock, as a running training would
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.lockf(f, fcntl.LOCK_EX); "
+         "print('locked', flush=True); time.sleep(60)", str(run / ".stfn-train.lock")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StfnError, match=r"another stfn train is using run folder '.*run'"):
+            train(tiny_config(epochs=1), run, progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
     assert train(tiny_config(epochs=1), run, progress=False)["history"][-1]["epoch"] == 1

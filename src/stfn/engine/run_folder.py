@@ -37,7 +37,8 @@ LOCK_FILE = ".stfn-train.lock"
 def open_run_folder(out: Path, is_main: bool = True) -> Iterator[list[Path]]:
     """For the whole of a training, on rank 0 (``is_main``): one sentence unless ``out`` can be written
     as a folder, an exclusive lock on ``out/.stfn-train.lock`` (another training into the same folder is
-    refused; the lock goes with the process, even after ``kill -9``), then the removal of the temporary
+    refused; the lock goes with the process, even after ``kill -9``, and its forked loader workers do not
+    hold it), then the removal of the temporary
     files a kill during a write of a run file left (``.last.pt.<hex>.tmp``, as large as a checkpoint:
     no live write can own them while the lock is held). Yields the paths removed."""
     if not is_main:
@@ -51,8 +52,8 @@ def open_run_folder(out: Path, is_main: bool = True) -> Iterator[list[Path]]:
         except ImportError:
             fcntl = None
         if fcntl is not None:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:  # a POSIX record lock: the process's own, not shared with the loader workers it forks
+                fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 raise StfnError(f"another stfn train is using run folder '{out}' (it holds '{out / LOCK_FILE}'); "
                                 "wait for it to end or choose another --out") from None
