@@ -87,3 +87,89 @@ def test_out_of_range_values_are_refused_not_clamped(tmp_path: Path, capsys) -> 
         assert main(args) == 2, args
         assert expected in capsys.readouterr().err, args
     assert not (tmp_path / "p1").exists() and not (tmp_path / "p2").exists()  # refused before any output
+
+
+def test_error_messages_are_one_printable_line(tmp_path: Path, capsys) -> None:
+    """Issue 17 item 8: a terminal escape code in a path (or a library's message) is printed escaped,
+    never raw; a random file renamed .pt is named as not a checkpoint."""
+    odd = tmp_path / "red\x1b[31mname.pt"
+    odd.write_bytes(bytes(range(1, 128)) * 8)
+    assert main(["eval", str(odd)]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "red\\x1b[31mname.pt" in err and "is not a PyTorch checkpoint" in err, err
+
+
+def test_eval_outputs_are_checked_before_the_evaluation(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Issue 17 item 5: `eval --json` naming a folder, a file in a read-only folder, or `--out` naming a
+    file is one sentence before any evaluation (it used to fail after it, losing the evaluation)."""
+    import stfn.engine.evaluate
+    from stfn import fileio
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the evaluation ran before its outputs were checked")
+
+    monkeypatch.setattr(stfn.engine.evaluate, "evaluate_many", must_not_run)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    ckpt = str(tmp_path / "best.pt")
+    cases = [
+        (["--json", str(tmp_path)], f"--json '{tmp_path}' is a folder; give a file name"),
+        (["--out", str(a_file)], f"--out '{a_file}' is a file, not a folder"),
+    ]
+    for args, expected in cases:
+        assert main(["eval", ckpt, *args]) == 2
+        assert expected in capsys.readouterr().err
+    real = fileio._temp_file
+
+    def read_only(path):
+        if path.parent == tmp_path / "ro":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setattr(fileio, "_temp_file", read_only)
+    assert main(["eval", ckpt, "--json", str(tmp_path / "ro" / "r.json")]) == 2
+    assert "cannot be written: Permission denied" in capsys.readouterr().err
+
+
+def test_after_ctrl_c_each_command_says_what_resumes(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Issue 17 item 10: train said "run the same command again", which refuses without --resume; it now
+    prints the command that resumes. prepare resumes by itself; eval has nothing to resume."""
+    import stfn.commands.evaluate
+    import stfn.commands.prepare
+    import stfn.commands.train
+
+    def interrupt(args):
+        raise KeyboardInterrupt
+
+    for module in (stfn.commands.train, stfn.commands.prepare, stfn.commands.evaluate):
+        monkeypatch.setattr(module, "run", interrupt)
+    run = tmp_path / "my run"
+    expected = {
+        ("train", "--config", "c.yaml", "--out", str(run)): f"to resume, run: stfn train --config c.yaml --out '{run}' --resume",
+        ("train", "--out", str(run), "--resume"): f"to resume, run: stfn train --out '{run}' --resume",
+        ("prepare", "videos", "out"): "to resume, run: stfn prepare videos out",
+        ("eval", "best.pt"): "stfn eval: interrupted.",
+    }
+    for argv, message in expected.items():
+        assert main(list(argv)) == 130
+        assert capsys.readouterr().err.strip().endswith(message)
+
+
+def test_an_output_under_a_file_names_the_file(tmp_path: Path, capsys) -> None:
+    """Issue 17 item 5: an output path below an existing file ended in "File exists: 'a_file'"; it says
+    which file stands where a folder is needed."""
+    cfg = config_from_dict({"model": {"arch": "tsn", "num_classes": 2, "backbone": "cnn_small", "flow_length": 2,
+                                      "streams": ["rgb"]}, "data": {"frames": 2, "scale_size": 36, "crop_size": 32}})
+    ckpt = str(save_tiny_checkpoint(tmp_path / "tiny.pt", cfg, ["a", "b"]))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    cases = [
+        (["export", ckpt, "--out", str(a_file / "m.onnx")], f"error: '{a_file}' is a file, not a folder"),
+        (["extract-features", ckpt, "--out", str(a_file / "sub" / "feats")],
+         f"error: '{a_file}' is a file, not a folder (needed for '{a_file / 'sub' / 'feats'}')"),
+    ]
+    for args, expected in cases:
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(expected), err

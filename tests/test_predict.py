@@ -348,3 +348,38 @@ def test_one_failing_file_does_not_stop_the_others(rgb_ckpt, tmp_path, monkeypat
     assert [r["ok"] for r in results] == [False, False] + [True] * len(good)
     assert "notavideo.mp4" in results[0]["error"]
     assert results[1]["error"] == f"'{tmp_path / 'boom.avi'}' could not be processed (RuntimeError: decoder exploded)"
+
+
+def _avi_whose_header_says(path: Path, frames: int, header: int) -> Path:
+    """An MPEG-4 AVI of ``frames`` frames (each a different grey) whose headers (avih dwTotalFrames, strh
+    dwLength) say ``header``."""
+    import struct
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=Fraction(25, 1))
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(frames):
+            image = np.full((32, 32, 3), int(255 * i / frames), np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, data.find(b"avih") + 8 + 16, header)
+    struct.pack_into("<I", data, data.find(b"strh") + 8 + 32, header)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_header_that_undercounts_the_frames_is_not_trusted(rgb_ckpt, tmp_path, capsys):
+    """Issue 17 item 4: an AVI whose header says 5 frames but that holds 100 is sampled from all 100
+    (what decoding finds, as stfn prepare counts), with a warning; it used to read the first 5 only."""
+    video = _avi_whose_header_says(tmp_path / "lying.avi", 100, 5)
+    from stfn.data.video import probe
+
+    assert probe(video).frames == 5
+    assert main(["predict", str(rgb_ckpt), str(video), "--json"]) == 0
+    out = capsys.readouterr()
+    result = json.loads(out.out)["results"][0]
+    assert result["frames"] == 100 and "header says 5 frames but 100 decode" in out.err

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from torch import Tensor, nn
 
 from stfn.engine.checkpoint import load_model
 from stfn.errors import StfnError
+from stfn.fileio import atomic_path
 
 __all__ = ["FORMATS", "ExportWrapper", "example_inputs", "export_checkpoint", "export_model", "run_exported"]
 
@@ -135,24 +135,17 @@ def export_model(
     out.parent.mkdir(parents=True, exist_ok=True)
     wrapper = ExportWrapper(model, streams).eval().to("cpu", torch.float32)
     inputs = example_inputs(streams, frames, size, flow_length)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix="." + out.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            # the shape checks of the models become constants of the graph (T and C are fixed anyway),
-            # and torch.jit announces its deprecation on every call: neither is news for the user.
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", message=r".*torch\.jit\..* is deprecated", category=FutureWarning)
-            # dynamo=False is chosen on purpose (it runs in onnxruntime at ~3e-6 with no extra deps)
-            warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export",
-                                    category=DeprecationWarning)
-            warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
-            write = _write_onnx if fmt == "onnx" else _write_torchscript
-            write(wrapper, inputs, tmp, dict(metadata or {}))
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(out) as tmp, torch.no_grad(), warnings.catch_warnings():
+        # the shape checks of the models become constants of the graph (T and C are fixed anyway),
+        # and torch.jit announces its deprecation on every call: neither is news for the user.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\..* is deprecated", category=FutureWarning)
+        # dynamo=False is chosen on purpose (it runs in onnxruntime at ~3e-6 with no extra deps)
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export",
+                                category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
+        write = _write_onnx if fmt == "onnx" else _write_torchscript
+        write(wrapper, inputs, tmp, dict(metadata or {}))
     return out
 
 

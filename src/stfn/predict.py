@@ -183,7 +183,9 @@ class Predictor:
         timings["total"] = time.perf_counter() - start
         k = max(1, min(int(top_k), len(self.classes)))
         values, indices = probs.topk(k)
+        note = {"note": clip["note"]} if clip.get("note") else {}
         return {
+            **note,
             "video": str(path),
             "ok": True,
             "frames": int(clip["num_frames"]),

@@ -345,3 +345,23 @@ def test_a_last_training_batch_of_one_video_is_dropped() -> None:
     assert [len(b["index"]) for b in build_loader(Items(18), 4, train=True, workers=0)] == [4, 4, 4, 4, 2]
     assert [len(b["index"]) for b in build_loader(Items(17), 4, train=False, workers=0)] == [4, 4, 4, 4, 1]
     assert [len(b["index"]) for b in build_loader(Items(1), 4, train=True, workers=0)] == [1]
+
+
+class _Indices(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, item):
+        return {"index": item[0]}
+
+
+def test_a_loader_pass_leaves_the_global_rng_alone() -> None:
+    """Issue 17 item 1: the base seed of the loader's workers comes from the loader's own generator,
+    not from the global torch RNG that dropout draws from (persistent workers draw it once per run, so a
+    resumed run would otherwise see a shifted dropout stream)."""
+    loader = build_loader(_Indices(), 2, train=True, workers=0, seed=3)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    assert sum(len(b["index"]) for b in loader) == 6
+    assert torch.equal(torch.get_rng_state(), before)
+    assert loader.generator is not None

@@ -135,3 +135,75 @@ def test_dangling_symlinks_and_loops_fail_alone(video_factory, tmp_path: Path) -
     assert m.videos["A/good"]["status"] == "ok" and m.videos["A/loop"]["status"] == "failed"
     again = prepare_dataset(videos, out, workers=1, progress=False)  # journalled: nothing is redone
     assert again.failed == 2 and again.done_before == 3
+
+
+def test_a_full_disk_stops_prepare_and_the_same_command_finishes_the_job(video_tree: Path, tmp_path: Path,
+                                                                         monkeypatch, capsys) -> None:
+    """Issue 17 items 5 and 6: no space left in the middle of a video (cv2.imwrite fails, as it does on
+    ENOSPC) stops the run with one sentence naming the file; nothing is journalled for that video, so
+    the same command run again (with space) prepares it, without --retry-failed."""
+    import cv2
+
+    from stfn.cli import main
+
+    real, calls = cv2.imwrite, {"n": 0}
+
+    def full_after_30_images(path, image, params=()):
+        calls["n"] += 1
+        return False if calls["n"] > 30 else real(path, image, params)
+
+    monkeypatch.setattr(cv2, "imwrite", full_after_30_images)
+    monkeypatch.setattr("stfn.data.prepare.shutil.disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 0))
+    out = tmp_path / "out"
+    assert main(["prepare", str(video_tree), str(out), "--workers", "0", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no space left on the device" in err and "run the same command again" in err and "\n" not in err, err
+    assert str(out) in err and ".jpg'" in err
+    monkeypatch.setattr(cv2, "imwrite", real)
+    summary = prepare_dataset(video_tree, out, workers=0, progress=False)
+    assert summary.ok == 3 and [k for k, _ in summary.failures] == ["B/bad"]
+
+
+def test_write_failures_journalled_by_an_older_version_are_redone(video_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    prepare_dataset(video_tree, out, workers=0, progress=False)
+    journal = out / ".stfn-prepare" / "journal.jsonl"
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    for rec in lines:
+        if rec["key"] == "A/a2":
+            rec.update(status="failed", frames=0, flows=0, error=f"cannot write '{out}/x.jpg' (disk full or not writable?)")
+    journal.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    summary = prepare_dataset(video_tree, out, workers=0, progress=False)
+    assert summary.processed == 1 and summary.ok == 3
+
+
+def test_an_output_folder_that_is_a_file_or_read_only_is_one_sentence(video_tree: Path, tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    from stfn import fileio
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(StfnError, match=r"output folder '.*a_file' is a file, not a folder"):
+        prepare_dataset(video_tree, a_file, workers=0, progress=False)
+
+    def read_only(path):
+        raise PermissionError(30, "Read-only file system", str(path))
+
+    monkeypatch.setattr(fileio, "_temp_file", read_only)
+    with pytest.raises(StfnError, match=r"output folder '.*out' cannot be written: Read-only file system"):
+        prepare_dataset(video_tree, tmp_path / "out", workers=0, progress=False)
+
+
+def test_names_with_spaces_are_left_out_of_the_mmaction2_lists_with_a_warning(video_factory, tmp_path: Path) -> None:
+    """Issue 17 item 10: MMAction2 splits rawframes.txt lines on whitespace, so 'A/my clip 12' would break
+    its whole list: such videos are prepared and in the manifest (stfn uses them), left out of the list
+    files, and the summary says so."""
+    video_factory("A/my clip.mp4", n=5)
+    video_factory("A/plain.mp4", n=6)
+    out = tmp_path / "out"
+    summary = prepare_dataset(tmp_path / "videos", out, workers=0, progress=False)
+    assert summary.ok == 2 and summary.unlisted == ["A/my clip"]
+    assert load_manifest(out).videos["A/my clip"]["status"] == "ok"
+    assert (out / "rawframes.txt").read_text() == "A/plain 6\n"
+    assert (out / "rawframes_flow.txt").read_text() == "A/plain 5\n"
+    assert "1 video name with spaces left out of rawframes*.txt" in str(summary) and "'A/my clip'" in str(summary)

@@ -124,3 +124,44 @@ def test_bad_files_raise_one_clear_error(video_shared: Path, tmp_path: Path, bac
     # a copy with nothing cut off still decodes whole
     whole = shutil.copy(video_shared / "test.avi", tmp_path / "copy.avi")
     assert len(V.read_video(whole, backend=backend)) == 164
+
+
+def _sideways_video(path: Path, rotation: int, n: int = 6) -> Path:
+    """An H.264 MP4 coded 64x32 with a white band on its left 16 columns, and a display matrix that
+    rotates it ``rotation`` degrees counter-clockwise (as a phone writes a video filmed upright)."""
+    from fractions import Fraction
+
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(25, 1))
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        stream.set_display_rotation(rotation)
+        for _ in range(n):
+            image = np.zeros((32, 64, 3), np.uint8)
+            image[:, :16] = 255
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def test_a_rotated_phone_video_is_decoded_upright(tmp_path: Path) -> None:
+    """Issue 17 item 10: the display matrix turns the frames (90 degrees counter-clockwise: the left band
+    ends at the bottom); probe gives the displayed size, so prepare resizes and stores them upright."""
+    from stfn.data.prepare import prepare_dataset
+
+    video = _sideways_video(tmp_path / "videos" / "phone.mp4", 90)
+    info = V.probe(video)
+    assert (info.width, info.height, info.rotation) == (32, 64, 90)
+    frames = V.read_video(video, backend="pyav")
+    assert frames.shape == (6, 64, 32, 3)
+    assert frames[0, -12:].mean() > 200 and frames[0, :40].mean() < 30  # the band is at the bottom
+    assert np.array_equal(V.read_frames(video, [5, 2], backend="pyav"), frames[[5, 2]])
+    upside_down = V.read_video(_sideways_video(tmp_path / "flipped.mp4", 180), backend="pyav")
+    assert upside_down.shape == (6, 32, 64, 3) and upside_down[0, :, -12:].mean() > 200
+    out = tmp_path / "out"
+    prepare_dataset(tmp_path / "videos", out, flow="none", short_side=16, workers=0, progress=False)
+    import cv2
+
+    assert cv2.imread(str(out / "phone" / "img_00001.jpg")).shape == (32, 16, 3)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import pickle
 import random
+import re
 
 import numpy as np
 import pytest
@@ -87,15 +90,66 @@ def test_unreadable_files_give_one_sentence(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
     (tmp_path / "text.pt").write_text("not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"text\.pt' could not be read"):
+    with pytest.raises(CheckpointError, match=r"text\.pt' is not a PyTorch checkpoint \(it holds text\)$"):
         load_checkpoint(tmp_path / "text.pt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match=r"other\.pt' is not an stfn checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
 
     torch.save({"model": Evil(), "config": {}, "classes": []}, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match=r"evil\.pt' could not be read"):
+    with pytest.raises(CheckpointError, match=r"evil\.pt' contains code .*test_checkpoint\.Evil"):
         load_checkpoint(tmp_path / "evil.pt")
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo this should never run",))
+
+
+@pytest.mark.parametrize("zipped", [True, False])
+def test_refusals_say_what_the_file_is_in_our_own_sentence(tmp_path, zipped) -> None:
+    """Issue 17 item 8: a checkpoint with code in it (torch's format and a bare pickle), random bytes,
+    an empty file and a truncated checkpoint each get one sentence of ours: never PyTorch's advice to
+    load with weights_only=False, never cut short."""
+    cfg = tiny_config()
+    _, good = _save(tmp_path, cfg)
+    evil = tmp_path / "evil.pt"
+    if zipped:
+        torch.save({"model": RunsCode(), "config": {}, "classes": []}, evil)
+    else:
+        evil.write_bytes(pickle.dumps({"model": RunsCode()}, protocol=4))
+    (tmp_path / "random.pt").write_bytes(bytes(random.Random(0).randrange(1, 256) for _ in range(5000)).replace(b"\x80", b"x"))
+    (tmp_path / "empty.pt").write_bytes(b"")
+    data = good.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    expected = {
+        "evil.pt": r"contains code that loading it would run \(it refers to (posix|os)\.system\); .* source you trust$",
+        "random.pt": r"is not a PyTorch checkpoint \(it is neither a zip archive nor a pickle\)$",
+        "empty.pt": r"is empty \(0 bytes\)",
+        "cut.pt": r"is truncated or damaged",
+    }
+    for name, pattern in expected.items():
+        with pytest.raises(CheckpointError) as caught:
+            load_checkpoint(tmp_path / name)
+        message = str(caught.value)
+        assert re.search(pattern, message), message
+        assert "weights_only" not in message and "\n" not in message and "\x1b" not in message
+
+
+def test_a_torchscript_file_and_escape_codes_in_a_pickle(tmp_path) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "ts.pt")
+    with pytest.raises(CheckpointError, match=r"ts\.pt' is a TorchScript file .*not an stfn checkpoint$"):
+        load_checkpoint(tmp_path / "ts.pt")
+    # a bare pickle that calls "os\x1b[31m.system": the name is printed escaped
+    evil = b"\x80\x04\x95\x20\x00\x00\x00\x00\x00\x00\x00\x8c\x07os\x1b[31m\x94\x8c\x06system\x94\x93\x94."
+    (tmp_path / "esc.pt").write_bytes(evil)
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(tmp_path / "esc.pt")
+    assert "\x1b" not in str(caught.value) and "refers to os\\x1b[31m.system" in str(caught.value)
 
 
 def test_two_stage_backbone_initialisation(tmp_path) -> None:

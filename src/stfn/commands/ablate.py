@@ -8,6 +8,7 @@ from stfn.errors import StfnError
 
 HELP = ("Run a grid of design choices (every combination, or one axis at a time) over several seeds and "
         "write one table with mean and spread; resumable.")
+RESUME = ""  # after an interruption, the same command resumes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,6 +8,7 @@ from stfn.study.presets import PRESETS  # light: no torch import
 
 HELP = ("Generate the synthetic benchmark, prepare it, train and compare TSN, Temporal-Inception, TS-LSTM, "
         "TLE and STFN, and write a report (no data or weights needed).")
+RESUME = ""  # after an interruption, the same command resumes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -106,13 +106,17 @@ def run(args: argparse.Namespace) -> int:
     from stfn.engine import distributed
     from stfn.engine.evaluate import evaluate_many
     from stfn.errors import StfnError
-    from stfn.fileio import atomic_write_json
+    from stfn.fileio import atomic_write_json, check_writable
 
     w = args.fusion_weights
     if w is not None and (len(w) != 2 or any(x < 0 for x in w) or sum(w) <= 0):
         raise StfnError(f"--fusion-weights must be two weights >= 0 (rgb, flow) with a positive sum, got "
                         f"{' '.join(f'{x:g}' for x in w)}")
     splits = split_numbers(args.split, len(args.checkpoints))
+    if args.json and args.json != "-":  # before the evaluation, which an unwritable --json would lose
+        check_writable(args.json, "--json")
+    if args.out:
+        check_writable(args.out, "--out", folder=True)
     try:
         report = evaluate_many(args.checkpoints, splits=splits, views=args.crops, frames=args.frames,
                                data_root=args.data, splits_dir=split_folder(args.splits),

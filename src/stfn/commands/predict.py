@@ -69,7 +69,11 @@ def run(args: argparse.Namespace) -> int:
         if not result["ok"]:
             failed += 1
             print(f"stfn predict: error: {result['error']}", file=sys.stderr)
-        elif not args.json:
+            results.append(result)
+            continue
+        if result.get("note"):
+            print(f"stfn predict: warning: '{result['video']}': {result['note']}", file=sys.stderr)
+        if not args.json:
             print(_text(result, args.verbose), flush=True)
         results.append(result)
     if args.json:

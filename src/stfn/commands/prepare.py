@@ -16,6 +16,7 @@ from stfn.data.manifest import VIDEO_EXTENSIONS
 from stfn.data.prepare import prepare_dataset
 
 HELP = "decode videos into JPEG frames and optical flow (parallel, resumable) with a manifest"
+RESUME = ""  # after an interruption, the same command resumes
 
 FLOWS = (*ALGORITHMS, "none")
 RAFT = FLOW_OPTIONS["raft"]

@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 HELP = "Train a network (single stream, two-stream STFN, two-stage, or a head on cached features)."
+RESUME = "--resume"  # after an interruption, the same command with this flag resumes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

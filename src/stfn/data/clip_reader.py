@@ -25,7 +25,7 @@ import torch
 from stfn.data.flow import FlowEstimator, create_estimator, quantize_flow
 from stfn.data.prepare_record import PrepareSettings
 from stfn.data.sampling import ClipIndices, sample_clip
-from stfn.data.video import probe, read_frames, read_video, resize_shape
+from stfn.data.video import count_packets, probe, read_frames, read_video, resize_shape
 from stfn.errors import StfnError
 
 __all__ = ["ClipReader"]
@@ -65,7 +65,9 @@ class ClipReader:
 
     def load_clip(self, path: str | os.PathLike, timings: dict[str, float] | None = None) -> dict[str, Any]:
         """Decode and compute the inputs of one video, before crops: ``{"rgb": uint8 (T, 3, H, W),
-        "flow": uint8 (T, 2L, H, W), "num_frames": N, "fps": float}`` (only the reader's streams).
+        "flow": uint8 (T, 2L, H, W), "num_frames": N, "fps": float}`` (only the reader's streams), and
+        ``"note"`` when the header's frame count was wrong. ``N`` is the header's count when the
+        demuxed packets agree with it, else what a full decode finds (as ``stfn prepare`` counts).
 
         ``timings`` (if given) receives ``decode`` and ``flow`` seconds.
         """
@@ -75,7 +77,8 @@ class ClipReader:
         size = resize_shape(info.width, info.height, short_side=self.prepare.short_side, size=self.prepare.size)
         n = info.frames
         decoded: np.ndarray | None = None
-        if not info.frames_exact or n < 1:  # estimated count: decode all to know it
+        header_wrong = info.frames_exact and n >= 1 and count_packets(path) != n
+        if not info.frames_exact or n < 1 or header_wrong:  # estimated or wrong count: decode all, as prepare
             decoded = read_video(path, size=size, backend=self.video_backend)
             n = len(decoded)
         idx, needed = self._indices(n)
@@ -93,6 +96,8 @@ class ClipReader:
         at = {k: i for i, k in enumerate(needed)}
         timings["decode"] = time.perf_counter() - t0
         clip: dict[str, Any] = {"num_frames": n, "fps": info.fps}
+        if header_wrong:
+            clip["note"] = f"its header says {info.frames} frames but {n} decode: sampled from all {n}"
         if "rgb" in self.streams:
             rgb = frames[[at[p] for p in idx.rgb]]  # (T, H, W, 3)
             clip["rgb"] = torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).contiguous()

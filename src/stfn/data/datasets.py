@@ -286,8 +286,12 @@ def build_loader(dataset: Dataset, batch_size: int, train: bool, workers: int, d
     training, exact for evaluation: each rank then holds a different number of test videos, so gather
     predictions, e.g. with ``all_gather_object``); pinned memory when CUDA is available; persistent
     workers with one torch and one OpenCV thread each. Training randomness comes from the sampler's
-    per-item seeds, so the same ``seed`` gives the same samples with any number of workers. In training,
-    a last batch that would hold a single video is dropped (``drop_last`` drops any incomplete one).
+    per-item seeds, so the same ``seed`` gives the same samples with any number of workers. The loader
+    has its own ``generator`` (seeded from ``seed``; ``stfn.engine.train`` reseeds it every epoch), so
+    the base seed it draws for its workers never consumes the global RNG that dropout draws from: with
+    persistent workers it is drawn once per run, and a resumed run would otherwise shift the dropout
+    stream by one draw. In training, a last batch that would hold a single video is dropped
+    (``drop_last`` drops any incomplete one).
     """
     rank, world = 0, 1
     if distributed:
@@ -308,4 +312,5 @@ def build_loader(dataset: Dataset, batch_size: int, train: bool, workers: int, d
         prefetch_factor=2 if workers > 0 else None,
         worker_init_fn=_worker_init if workers > 0 else None,
         drop_last=drop_last,
+        generator=torch.Generator().manual_seed(seed),
     )

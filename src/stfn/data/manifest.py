@@ -7,9 +7,12 @@ A prepared folder holds ``manifest.json`` (or ``manifest-shard{I}of{N}.json`` pe
      "videos": {key: {"source", "status": "ok" | "failed", "frames", "flows", "width", "height", "fps", "error"}}}
 
 and list files (``rawframes.txt``: ``<key> <n_frames>``; ``rawframes_flow.txt``: ``<key> <n_flows>``: the
-MMAction2 rawframe format without its label column). A video's key is its path relative to the video
-root without extension, ``/`` separators: :func:`find_videos` gives the keys of the files it finds,
-:func:`canonical_key` the key of a path in a split list.
+MMAction2 rawframe format without its label column). MMAction2 splits these lines on whitespace, so a
+key with a space in it would break the whole list there: such videos are left out of the list files
+(:func:`write_lists` returns them and ``stfn prepare`` warns), and stay in the manifest, which stfn reads.
+A video's key is its path relative to the video root without extension, ``/`` separators:
+:func:`find_videos` gives the keys of the files it finds, :func:`canonical_key` the key of a path in a
+split list.
 """
 
 from __future__ import annotations
@@ -172,10 +175,14 @@ def load_prepared_manifest(root: str | os.PathLike) -> Manifest:
     return load_manifest(root)
 
 
-def write_lists(out: Path) -> None:
-    """``rawframes.txt`` (and, with flow, ``rawframes_flow.txt``) of the ok videos of ``out``'s manifest."""
+def write_lists(out: Path) -> list[str]:
+    """``rawframes.txt`` (and, with flow, ``rawframes_flow.txt``) of the ok videos of ``out``'s manifest;
+    returns the keys left out because they hold whitespace (see the module docstring)."""
     m = load_manifest(out)
     ok = m.ok()
+    spaced = [k for k in ok if any(c.isspace() for c in k)]
+    ok = {k: v for k, v in ok.items() if k not in spaced}
     atomic_write_text(out / "rawframes.txt", "".join(f"{k} {v['frames']}\n" for k, v in ok.items()))
     if m.flow.get("algorithm", "none") != "none":
         atomic_write_text(out / "rawframes_flow.txt", "".join(f"{k} {v['flows']}\n" for k, v in ok.items()))
+    return spaced

@@ -14,17 +14,21 @@ folder into place when it is complete; then the main process appends the video's
 (``.stfn-prepare/journal*.jsonl``). Running the same call again, after ``kill -9`` at any moment, skips
 the journalled videos whose folders hold the recorded counts and redoes the rest. Failed videos (corrupt
 files) are journalled too, are not retried unless ``retry_failed`` or the source file changed, and do
-not stop the others. A worker process that crashes (decoder segfault, out of memory) only fails the
-video it was working on.
+not stop the others. A write error (no space left, a folder that is not writable) is not the video's
+fault: it stops the run with one sentence naming the path, nothing is journalled for that video, and
+the same call run again (with space) prepares it. A worker process that crashes (decoder segfault, out
+of memory) only fails the video it was working on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +42,13 @@ from stfn.data.manifest import VIDEO_EXTENSIONS, find_videos, manifest_dict, wri
 from stfn.data.pool import run_pool
 from stfn.data.prepare_state import STATE_DIR, plan, save_settings, shard_lock
 from stfn.errors import StfnError
-from stfn.fileio import atomic_write_json
+from stfn.fileio import atomic_write_json, check_writable
 
-__all__ = ["PrepareSummary", "parse_shard", "prepare_dataset"]
+__all__ = ["OutputWriteError", "PrepareSummary", "parse_shard", "prepare_dataset"]
+
+
+class OutputWriteError(StfnError):
+    """A prepared file or folder could not be written (disk full, not writable): not the video's fault."""
 
 
 @dataclass
@@ -57,6 +65,7 @@ class PrepareSummary:
     frames: int  # frames written in this call
     seconds: float
     failures: list[tuple[str, str]] = field(default_factory=list)
+    unlisted: list[str] = field(default_factory=list)  # ok videos left out of rawframes*.txt (whitespace)
 
     def __str__(self) -> str:
         rate = self.frames / self.seconds if self.seconds > 0 else 0.0
@@ -71,6 +80,11 @@ class PrepareSummary:
             lines += [f"  {k}: {e}" for k, e in self.failures[:20]]
             if len(self.failures) > 20:
                 lines.append(f"  ... and {len(self.failures) - 20} more")
+        if self.unlisted:
+            n = len(self.unlisted)
+            lines.append(f"warning: {n} video name{'s' if n > 1 else ''} with spaces left out of rawframes*.txt "
+                         f"(MMAction2 splits those lines on whitespace; stfn reads the manifest and uses them): "
+                         + ", ".join(repr(k) for k in self.unlisted[:5]) + (", ..." if n > 5 else ""))
         return "\n".join(lines)
 
 
@@ -140,6 +154,7 @@ def prepare_dataset(
     i, n = parse_shard(shard)
     suffix = _suffix((i, n))
     out = Path(out_dir)
+    check_writable(out, "output folder", folder=True)
     root, videos = find_videos(video_root, extensions, list_file, exclude=out)
     mine = videos[i::n]
     out.mkdir(parents=True, exist_ok=True)
@@ -157,7 +172,7 @@ def prepare_dataset(
                       workers_lock=state / f"workers{suffix}.lock", progress=progress,
                       desc=f"prepare {i}/{n}" if n > 1 else "prepare")
         shutil.rmtree(tmp_root, ignore_errors=True)
-        write_lists(out)
+        unlisted = write_lists(out)
     failures = [(k, records[k]["error"]) for k, _ in mine if records[k]["status"] != "ok"]
     return PrepareSummary(
         out_dir=str(out),
@@ -170,6 +185,7 @@ def prepare_dataset(
         frames=frames,
         seconds=time.monotonic() - t0,
         failures=failures,
+        unlisted=unlisted,
     )
 
 
@@ -211,9 +227,16 @@ def _run(
 
         def done(task: dict[str, Any], rec: dict[str, Any]) -> None:
             nonlocal frames, failed, last_save
+            if rec.pop("cause", None) == "write":  # not journalled: the next run redoes this video
+                out = journal_path.parent.parent
+                raise OutputWriteError(f"{rec['error']}; stopped: free some space (or make '{out}' writable) and "
+                                       "run the same command again, which prepares the videos not done")
             rec["stamp"] = task["stamp"]
-            journal.write(json.dumps({"key": task["key"], **rec}) + "\n")
-            journal.flush()
+            try:
+                journal.write(json.dumps({"key": task["key"], **rec}) + "\n")
+                journal.flush()
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, str(journal_path)) from None
             records[task["key"]] = rec
             frames += rec["frames"] if rec["status"] == "ok" else 0
             if time.monotonic() - last_save > 60:
@@ -227,9 +250,13 @@ def _run(
         try:
             run_pool(_prepare_video, tasks, done, _crashed, workers=workers, setup=_setup, setup_arg=runtime,
                      workers_lock=workers_lock)
-        finally:
+        except BaseException:
             bar.close()
-            atomic_write_json(manifest_path, manifest_dict(runtime, records))
+            with contextlib.suppress(OSError):  # the first error is the one to report
+                atomic_write_json(manifest_path, manifest_dict(runtime, records))
+            raise
+        bar.close()
+        atomic_write_json(manifest_path, manifest_dict(runtime, records))
     return frames
 
 
@@ -258,11 +285,28 @@ def _crashed(task: dict[str, Any]) -> dict[str, Any]:
                                   "(decoder crash or out of memory)"}
 
 
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """OS errors of the block as :class:`OutputWriteError` naming the path."""
+    try:
+        yield
+    except OSError as e:
+        raise OutputWriteError(f"cannot write '{e.filename or path}': {e.strerror or e}") from None
+
+
 def _imwrite(path: Path, image: np.ndarray, params: list[int]) -> None:
     import cv2  # OpenCV loads in the workers, not when the command line imports this module
 
-    if not cv2.imwrite(str(path), image, params):
-        raise StfnError(f"cannot write '{path}' (disk full or not writable?)")
+    try:
+        ok = cv2.imwrite(str(path), image, params)
+    except cv2.error:
+        ok = False
+    if not ok:  # OpenCV says only that it failed: a full disk or a folder we cannot write is not the video's fault
+        if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+            raise OutputWriteError(f"cannot write '{path}': its folder is gone or not writable")
+        if shutil.disk_usage(path.parent).free < 1 << 20:
+            raise OutputWriteError(f"cannot write '{path}': no space left on the device")
+        raise StfnError(f"cannot write '{path}': the JPEG encoder failed on this frame")
 
 
 def _write_flows(flows: np.ndarray, folder: Path, start: int, bound: float, params: list[int]) -> int:
@@ -321,18 +365,22 @@ def _prepare_video(task: dict[str, Any]) -> dict[str, Any]:
                            "width": None, "height": None, "fps": None, "error": None}
     try:
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        with _writing(tmp):
+            tmp.mkdir(parents=True)
         info = videolib.probe(src)
         resize = rt["resize"]
         w, h = videolib.resize_shape(info.width, info.height, resize.get("short_side"), resize.get("size"))
         rec.update(width=w, height=h, fps=round(info.fps, 3))
         n, m = _write_frames(src, tmp, (w, h), rt)
         rec.update(frames=n, flows=m)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():  # left by a run killed between this rename and its journal line
-            shutil.rmtree(final)
-        os.rename(tmp, final)
+        with _writing(final):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if final.exists():  # left by a run killed between this rename and its journal line
+                shutil.rmtree(final)
+            os.rename(tmp, final)
         rec["status"] = "ok"
+    except OutputWriteError as e:  # not the video's fault: the run stops and a rerun redoes it
+        rec.update(error=str(e), cause="write")
     except StfnError as e:
         rec["error"] = str(e)
     except Exception as e:  # one bad video must not stop the others

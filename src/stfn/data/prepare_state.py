@@ -99,6 +99,12 @@ def _stamp(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
+def _write_failure(rec: dict[str, Any]) -> bool:
+    """A failure journalled by an older version for a write error (disk full, not writable), which is
+    not the video's fault: redone without ``retry_failed`` (this version does not journal them)."""
+    return str(rec.get("error") or "").startswith("cannot write '")
+
+
 def plan(
     mine: list[tuple[str, str]], root: Path, out: Path, state: Path, journal_path: Path, tmp_root: Path,
     retry_failed: bool,
@@ -118,7 +124,7 @@ def plan(
             if rec["status"] == "ok" and _complete(out / key, rec):
                 records[key] = rec
                 continue
-            if rec["status"] == "failed" and not retry_failed:
+            if rec["status"] == "failed" and not retry_failed and not _write_failure(rec):
                 records[key] = rec
                 continue
         tasks.append({"key": key, "rel": rel, "source": str(src), "final": str(out / key),

@@ -10,6 +10,10 @@ frame-accurate seeking in a PyAV stream). Two backends:
   packed-bitstream XviD AVIs that UCF101 and HMDB51 use), and any other file torchcodec fails on falls
   back to PyAV, so both backends give the same frames and the same errors.
 
+Rotation: a video whose display matrix rotates it (a phone filming upright, storing sideways) is
+decoded upright, as players show it: :func:`probe` gives the displayed size and the ``rotation``, and
+every frame is turned by the nearest quarter turn (mirroring display matrices are not applied).
+
 Frame numbering: index ``i`` (0-based) is the ``i``-th frame, in presentation order, of a full
 sequential decode; this is what OpenCV, decord and MMAction2 count. Frames are RGB ``uint8`` arrays of
 shape ``(H, W, 3)``.
@@ -21,6 +25,7 @@ A file is called truncated when it decodes to clearly fewer frames than its head
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import os
@@ -30,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stfn.data.video_seek import scan_packets, seek_decode, sequential_decode
+from stfn.data.video_seek import frame_rgb, quarter_turns, scan_packets, seek_decode, sequential_decode
 from stfn.errors import StfnError
 
 __all__ = [
@@ -38,6 +43,7 @@ __all__ = [
     "VideoError",
     "VideoInfo",
     "available_backends",
+    "count_packets",
     "iter_frames",
     "probe",
     "read_frames",
@@ -65,6 +71,8 @@ class VideoInfo:
     codec: str
     container: str  # FFmpeg demuxer name: "avi", "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", ...
     frames_exact: bool  # True when ``frames`` comes from the header, False when it is estimated
+    rotation: int = 0  # counter-clockwise degrees of the display matrix (a phone's sideways video);
+    # width and height are then the displayed size, which every decoded frame has
 
 
 @functools.cache
@@ -175,11 +183,42 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     container, stream = _open(p)
     try:
         info = _header(p, container, stream)
+        if info.container != "avi":  # AVI has no display matrix; elsewhere it rides on the frames
+            info = _with_rotation(info, container, stream)
     finally:
         container.close()
     if info.width <= 0 or info.height <= 0:
         raise VideoError(f"video '{p}' has no valid frame size in its header")
     return info
+
+
+def _with_rotation(info: VideoInfo, container, stream) -> VideoInfo:
+    """``info`` with the display rotation of the first frame (decoding it) and the displayed size."""
+    import av  # see _open
+
+    try:
+        rotation = int(next(iter(container.decode(stream))).rotation or 0)
+    except (av.FFmpegError, OSError, ValueError, StopIteration):
+        return info  # the decode that follows reports a broken file
+    if quarter_turns(rotation) % 2:
+        return dataclasses.replace(info, rotation=rotation, width=info.height, height=info.width)
+    return dataclasses.replace(info, rotation=rotation)
+
+
+def count_packets(path: str | os.PathLike) -> int:
+    """Frames the container holds, counted by demuxing (nothing is decoded): what the header's count
+    should say. A header can be wrong (an AVI whose header says 5 frames holds 100); a full decode
+    (``len(read_video(path))``, what ``stfn prepare`` records) can still find a frame or two fewer."""
+    import av  # see _open
+
+    p = _check_path(path)
+    container, stream = _open(p)
+    try:
+        return scan_packets(container, stream).count
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise _fail(p, e) from None
+    finally:
+        container.close()
 
 
 def _check_length(info: VideoInfo, decoded: int) -> None:
@@ -246,7 +285,7 @@ def iter_frames(
         n = 0
         try:
             for frame in container.decode(stream):
-                image = frame.to_ndarray(format="rgb24")
+                image = frame_rgb(frame)
                 n += 1
                 yield _resize(image, size)
         except (av.FFmpegError, OSError, ValueError, MemoryError) as e:
@@ -344,8 +383,9 @@ def _torchcodec_read(path: str | os.PathLike, indices: list[int] | None) -> np.n
     from torchcodec.decoders import VideoDecoder  # optional extra: see _torchcodec_ok
 
     info = probe(path)
-    if info.container == "avi":
-        return None  # torchcodec returns frame i-1 for index i on packed-bitstream AVIs (0.17)
+    if info.container == "avi" or quarter_turns(info.rotation):
+        return None  # torchcodec returns frame i-1 for index i on packed-bitstream AVIs (0.17); PyAV turns
+        # rotated videos upright
     try:
         decoder = VideoDecoder(info.path, dimension_order="NHWC", seek_mode="exact")
         n = len(decoder)

@@ -4,7 +4,8 @@
 AVI, whose timestamps are packet counters; unique, complete), the presentation timestamps and key
 frames. :func:`seek_decode` then seeks to the key frame before each target and decodes up to it by
 timestamp; :func:`sequential_decode` decodes from the start and converts only the wanted frames.
-Frames are RGB ``(H, W, 3)`` uint8 arrays, keyed by their 0-based index in presentation order.
+Frames are RGB ``(H, W, 3)`` uint8 arrays (turned upright by :func:`frame_rgb` when the stream's
+display matrix rotates them), keyed by their 0-based index in presentation order.
 """
 
 from __future__ import annotations
@@ -14,7 +15,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PacketScan", "scan_packets", "seek_decode", "sequential_decode"]
+__all__ = ["PacketScan", "frame_rgb", "quarter_turns", "scan_packets", "seek_decode", "sequential_decode"]
+
+
+def quarter_turns(rotation: float) -> int:
+    """Counter-clockwise quarter turns (0..3) of a display-matrix rotation in degrees (PyAV's
+    ``VideoFrame.rotation``: the angle by which the display rotates the frame counter-clockwise),
+    rounded to the nearest quarter (phones write 0, 90, 180 or -90)."""
+    return round(float(rotation or 0) / 90) % 4
+
+
+def frame_rgb(frame) -> np.ndarray:
+    """A decoded PyAV frame as RGB ``(H, W, 3)`` uint8, turned as its display matrix says (a phone video
+    filmed upright but stored sideways comes out upright, as players show it)."""
+    image = frame.to_ndarray(format="rgb24")
+    k = quarter_turns(frame.rotation)
+    return np.ascontiguousarray(np.rot90(image, k)) if k else image
 
 
 @dataclass
@@ -51,7 +67,7 @@ def sequential_decode(container, stream, indices: list[int]) -> dict[int, np.nda
     wanted, last, got = set(indices), max(indices), {}
     for i, frame in enumerate(container.decode(stream)):
         if i in wanted:
-            got[i] = frame.to_ndarray(format="rgb24")
+            got[i] = frame_rgb(frame)
         if i >= last:
             break
     return got
@@ -74,7 +90,7 @@ def seek_decode(container, stream, scan: PacketScan, indices: list[int]) -> dict
                 return None  # missing or non-monotonic timestamps: fall back to sequential
             cur = frame.pts
             if cur == tpts:
-                got[target] = frame.to_ndarray(format="rgb24")
+                got[target] = frame_rgb(frame)
                 break
             if cur > tpts:
                 return None

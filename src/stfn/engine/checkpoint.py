@@ -11,7 +11,11 @@ weights_only=True)`` reads it without running any pickled code.
 from __future__ import annotations
 
 import os
+import pickletools
 import random
+import re
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,7 @@ __all__ = [
     "load_backbone",
     "load_checkpoint",
     "load_model",
+    "load_state",
     "make_checkpoint",
     "plain",
     "save_checkpoint",
@@ -111,6 +116,8 @@ def make_checkpoint(
     history: list[dict] | None = None,
     prepare: dict | None = None,
     inherited: dict | None = None,
+    best: dict | None = None,
+    best_epoch: int = 0,
 ) -> dict[str, Any]:
     """The checkpoint dict; ``model`` must be the bare module (not DDP-wrapped or compiled).
 
@@ -119,8 +126,11 @@ def make_checkpoint(
     ``inherited`` (:func:`inherited_videos`) records the videos that the checkpoints this one was
     initialised from trained on (``{"sources": [paths], "videos": [keys]}``): the leak check of
     ``stfn eval`` refuses them too (:func:`seen_videos`).
+    ``best`` / ``best_epoch``: the best validation of the run so far and the epoch (1-based) whose
+    weights ``best.pt`` holds, so that a resume knows the true best whatever became of ``best.pt``.
     """
     metrics = {k: v for k, v in (metrics or {}).items() if k != "predictions"}
+    best = {k: v for k, v in (best or {}).items() if k != "predictions"}
     return {
         "model": model.state_dict(),
         "config": config_to_dict(cfg),
@@ -136,6 +146,8 @@ def make_checkpoint(
         "history": plain(history or []),
         "prepare": plain(prepare or {}),
         "inherited": plain(inherited or {"sources": [], "videos": []}),
+        "best": plain(best),
+        "best_epoch": int(best_epoch),
         "stfn_version": __version__,
     }
 
@@ -151,15 +163,88 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # unpickling errors come in many types
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint '{path}' could not be read ({first[:200]})") from None
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as e:
+        raise CheckpointError(f"checkpoint '{path}' cannot be read: {e.strerror or e}") from None
+    except Exception as e:  # unpickling errors come in many types: say what the file is instead
+        raise CheckpointError(f"{_what_is_wrong(path, str(e))}") from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
         raise CheckpointError(
             f"'{path}' is not an stfn checkpoint (it lacks the keys {', '.join(REQUIRED_KEYS)})"
         )
     return ckpt
+
+
+_CODE_OPCODES = ("GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD")
+_SAFE_MODULES = ("torch", "collections", "_codecs", "builtins")  # what torch.save itself refers to
+
+
+def _pickle_globals(data: bytes) -> tuple[list[str], bool]:
+    """The ``module.name`` globals a pickle refers to (read with :mod:`pickletools`, which runs
+    nothing) and whether the stream is complete (it reached its STOP opcode)."""
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if isinstance(arg, str):
+                strings = (strings + [arg])[-2:]
+            if op.name == "GLOBAL":
+                names.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) == 2:
+                names.append(".".join(strings))
+            if op.name == "STOP":
+                return names, True
+    except (ValueError, IndexError, EOFError):
+        pass
+    return names, False
+
+
+def _what_is_wrong(path: Path, error: str) -> str:
+    """One sentence on why ``torch.load(path, weights_only=True)`` failed with ``error``: the file
+    is empty, truncated, not a checkpoint, or a pickle with code in it (never advice to load it
+    without the safety check)."""
+    size = path.stat().st_size
+    if size == 0:
+        return f"checkpoint '{path}' is empty (0 bytes): an interrupted copy or download?"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    truncated = (f"checkpoint '{path}' is truncated or damaged ({size} bytes, an incomplete archive): "
+                 "an interrupted copy or download? copy it again")
+    if head == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+                if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+                    return f"'{path}' is a TorchScript file (`stfn export --format torchscript`), not an stfn checkpoint"
+                pkl = next((n for n in names if n == "data.pkl" or n.endswith("/data.pkl")), None)
+                if pkl is None:
+                    return f"'{path}' is a zip archive but not a PyTorch checkpoint"
+                data = z.read(pkl)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+            return truncated
+    elif head[:1] == b"\x80":  # a pickle stream: torch's legacy format, or a bare pickle
+        data = path.read_bytes()
+    else:
+        with open(path, "rb") as f:
+            start = f.read(4096)
+        try:
+            start.decode("utf-8")
+            kind = "it holds text"
+        except UnicodeDecodeError:
+            kind = "it is neither a zip archive nor a pickle"
+        return f"'{path}' is not a PyTorch checkpoint ({kind})"
+    names, complete = _pickle_globals(data)
+    blocked = re.findall(r"GLOBAL ([\w.]+)", error)
+    unsafe = blocked or [n for n in names if n.split(".")[0] not in _SAFE_MODULES]
+    if unsafe:
+        name = "".join(c if c.isprintable() else repr(c)[1:-1] for c in unsafe[0][:80])  # the file's own text
+        return (f"checkpoint '{path}' contains code that loading it would run (it refers to {name}); "
+                "stfn only loads tensors and plain values and refuses it: use a checkpoint from a source you trust")
+    if not complete:
+        return truncated
+    return f"checkpoint '{path}' could not be read: it is damaged or was not written by torch.save"
 
 
 def checkpoint_config(ckpt: dict[str, Any], path: str | os.PathLike) -> Config:
@@ -170,7 +255,7 @@ def checkpoint_config(ckpt: dict[str, Any], path: str | os.PathLike) -> Config:
         raise CheckpointError(f"checkpoint '{path}' holds a config this version cannot read: {e}") from None
 
 
-def _load_state(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
     """``load_state_dict(strict=True)`` with one sentence that says what does not fit."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
@@ -206,7 +291,7 @@ def load_model(
         model = build_model(cfg.model)
     except StfnError as e:
         raise CheckpointError(f"checkpoint '{path}' describes a model this version cannot build: {e}") from None
-    _load_state(model, ckpt["model"], f"checkpoint '{path}'")
+    load_state(model, ckpt["model"], f"checkpoint '{path}'")
     model.eval()
     return model, cfg, ckpt
 
@@ -221,7 +306,7 @@ def load_backbone(model: nn.Module, stream: str, path: str | os.PathLike) -> Non
     state = {k[len(prefix) :]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
     if not state:
         raise CheckpointError(f"checkpoint '{path}' has no '{stream}' backbone to initialise from")
-    _load_state(backbones[stream], state, f"the '{stream}' backbone of checkpoint '{path}'")
+    load_state(backbones[stream], state, f"the '{stream}' backbone of checkpoint '{path}'")
 
 
 # ----------------------------------------------------------------------------- data identity

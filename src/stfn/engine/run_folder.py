@@ -5,22 +5,59 @@
     RUN/metrics.jsonl, metrics.csv one row per epoch (train loss/accuracy/lr/speed, validation)
     RUN/predictions_last.json      per-video scores of the latest validation (and _best.json)
     RUN/tb/                        TensorBoard scalars
+    RUN/.stfn-train.lock           held by the training that is using the folder
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from stfn.config import Config, config_to_dict
 from stfn.engine import checkpoint as ckpt_lib
 from stfn.errors import StfnError
-from stfn.fileio import atomic_write_json, atomic_write_text
+from stfn.fileio import atomic_copy, atomic_write_json, atomic_write_text, check_writable, remove_stale_temps
 
-__all__ = ["first_difference", "resume_state", "run_result", "save_epoch", "write_history"]
+__all__ = ["LOCK_FILE", "RUN_FILES", "first_difference", "open_run_folder", "restore_best", "resume_state", "run_result",
+           "save_epoch", "write_history"]
+
+RUN_FILES = ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "predictions_last.json",
+             "predictions_best.json")
+
+
+LOCK_FILE = ".stfn-train.lock"
+
+
+@contextlib.contextmanager
+def open_run_folder(out: Path, is_main: bool = True) -> Iterator[list[Path]]:
+    """For the whole of a training, on rank 0 (``is_main``): one sentence unless ``out`` can be written
+    as a folder, an exclusive lock on ``out/.stfn-train.lock`` (another training into the same folder is
+    refused; the lock goes with the process, even after ``kill -9``, and its forked loader workers do not
+    hold it), then the removal of the temporary
+    files a kill during a write of a run file left (``.last.pt.<hex>.tmp``, as large as a checkpoint:
+    no live write can own them while the lock is held). Yields the paths removed."""
+    if not is_main:
+        yield []
+        return
+    check_writable(out, "run folder", folder=True)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_FILE, "a") as lock:
+        try:
+            import fcntl  # POSIX only: elsewhere no lock
+        except ImportError:
+            fcntl = None
+        if fcntl is not None:
+            try:  # a POSIX record lock: the process's own, not shared with the loader workers it forks
+                fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise StfnError(f"another stfn train is using run folder '{out}' (it holds '{out / LOCK_FILE}'); "
+                                "wait for it to end or choose another --out") from None
+        yield remove_stale_temps(out, RUN_FILES)
 
 
 def write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
@@ -63,10 +100,71 @@ def resume_state(cfg: Config, out: Path, resume: bool) -> dict[str, Any] | None:
     return state
 
 
+def _held_epoch(path: Path) -> tuple[int | None, str]:
+    """The epoch a checkpoint holds, or None and why (missing, unreadable)."""
+    if not path.is_file():
+        return None, "it does not exist"
+    try:
+        return int(ckpt_lib.load_checkpoint(path).get("epoch") or 0), ""
+    except ckpt_lib.CheckpointError as e:
+        return None, str(e)
+
+
+def restore_best(out: Path, state: dict[str, Any], repair: bool = True) -> tuple[dict[str, Any] | None, int, str]:
+    """``(best metrics, best epoch, note)`` of a run resumed from ``state`` (its ``last.pt``).
+
+    ``last.pt`` records the best validation and its epoch, so a resume knows the true best whatever
+    became of ``best.pt``: when a crash came between writing ``last.pt`` and ``best.pt`` of the best
+    epoch, ``best.pt`` is rewritten from ``last.pt`` (which holds those weights); a ``best.pt`` that
+    is missing or unreadable for an older epoch cannot be rebuilt and ``note`` says so (the next
+    epoch that beats the recorded best replaces it). Checkpoints of older versions without the record
+    read ``best.pt``'s own metrics; an unreadable one is then a note, not an error. ``repair=False``
+    (ranks other than 0) reads the record and writes no file.
+    """
+    best_path = out / "best.pt"
+    if not repair and "best_epoch" in state:
+        return dict(state.get("best") or {}) or None, int(state.get("best_epoch") or 0), ""
+    if "best_epoch" not in state:
+        if not best_path.is_file():
+            return None, 0, ""
+        try:
+            return dict(ckpt_lib.load_checkpoint(best_path).get("metrics") or {}) or None, 0, ""
+        except ckpt_lib.CheckpointError as e:
+            return None, 0, f"warning: {e}; the next evaluated epoch will replace it"
+    best, best_epoch = dict(state.get("best") or {}) or None, int(state["best_epoch"])
+    if best_epoch < 1:
+        return best, best_epoch, ""
+    held, why = _held_epoch(best_path)
+    if held == best_epoch:
+        return best, best_epoch, ""
+    if best_epoch == int(state["epoch"]):
+        atomic_copy(out / "last.pt", best_path)
+        write_history(out, list(state.get("history") or []))
+        return best, best_epoch, f"'{best_path}' rewritten from '{out / 'last.pt'}' (the best epoch, {best_epoch})"
+    found = why or f"it holds epoch {held}"
+    return best, best_epoch, (f"warning: '{best_path}' should hold the best epoch {best_epoch} but {found}; "
+                              "the next epoch that beats it will replace it")
+
+
 def save_epoch(out: Path, ckpt: dict[str, Any], history: list[dict[str, Any]], metrics: dict[str, Any] | None,
                is_best: bool, always_best: bool, writer: Any) -> None:
     """Rank 0, after an epoch: ``last.pt`` (and ``best.pt`` when ``is_best`` or ``always_best``), the
-    metrics files, the predictions of ``metrics`` (this epoch's evaluation, or None), TensorBoard."""
+    metrics files, the predictions of ``metrics`` (this epoch's evaluation, or None), TensorBoard.
+
+    An OS error (a full disk) is one :class:`StfnError` naming the file, what ``last.pt`` holds (the
+    writes are atomic: the files of the epoch before are intact) and the command that resumes."""
+    try:
+        _save_epoch(out, ckpt, history, metrics, is_best, always_best, writer)
+    except OSError as e:
+        epoch = int(ckpt["epoch"])
+        saved = epoch - (Path(str(e.filename)).name == "last.pt")  # last.pt is written first
+        kept = f"'{out / 'last.pt'}' holds epoch {saved}" if saved else "no epoch was saved"
+        raise StfnError(f"cannot save epoch {epoch} to '{e.filename or out}': {e.strerror or e}; {kept}: "
+                        f"free some space and continue with `stfn train --out {out} --resume`") from None
+
+
+def _save_epoch(out: Path, ckpt: dict[str, Any], history: list[dict[str, Any]], metrics: dict[str, Any] | None,
+                is_best: bool, always_best: bool, writer: Any) -> None:
     ckpt_lib.save_checkpoint(ckpt, out / "last.pt")
     if is_best or always_best:
         ckpt_lib.save_checkpoint(ckpt, out / "best.pt")

@@ -10,10 +10,11 @@ Under ``torchrun`` the model is wrapped in DistributedDataParallel, the training
 rank 0 writes files. ``train.batch_size`` is per process: the effective batch is
 ``batch_size * world_size * accumulate``.
 
-Reproducibility: each epoch starts from seeds derived from ``(train.seed, epoch, rank)`` and every
-training sample is drawn from a seed of ``(train.seed, epoch, index)``, so a run resumed from
-``last.pt`` continues exactly as the uninterrupted run would (bit for bit with
-``train.deterministic``).
+Reproducibility: each epoch starts from seeds derived from ``(train.seed, epoch, rank)`` (the global
+RNGs and the loader's own generator, which seeds its workers) and every training sample is drawn from a
+seed of ``(train.seed, epoch, index)``, so a run resumed from ``last.pt`` continues exactly as the
+uninterrupted run would, with any number of loader workers (bit for bit with ``train.deterministic``).
+``last.pt`` also records the best epoch, so a resume knows it whatever became of ``best.pt``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from stfn.engine.evaluate import evaluate, make_test_loader
 from stfn.engine.meter import EpochMeter
 from stfn.engine.metrics import summary_line
 from stfn.engine.optim import build_optimizer, build_scheduler, freeze_layers, set_train_mode
-from stfn.engine.run_folder import resume_state, run_result, save_epoch
+from stfn.engine.run_folder import open_run_folder, restore_best, resume_state, run_result, save_epoch
 from stfn.errors import StfnError
 from stfn.models import build_model
 from stfn.runtime import INPUT_KEYS, autocast_context, bare_model, resolve_amp
@@ -215,22 +216,31 @@ class _Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
     best_top1: float = -1.0
+    best_epoch: int = 0  # the epoch (1-based) whose weights best.pt holds
     last: dict[str, Any] | None = None
 
 
 def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-             scaler: torch.amp.GradScaler, best_path: Path) -> _Progress:
-    """Load the weights, optimiser, scheduler, scaler and RNG state of ``last.pt``."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+             scaler: torch.amp.GradScaler, out: Path, info: dist_utils.DistInfo) -> _Progress:
+    """Load the weights, optimiser, scheduler, scaler and RNG state of ``last.pt``; the best epoch as
+    ``last.pt`` records it (:func:`~stfn.engine.run_folder.restore_best`, which repairs ``best.pt``).
+    Weights or optimiser state that do not fit the configured model are one sentence naming them."""
+    last = out / "last.pt"
+    ckpt_lib.load_state(model, state["model"], f"checkpoint '{last}'")
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise StfnError(f"the optimiser or scheduler state of '{last}' does not fit this run's "
+                        f"(train.optimizer, train.schedule or frozen layers changed?): {e}") from None
     if state.get("scaler") and scaler.is_enabled():
         scaler.load_state_dict(state["scaler"])
     ckpt_lib.set_rng_state(state["rng"])
     done = _Progress(int(state["epoch"]), list(state.get("history") or []), last=dict(state.get("metrics") or {}) or None)
-    if best_path.is_file():
-        done.best = dict(ckpt_lib.load_checkpoint(best_path).get("metrics") or {}) or None
-        done.best_top1 = done.best.get("top1", -1.0) if done.best else -1.0
+    done.best, done.best_epoch, note = restore_best(out, state, repair=info.is_main)
+    if note:
+        _log(info, note)
+    done.best_top1 = done.best.get("top1", -1.0) if done.best else -1.0
     return done
 
 
@@ -294,7 +304,10 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict[str, float]:
 def _fit_epoch(run: _Run, done: _Progress, epoch: int, progress: bool) -> tuple[dict[str, float], bool, bool]:
     """Train one epoch, evaluate when due, save (rank 0). Returns ``(stats, evaluated, is_best)``."""
     tcfg = run.cfg.train
-    dist_utils.seed_everything(tcfg.seed + 1_000_003 * (epoch + 1) + 7919 * run.info.rank)
+    epoch_seed = tcfg.seed + 1_000_003 * (epoch + 1) + 7919 * run.info.rank
+    dist_utils.seed_everything(epoch_seed)
+    if getattr(run.loader, "generator", None) is not None:  # worker seeds: not from the global RNG
+        run.loader.generator.manual_seed(epoch_seed)
     run.loader.sampler.set_epoch(epoch)
     stats = _train_epoch(run, epoch, progress)
     evaluated = run.test_loader is not None and ((epoch + 1) % tcfg.eval_every == 0 or epoch + 1 == tcfg.epochs)
@@ -305,10 +318,13 @@ def _fit_epoch(run: _Run, done: _Progress, epoch: int, progress: bool) -> tuple[
     is_best = evaluated and done.last["top1"] > done.best_top1
     if is_best:
         done.best, done.best_top1 = done.last, done.last["top1"]
+    if is_best or run.test_loader is None:
+        done.best_epoch = epoch + 1
     if run.info.is_main:
         ckpt = ckpt_lib.make_checkpoint(run.model, run.cfg, run.classes, epoch + 1, optimizer=run.optimizer,
                                         scheduler=run.scheduler, scaler=run.scaler, metrics=done.last,
-                                        history=done.history, **run.provenance)
+                                        history=done.history, best=done.best, best_epoch=done.best_epoch,
+                                        **run.provenance)
         save_epoch(run.out, ckpt, done.history, done.last if evaluated else None, is_best,
                    run.test_loader is None, run.writer)
     return stats, evaluated, is_best
@@ -337,7 +353,7 @@ def _setup(cfg: Config, out: Path, resume: bool) -> tuple[_Run, _Progress]:
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     done = _Progress()
     if state is not None:
-        done = _restore(state, model, optimizer, scheduler, scaler, out / "best.pt")
+        done = _restore(state, model, optimizer, scheduler, scaler, out, info)
         _log(info, f"resuming '{out}' after epoch {done.start_epoch}")
     del state
     provenance = {"dataset": identity, "train_videos": list(train_set.videos), "prepare": prepare_record(cfg),
@@ -366,17 +382,20 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
     where metrics are :func:`~stfn.engine.evaluate.evaluate`'s (with ``predictions`` when known).
     """
     cfg, out = copy.deepcopy(cfg), Path(out_dir)
-    run, done = _setup(cfg, out, resume)
-    epochs, start = cfg.train.epochs, time.perf_counter()
-    try:
-        for epoch in range(done.start_epoch, epochs):
-            stats, evaluated, is_best = _fit_epoch(run, done, epoch, progress)
-            left = (time.perf_counter() - start) / (epoch + 1 - done.start_epoch) * (epochs - epoch - 1)
-            _log_epoch(run.info, epoch, epochs, stats, done.last if evaluated else None, is_best, left)
-            dist_utils.barrier()
-    finally:
-        if run.writer is not None:
-            run.writer.close()
+    with open_run_folder(out, is_main=int(os.environ.get("RANK", "0")) == 0) as stale:
+        for path in stale:
+            tqdm.write(f"removed '{path}', left by a write that was killed", file=sys.stdout)
+        run, done = _setup(cfg, out, resume)
+        epochs, start = cfg.train.epochs, time.perf_counter()
+        try:
+            for epoch in range(done.start_epoch, epochs):
+                stats, evaluated, is_best = _fit_epoch(run, done, epoch, progress)
+                left = (time.perf_counter() - start) / (epoch + 1 - done.start_epoch) * (epochs - epoch - 1)
+                _log_epoch(run.info, epoch, epochs, stats, done.last if evaluated else None, is_best, left)
+                dist_utils.barrier()
+        finally:
+            if run.writer is not None:
+                run.writer.close()
     return run_result(out, done.best, done.last, done.history)
 
 
