@@ -8,6 +8,8 @@ answer:
 - :func:`cpu_supports_bf16` and :func:`resolve_amp`: ``amp: auto`` is bfloat16 on a GPU that has it
   (else float16 with loss scaling), bfloat16 on a CPU that runs it in hardware (AVX512-BF16 or AMX)
   with channels_last weights, float32 otherwise;
+- :func:`resolve_compile` and :func:`compile_backbones`: ``train.compile: auto`` compiles a run's
+  backbones only when it has enough steps to repay the compile time (a measured break-even);
 - :func:`autocast_context`, :func:`bare_model`, :func:`sync`;
 - :func:`score_clips`: logits of many clips in memory-bounded chunks (evaluation and prediction).
 
@@ -27,10 +29,13 @@ from stfn.config import ConfigError
 __all__ = [
     "INPUT_KEYS",
     "autocast_context",
+    "COMPILE_BREAK_EVEN",
     "bare_model",
+    "compile_backbones",
     "cpu_supports_bf16",
     "describe_dtype",
     "resolve_amp",
+    "resolve_compile",
     "resolve_device",
     "score_clips",
     "sync",
@@ -96,6 +101,61 @@ def resolve_amp(
             return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
         return (torch.bfloat16, False) if channels_last and cpu_supports_bf16() else (None, False)
     raise ConfigError(f"{what} must be auto, none, bf16 or fp16, got '{amp}'")
+
+
+# Frames (images through one backbone) after which torch.compile has repaid its compile time, per
+# (device type, workload): compile seconds over the per-frame saving, from
+# `benchmarks/compile_breakeven.py` (resnet18, 224 px, channels_last, amp auto). `train`: training
+# steps (stfn train); `infer`: inference (stfn eval, stfn extract-features). `auto` asks for
+# COMPILE_MARGIN times the break-even, since a run also recompiles once for its smaller last batch.
+# None: compiling never paid there.
+# CPU (2-core Zen 4, AVX512-BF16, bf16 autocast, load ~2 from other jobs, 2026-12-01):
+#   BREAK_EVEN_NOTE
+# CUDA: not measured yet (`make gpu-check` prints the break-even); the figures are an estimate from
+# a compile of about a minute and a 1.3x faster step of ~0.1 s, to be replaced by the measurement.
+COMPILE_BREAK_EVEN: dict[tuple[str, str], float | None] = {
+    ("cpu", "train"): None,
+    ("cpu", "infer"): None,
+    ("cuda", "train"): 2500.0,
+    ("cuda", "infer"): 2500.0,
+}
+COMPILE_MARGIN = 2.0
+COMPILE_SETTINGS = ("auto", "true", "false")
+
+
+def resolve_compile(
+    setting: bool | str, device: torch.device, frames: int, workload: str = "train",
+    what: str = "config key 'train.compile'",
+) -> bool:
+    """``auto | true | false`` (or a YAML bool) -> compile or not, for a run that sends ``frames``
+    images through each backbone in ``workload`` (``train`` | ``infer``) on ``device``.
+
+    ``auto``: only when ``frames >= COMPILE_MARGIN x`` the measured break-even of
+    :data:`COMPILE_BREAK_EVEN`, so short runs (tests, the demo, one-shot predictions) never wait for a
+    compilation that would not pay. ``what`` names the option in the error.
+    """
+    if isinstance(setting, bool):
+        return setting
+    value = str(setting).strip().lower()
+    if value in ("true", "yes", "on"):
+        return True
+    if value in ("false", "no", "off", "none"):
+        return False
+    if value != "auto":
+        raise ConfigError(f"{what} must be auto, true or false, got '{setting}'")
+    break_even = COMPILE_BREAK_EVEN.get((device.type, workload))
+    return break_even is not None and frames >= COMPILE_MARGIN * break_even
+
+
+def compile_backbones(model: nn.Module) -> nn.Module:
+    """Compile ``model.backbones`` (a TwoStreamNet's per-stream CNNs) in place for inference, with
+    inductor ``freezing`` (weights and BatchNorm folded as constants: the fast inference variant of
+    ``benchmarks/backbone_throughput.py``), by ``nn.Module.compile``: parameters and ``state_dict``
+    keys stay as they are, and every caller of ``forward_features`` (evaluation, feature extraction)
+    gets the compiled backbones. Returns ``model``."""
+    for backbone in getattr(model, "backbones", {}).values():
+        backbone.compile(options={"freezing": True})
+    return model
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

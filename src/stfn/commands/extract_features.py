@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="videos per batch (default: train.batch_size)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--compile", choices=["auto", "true", "false"],
+                        help="torch.compile the backbones: auto (when the run is long enough to repay the compile time), true or false (default: train.compile of the checkpoint or config; `false` turns it off)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +45,6 @@ def run(args: argparse.Namespace) -> int:
                             "data settings")
         src = source
     out = extract_features(src, args.out, tuple(args.subsets), frames=args.frames, batch_size=args.batch_size,
-                           device=args.device, progress=not args.no_progress)
+                           device=args.device, progress=not args.no_progress, compile=args.compile)
     print(f"features written to {out} (train a head on them with --set data.features={out})")
     return 0
