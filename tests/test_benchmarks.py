@@ -148,3 +148,23 @@ def test_head_speed_quick(tmp_path: Path) -> None:
     for same in result["equivalence"].values():
         assert same["float64"]["logits"] < 1e-10 and same["float64"]["grads"] < 1e-10
     assert all(r["after"]["videos_per_s"] > 0 for r in result["results"])
+
+
+@pytest.mark.e2e
+def test_predict_latency_quick_compares_backends(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    stdout, result = run_script("predict_latency.py", tmp_path)
+    assert "| tiny, 1 crop, eager |" in stdout and "| tiny, 1 crop, onnx |" in stdout
+    rows = result["results"]
+    assert rows["tiny, 1 crop, eager"]["network_vs_eager"] == 1.0
+    assert rows["tiny, 1 crop, onnx"]["settings"]["backend"] == "onnx"
+    assert all(r["median_seconds"]["network"] > 0 and r["startup_seconds"] > -1 for r in rows.values())
+
+
+@pytest.mark.e2e
+def test_compile_breakeven_quick(tmp_path: Path) -> None:
+    stdout, result = run_script("compile_breakeven.py", tmp_path)
+    assert "| cnn_small | infer |" in stdout and "| cnn_small | train |" in stdout
+    for r in result["results"]:
+        assert r["compile_s"] > 0 and r["step_s"]["eager"] > 0 and r["step_s"]["compile"] > 0
+        assert r["break_even_steps"] is None or r["break_even_steps"] > 0
