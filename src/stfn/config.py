@@ -147,7 +147,7 @@ class DataConfig:
     features: str = ""  # folder of cached per-frame features (`stfn extract-features`); skips backbones
     num_workers: int = 2
     synthetic_preset: str = "small"  # dataset=synthetic: preset of the generator
-    jpeg_decoder: str = "opencv"  # opencv | torchvision | pillow: decoder of the prepared JPEG frames
+    jpeg_decoder: str = "opencv"  # opencv | torchvision | pillow | nvjpeg (CUDA): decoder of the prepared JPEGs
 
 
 @dataclass
