@@ -168,3 +168,35 @@ def test_compile_breakeven_quick(tmp_path: Path) -> None:
     for r in result["results"]:
         assert r["compile_s"] > 0 and r["step_s"]["eager"] > 0 and r["step_s"]["compile"] > 0
         assert r["break_even_steps"] is None or r["break_even_steps"] > 0
+
+
+@pytest.mark.e2e
+def test_gpu_check_quick_runs_the_cpu_fallbacks(tmp_path: Path) -> None:
+    stdout, result = run_script("gpu_check.py", tmp_path)
+    checks = result["checks"]
+    assert set(checks) == {"precision", "compile", "ddp", "raft", "jpeg", "predict", "loader"}
+    assert all(c["status"] in ("ok", "skipped") for c in checks.values())
+    if not torch_cuda():
+        assert checks["compile"]["status"] == "skipped" and "--quick" in checks["compile"]["reason"]
+        assert "fp16" in checks["precision"]["skipped"] and "nccl" in checks["ddp"]["skipped"]
+        assert "nvjpeg" in checks["jpeg"]["skipped"]
+    assert checks["precision"]["precisions"]["fp32"]["samples_per_s"] > 0
+    assert "| precision | ok |" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_gpu_check_exits_non_zero_on_a_failed_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gpu_check
+
+    def broken(*_: object) -> dict:
+        raise RuntimeError("nvJPEG handle")
+
+    monkeypatch.setattr(gpu_check, "check_jpeg", broken)
+    assert gpu_check.main(["--only", "jpeg", "--out", str(tmp_path)]) == 1
+    result = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert result["checks"]["jpeg"]["status"] == "failed" and "nvJPEG handle" in result["checks"]["jpeg"]["error"]
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
