@@ -10,6 +10,10 @@ bf16               channels_last + ``torch.autocast("cpu", bfloat16)`` (the engi
 compile            channels_last + ``torch.compile`` (inductor)
 compile_freeze     the same with inductor ``freezing`` (weights folded as constants; inference only)
 compile_bf16       compile_freeze under bf16 autocast
+extract_features   what ``stfn extract-features`` runs by default: a TwoStreamNet's
+                   ``forward_features`` under ``torch.no_grad`` with the engine's own choices
+                   (channels_last, ``amp: auto``, ``compile: auto`` for a UCF101-sized run);
+                   its ratio to the fastest variant is the "within 10%" target
 =================  ==========================================================================
 
 The FLOP rate is ``FLOPs per image x images/s`` (FLOPs counted by ``torch.utils.flop_counter``, a
@@ -43,7 +47,8 @@ import torch
 
 from stfn.runtime import cpu_supports_bf16, resolve_device
 
-VARIANTS = ("fp32", "channels_last", "bf16", "compile", "compile_freeze", "compile_bf16")
+VARIANTS = ("fp32", "channels_last", "bf16", "compile", "compile_freeze", "compile_bf16", "extract_features")
+UCF101_FRAMES = 13320 * 25  # what `stfn extract-features` sends through a backbone for UCF101 (train + test)
 BF16_VARIANTS = ("bf16", "compile_bf16")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 PEAK_SIZES = (512, 1024, 2048)
@@ -72,6 +77,29 @@ def make_variant(name: str, backbone: str, device: torch.device) -> tuple[Any, b
     if not name.startswith("compile"):
         return model, True, dtype
     return torch.compile(model, options={"freezing": name != "compile"}), True, dtype
+
+
+def extract_features_fn(backbone: str, x: torch.Tensor, device: torch.device) -> tuple[Any, torch.dtype, dict]:
+    """``stfn extract-features``'s network path on ``x (N, 3, S, S)`` as one clip of N frames: the
+    callable, the autocast dtype it resolved, and what it chose."""
+    from stfn.config import ModelConfig
+    from stfn.models import build_model
+    from stfn.runtime import autocast_context, compile_backbones, resolve_amp, resolve_compile
+
+    model = build_model(ModelConfig(arch="stfn", backbone=backbone, streams=["rgb"], num_classes=101,
+                                    pretrained=False)).to(device).eval()
+    model.to(memory_format=torch.channels_last)  # train.channels_last: true (the default)
+    amp, _ = resolve_amp("auto", device, True)
+    compiled = resolve_compile("auto", device, UCF101_FRAMES, "infer")
+    if compiled:
+        compile_backbones(model)
+    clip = {"rgb": x.unsqueeze(0)}
+
+    def fn() -> None:
+        with torch.no_grad(), autocast_context(device, amp):
+            model.forward_features(clip)
+
+    return fn, amp or torch.float32, {"amp": str(amp).replace("torch.", ""), "compiled": compiled}
 
 
 def peak_fns(sizes: tuple[int, ...], device: torch.device, target_s: float) -> dict[str, Any]:
@@ -122,20 +150,24 @@ def run_backbone(backbone: str, args: Any, device: torch.device, skip_bf16: bool
         if name in BF16_VARIANTS and skip_bf16:
             rows[name] = {"backbone": backbone, "variant": name, "skipped": "bf16 is emulated on this CPU"}
             continue
-        model, cl, dtype = make_variant(name, backbone, device)
-        amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if dtype == torch.bfloat16 else (
-            contextlib.nullcontext)
-        inp = x_cl if cl else x
+        chose: dict[str, Any] = {}
+        if name == "extract_features":
+            fn, dtype, chose = extract_features_fn(backbone, x, device)
+        else:
+            model, cl, dtype = make_variant(name, backbone, device)
+            amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if dtype == torch.bfloat16 else (
+                contextlib.nullcontext)
+            inp = x_cl if cl else x
 
-        def fn(model: Any = model, amp: Any = amp, inp: torch.Tensor = inp) -> None:
-            with torch.inference_mode(), amp():
-                model(inp)
+            def fn(model: Any = model, amp: Any = amp, inp: torch.Tensor = inp) -> None:
+                with torch.inference_mode(), amp():
+                    model(inp)
 
         start = time.perf_counter()
         with common.section(f"{backbone} {name}: first call"):
             fn()  # compiles where needed
         rows[name] = {"backbone": backbone, "variant": name, "dtype": str(dtype).replace("torch.", ""),
-                      "first_call_s": time.perf_counter() - start}
+                      "first_call_s": time.perf_counter() - start, **chose}
         fns[name] = fn
     with common.section(f"{backbone}: {len(fns)} variants + {len(peaks)} matmuls x {args.rounds} rounds"):
         times = common.interleaved({**fns, **peaks}, rounds=args.rounds, device=device, warmup=1)
@@ -144,9 +176,13 @@ def run_backbone(backbone: str, args: Any, device: torch.device, skip_bf16: bool
         rows[name].update(seconds=s, images_per_s=args.batch / s["median"], flops_per_image=flops,
                           gflops=flops * args.batch / s["median"] / 1e9, best_gflops=flops * args.batch / s["min"] / 1e9)
     base = rows.get("fp32", {}).get("images_per_s")
+    fastest = max((r["images_per_s"] for n, r in rows.items() if "images_per_s" in r and n != "extract_features"),
+                  default=None)
     for r in rows.values():
         if base and "images_per_s" in r:
             r["speedup_vs_fp32"] = r["images_per_s"] / base
+        if fastest and "images_per_s" in r:
+            r["vs_fastest_variant"] = r["images_per_s"] / fastest
     return [rows[n] for n in args.variants], peak_rounds(times, peaks)
 
 
@@ -173,14 +209,18 @@ def tables(rows: list[dict[str, Any]], peak: dict[str, Any], clock: tuple[float 
     table = []
     for r in rows:
         if "skipped" in r:
-            table.append([r["backbone"], r["variant"], "-", "-", "-", "-", "-", f"skipped: {r['skipped']}"])
+            table.append([r["backbone"], r["variant"], "-", "-", "-", "-", "-", "-", f"skipped: {r['skipped']}"])
             continue
         bound = peak[r["dtype"]]["bound"]
+        note = f"first call {r['first_call_s']:.1f} s"
+        if r["variant"] == "extract_features":
+            note += f"; amp {r['amp']}, {'compiled' if r['compiled'] else 'eager'}"
         table.append([r["backbone"], r["variant"], f"{r['images_per_s']:.1f}", f"{r.get('speedup_vs_fp32', 1):.2f}x",
+                      f"{100 * r['vs_fastest_variant']:.0f}%" if "vs_fastest_variant" in r else "-",
                       f"{r['gflops']:.1f} / {r['best_gflops']:.1f}",
                       f"{100 * r['fraction_of_peak']:.0f}% / {100 * r['best_fraction_of_peak']:.0f}% of {r['dtype']}",
-                      f"{100 * r['best_gflops'] / bound:.0f}%" if bound else "-", f"first call {r['first_call_s']:.1f} s"])
-    second = common.md_table(["backbone", "variant", "img/s (median)", "vs fp32", "GFLOP/s median / best",
+                      f"{100 * r['best_gflops'] / bound:.0f}%" if bound else "-", note])
+    second = common.md_table(["backbone", "variant", "img/s (median)", "vs fp32", "of fastest", "GFLOP/s median / best",
                               "of matmul peak: median / best", "best of bound", "note"], table)
     return f"Clock: {ghz}\n\n{first}\n\n{second}"
 
@@ -189,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     p = common.base_parser(__doc__.split("\n")[0])
     p.add_argument("--backbones", nargs="+", default=["resnet50", "resnet18"])
     p.add_argument("--variants", nargs="+", choices=VARIANTS,
-                   default=["fp32", "channels_last", "bf16", "compile", "compile_freeze", "compile_bf16"])
+                   default=list(VARIANTS))
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--rounds", type=int, default=5, help="timed rounds per variant and matmul (medians reported)")
@@ -199,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = PEAK_SIZES
     if args.quick:  # smoke test: the whole path at toy sizes, no compilation
         args.backbones, args.size, args.batch, args.rounds, sizes = ["resnet18"], 32, 2, 2, (128, 256)
-        args.variants = [v for v in args.variants if not v.startswith("compile")]
+        args.variants = [v for v in args.variants if not v.startswith("compile") and v != "extract_features"]
         args.threads = args.threads or 1
     threads = common.setup_torch(args.threads)
     device = resolve_device(args.device)
