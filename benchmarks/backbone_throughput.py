@@ -215,7 +215,7 @@ def tables(rows: list[dict[str, Any]], peak: dict[str, Any], clock: tuple[float 
         note = f"first call {r['first_call_s']:.1f} s"
         if r["variant"] == "extract_features":
             note += f"; amp {r['amp']}, {'compiled' if r['compiled'] else 'eager'}"
-        table.append([r["backbone"], r["variant"], f"{r['images_per_s']:.1f}", f"{r.get('speedup_vs_fp32', 1):.2f}x",
+        table.append([r["backbone"], r["variant"], f"{r['images_per_s']:.1f}", f"{r['speedup_vs_fp32']:.2f}x" if "speedup_vs_fp32" in r else "-",
                       f"{100 * r['vs_fastest_variant']:.0f}%" if "vs_fastest_variant" in r else "-",
                       f"{r['gflops']:.1f} / {r['best_gflops']:.1f}",
                       f"{100 * r['fraction_of_peak']:.0f}% / {100 * r['best_fraction_of_peak']:.0f}% of {r['dtype']}",

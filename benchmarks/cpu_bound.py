@@ -14,7 +14,8 @@ computed (the tile unit's rate is not a vector-width formula).
 
 The clock is, in this order: ``clock_ghz`` given by the caller (``--clock-ghz``); the cpufreq
 maximum (``/sys/.../cpuinfo_max_freq``); a *measured* clock (a chain of dependent integer adds, one
-per cycle, compiled with the system C compiler, about 0.3 s); ``/proc/cpuinfo``'s MHz, which in a VM
+per cycle, compiled with the system C compiler, about 0.3 s, timed in the thread's own CPU time so
+that other processes sharing the core do not slow it down); ``/proc/cpuinfo``'s MHz, which in a VM
 is often the nominal (TSC) clock below the boost clock, so that bound may be exceeded legitimately
 and says so.
 """
@@ -35,10 +36,10 @@ _CLOCK_C = r"""
 #include <time.h>
 int main(void) {
   struct timespec a, b; unsigned long n = 100000000UL, x = 0;
-  clock_gettime(CLOCK_MONOTONIC, &a);
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
   for (unsigned long i = 0; i < n; i++)
     __asm__ volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0" : "+r"(x));
-  clock_gettime(CLOCK_MONOTONIC, &b);
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
   printf("%.4f\n", 4.0 * n / ((b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9) / 1e9);
   return x == 0;
 }
@@ -108,7 +109,7 @@ def measure_clock_ghz(timeout: float = 20.0) -> float | None:
                                          timeout=timeout).stdout) for _ in range(3)]
         except (OSError, subprocess.SubprocessError, ValueError):
             return None
-    return max(runs)  # the least disturbed run: another process only ever slows the chain down
+    return max(runs)  # the least disturbed run: interrupts only ever slow the chain down
 
 
 def clock_ghz(given: float | None = None, ident: dict[str, Any] | None = None) -> tuple[float | None, str]:

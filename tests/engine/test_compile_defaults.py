@@ -25,11 +25,18 @@ def tiny_model() -> torch.nn.Module:
     ("auto", 10**9, False),  # CPU training: compiling never paid (runtime.COMPILE_BREAK_EVEN)
     (True, 0, True), ("true", 0, True), ("false", 10**9, False), (False, 10**9, False),
 ])
-def test_train_wrap_compiles_as_resolve_compile_says(setting, frames: int, compiled: bool) -> None:
+def test_train_wrap_compiles_as_resolve_compile_says(setting, frames: int, compiled: bool,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    class Compiled(torch.nn.Module):  # what torch.compile returns, without importing dynamo (seconds)
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self._orig_mod = model
+
+    monkeypatch.setattr(torch, "compile", Compiled)
     cfg = Config()
     cfg.train.compile = setting
-    net = train_mod._wrap(tiny_model(), cfg, CPU, DistInfo(), frames)  # torch.compile is lazy: no cost here
-    assert hasattr(net, "_orig_mod") is compiled
+    net = train_mod._wrap(tiny_model(), cfg, CPU, DistInfo(), frames)
+    assert isinstance(net, Compiled) is compiled
 
 
 def test_auto_compiles_long_cuda_runs_but_not_short_ones() -> None:
@@ -63,3 +70,24 @@ def test_commands_resolve_bf16_and_channels_last_where_native(monkeypatch: pytes
     assert runtime.resolve_amp(cfg.train.amp, CPU, cfg.train.channels_last) == (torch.bfloat16, False)
     monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)
     assert runtime.resolve_amp(cfg.train.amp, CPU, cfg.train.channels_last) == (None, False)
+
+
+def test_extract_features_runs_bf16_and_asks_compile_auto(fake_data, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from engine_helpers import tiny_config
+
+    from stfn.engine import features
+
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: True)
+    seen: list = []
+    real = features.autocast_context
+    monkeypatch.setattr(features, "autocast_context", lambda device, dtype: seen.append(dtype) or real(device, dtype))
+    asked: list = []
+    monkeypatch.setattr(features, "resolve_compile", lambda setting, device, frames, workload, what: asked.append(
+        (setting, frames, workload)) or False)
+    cfg = tiny_config(amp="auto", channels_last=True)
+    features.extract_features(cfg, tmp_path / "f", subsets=["test"], device="cpu", progress=False)
+    assert seen and set(seen) == {torch.bfloat16}  # amp auto on a bf16 CPU with channels_last
+    assert asked == [("auto", 8 * cfg.data.frames, "infer")]  # 8 fake test videos x T frames
+    asked.clear()
+    features.extract_features(cfg, tmp_path / "g", subsets=["test"], device="cpu", progress=False, compile="false")
+    assert asked[0][0] == "false"
