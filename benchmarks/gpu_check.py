@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import socket
 import sys
 import tempfile
 import time
@@ -182,62 +180,14 @@ def check_compile(args: argparse.Namespace, device: torch.device, state: dict) -
             "break_even_frames": compile_s / saving * frames if saving > 0 else None}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, backend: str, result: Any) -> None:
-    """One DDP rank: an all-reduce and a training step of a small net; rank 0 reports."""
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group(backend, rank=rank, world_size=world)
-    try:
-        device = torch.device(f"cuda:{rank}") if backend == "nccl" else torch.device("cpu")
-        if backend == "nccl":
-            torch.cuda.set_device(device)
-        t = torch.full((4,), float(rank + 1), device=device)
-        dist.all_reduce(t)
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).to(device)
-        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[rank] if backend == "nccl" else None)
-        x = torch.randn(8, 16, device=device) + rank  # different data per rank: gradients are averaged
-        ddp(x).sum().backward()
-        g = model[0].weight.grad.detach().clone()
-        gathered = [torch.zeros_like(g) for _ in range(world)]
-        dist.all_gather(gathered, g)
-        if rank == 0:
-            result.put({"all_reduce": t.tolist(), "grads_equal_across_ranks": all(torch.equal(gathered[0], o)
-                                                                                for o in gathered)})
-    finally:
-        dist.destroy_process_group()
-
-
-def _run_ddp(world: int, backend: str) -> dict[str, Any]:
-    import torch.multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    queue = ctx.SimpleQueue()
-    port = _free_port()
-    if world == 1:
-        _ddp_worker(0, 1, port, backend, queue)
-    else:
-        mp.start_processes(_ddp_worker, args=(world, port, backend, queue), nprocs=world, start_method="spawn")
-    out = queue.get()
-    expected = float(sum(range(1, world + 1)))
-    if out["all_reduce"] != [expected] * 4 or not out["grads_equal_across_ranks"]:
-        raise AssertionError(f"DDP with {backend} x {world} disagrees: {out}")
-    return out
-
-
 def check_ddp(args: argparse.Namespace, device: torch.device, state: dict) -> dict[str, Any]:
+    from ddp_probe import run_ddp
+
     if device.type != "cuda":
-        return {"gloo x 1 (CPU fallback)": _run_ddp(1, "gloo"), "skipped": {"nccl": "no CUDA device"}}
-    out: dict[str, Any] = {"nccl x 1": _run_ddp(1, "nccl")}
+        return {"gloo x 1 (CPU fallback)": run_ddp(1, "gloo"), "skipped": {"nccl": "no CUDA device"}}
+    out: dict[str, Any] = {"nccl x 1": run_ddp(1, "nccl")}
     if torch.cuda.device_count() >= 2:
-        out["nccl x 2"] = _run_ddp(2, "nccl")
+        out["nccl x 2"] = run_ddp(2, "nccl")
     else:
         out["skipped"] = {"nccl x 2": f"{torch.cuda.device_count()} GPU"}
     return out

@@ -200,3 +200,10 @@ def torch_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+@pytest.mark.slow
+def test_ddp_probe_agrees_across_two_spawned_gloo_processes() -> None:
+    from ddp_probe import run_ddp  # the path gpu_check takes with NCCL on two GPUs
+
+    assert run_ddp(2, "gloo") == {"all_reduce": [3.0] * 4, "grads_equal_across_ranks": True}
