@@ -84,13 +84,13 @@ def extract_features_fn(backbone: str, x: torch.Tensor, device: torch.device) ->
     callable, the autocast dtype it resolved, and what it chose."""
     from stfn.config import ModelConfig
     from stfn.models import build_model
-    from stfn.runtime import autocast_context, compile_backbones, resolve_amp, resolve_compile
+    from stfn.runtime import autocast_context, compile_backbones, resolve_amp, should_compile
 
     model = build_model(ModelConfig(arch="stfn", backbone=backbone, streams=["rgb"], num_classes=101,
                                     pretrained=False)).to(device).eval()
     model.to(memory_format=torch.channels_last)  # train.channels_last: true (the default)
     amp, _ = resolve_amp("auto", device, True)
-    compiled = resolve_compile("auto", device, UCF101_FRAMES, "infer")
+    compiled = should_compile("auto", model, device, UCF101_FRAMES, x.shape[-1], "infer")
     if compiled:
         compile_backbones(model)
     clip = {"rgb": x.unsqueeze(0)}

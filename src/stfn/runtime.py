@@ -8,8 +8,8 @@ answer:
 - :func:`cpu_supports_bf16` and :func:`resolve_amp`: ``amp: auto`` is bfloat16 on a GPU that has it
   (else float16 with loss scaling), bfloat16 on a CPU that runs it in hardware (AVX512-BF16 or AMX)
   with channels_last weights, float32 otherwise;
-- :func:`resolve_compile` and :func:`compile_backbones`: ``train.compile: auto`` compiles a run's
-  backbones only when it has enough steps to repay the compile time (a measured break-even);
+- :func:`resolve_compile`, :func:`should_compile` and :func:`compile_backbones`: ``train.compile:
+  auto`` compiles a run's backbones only when its work repays the compile time (a measured break-even);
 - :func:`autocast_context`, :func:`bare_model`, :func:`sync`;
 - :func:`score_clips`: logits of many clips in memory-bounded chunks (evaluation and prediction).
 
@@ -30,6 +30,8 @@ __all__ = [
     "INPUT_KEYS",
     "autocast_context",
     "COMPILE_BREAK_EVEN",
+    "REFERENCE_GFLOPS",
+    "backbone_gflops",
     "bare_model",
     "compile_backbones",
     "cpu_supports_bf16",
@@ -38,6 +40,7 @@ __all__ = [
     "resolve_compile",
     "resolve_device",
     "score_clips",
+    "should_compile",
     "sync",
 ]
 
@@ -103,7 +106,8 @@ def resolve_amp(
     raise ConfigError(f"{what} must be auto, none, bf16 or fp16, got '{amp}'")
 
 
-# Frames (images through one backbone) after which torch.compile has repaid its compile time, per
+# Frames (images through one backbone, in units of REFERENCE_GFLOPS: a network with half resnet18's
+# FLOPs per frame needs twice as many) after which torch.compile has repaid its compile time, per
 # (device type, workload): compile seconds over the per-frame saving, from
 # `benchmarks/compile_breakeven.py` (resnet18, 224 px, channels_last, amp auto). `train`: training
 # steps (stfn train); `infer`: inference (stfn eval, stfn extract-features). `auto` asks for
@@ -124,19 +128,23 @@ COMPILE_BREAK_EVEN: dict[tuple[str, str], float | None] = {
     ("cuda", "infer"): 1_300_000.0,
 }
 COMPILE_MARGIN = 2.0
+REFERENCE_GFLOPS = 3.64  # one 224 px frame through resnet18, the network of the break-even measurement
 COMPILE_SETTINGS = ("auto", "true", "false")
 
 
 def resolve_compile(
     setting: bool | str, device: torch.device, frames: int, workload: str = "train",
-    what: str = "config key 'train.compile'",
+    what: str = "config key 'train.compile'", gflops_per_frame: float = REFERENCE_GFLOPS,
 ) -> bool:
     """``auto | true | false`` (or a YAML bool) -> compile or not, for a run that sends ``frames``
-    images through each backbone in ``workload`` (``train`` | ``infer``) on ``device``.
+    images of ``gflops_per_frame`` each through a backbone in ``workload`` (``train`` | ``infer``) on
+    ``device``.
 
-    ``auto``: only when ``frames >= COMPILE_MARGIN x`` the measured break-even of
-    :data:`COMPILE_BREAK_EVEN`, so short runs (tests, the demo, one-shot predictions) never wait for a
-    compilation that would not pay. ``what`` names the option in the error.
+    ``auto``: only when the run's work, in frames of the break-even's network (``frames x
+    gflops_per_frame / REFERENCE_GFLOPS``), is at least ``COMPILE_MARGIN x`` the measured break-even of
+    :data:`COMPILE_BREAK_EVEN`: the saving of a compiled step grows with the work per frame, its
+    compile time hardly, so small networks and short runs (tests, the demo, one-shot predictions)
+    never wait for a compilation that would not pay. ``what`` names the option in the error.
     """
     if isinstance(setting, bool):
         return setting
@@ -148,7 +156,45 @@ def resolve_compile(
     if value != "auto":
         raise ConfigError(f"{what} must be auto, true or false, got '{setting}'")
     break_even = COMPILE_BREAK_EVEN.get((device.type, workload))
-    return break_even is not None and frames >= COMPILE_MARGIN * break_even
+    work = frames * gflops_per_frame / REFERENCE_GFLOPS
+    return break_even is not None and work >= COMPILE_MARGIN * break_even
+
+
+def backbone_gflops(model: nn.Module, size: int) -> float:
+    """GFLOPs (multiply-add = 2) of one ``size`` px frame through the costliest of ``model.backbones``
+    (RGB: 3 input channels, flow: ``2 x flow_length``), counted on one frame in eval mode (BatchNorm
+    statistics untouched); 0 for a network without backbones."""
+    from torch.utils.flop_counter import FlopCounterMode  # lazy: only `compile: auto` needs it
+
+    channels = {"rgb": 3, "flow": 2 * int(getattr(model, "flow_length", 1))}
+    best = 0.0
+    for stream, backbone in getattr(model, "backbones", {}).items():
+        training = backbone.training
+        param = next(backbone.parameters(), None)
+        x = torch.zeros(1, channels.get(stream, 3), size, size, device=param.device if param is not None else "cpu")
+        counter = FlopCounterMode(display=False)
+        try:
+            backbone.eval()
+            with torch.no_grad(), counter:
+                backbone(x)
+        finally:
+            backbone.train(training)
+        best = max(best, counter.get_total_flops() / 1e9)
+    return best
+
+
+def should_compile(
+    setting: bool | str, model: nn.Module, device: torch.device, frames: int, size: int, workload: str,
+    what: str = "config key 'train.compile'",
+) -> bool:
+    """:func:`resolve_compile` for ``model``'s backbones at ``size`` px (their FLOPs counted only for
+    ``auto``); never for a network without backbones (a head on cached features) under ``auto``."""
+    explicit = resolve_compile(setting, device, 0, workload, what) if str(setting).strip().lower() != "auto" else None
+    if explicit is not None:
+        return explicit
+    if not frames or not len(getattr(model, "backbones", ())) or COMPILE_BREAK_EVEN.get((device.type, workload)) is None:
+        return False  # nothing to count: no FLOP counting either
+    return resolve_compile("auto", device, frames, workload, what, backbone_gflops(model, size))
 
 
 def compile_backbones(model: nn.Module) -> nn.Module:

@@ -82,8 +82,8 @@ def test_extract_features_runs_bf16_and_asks_compile_auto(fake_data, monkeypatch
     real = features.autocast_context
     monkeypatch.setattr(features, "autocast_context", lambda device, dtype: seen.append(dtype) or real(device, dtype))
     asked: list = []
-    monkeypatch.setattr(features, "resolve_compile", lambda setting, device, frames, workload, what: asked.append(
-        (setting, frames, workload)) or False)
+    monkeypatch.setattr(features, "should_compile", lambda setting, model, device, frames, size, workload, what:
+                        asked.append((setting, frames, workload)) or False)
     cfg = tiny_config(amp="auto", channels_last=True)
     features.extract_features(cfg, tmp_path / "f", subsets=["test"], device="cpu", progress=False)
     assert seen and set(seen) == {torch.bfloat16}  # amp auto on a bf16 CPU with channels_last
@@ -91,3 +91,20 @@ def test_extract_features_runs_bf16_and_asks_compile_auto(fake_data, monkeypatch
     asked.clear()
     features.extract_features(cfg, tmp_path / "g", subsets=["test"], device="cpu", progress=False, compile="false")
     assert asked[0][0] == "false"
+
+
+def test_auto_weighs_the_work_per_frame() -> None:
+    from stfn.models import build_backbone
+
+    need = runtime.COMPILE_MARGIN * runtime.COMPILE_BREAK_EVEN[("cpu", "infer")]
+    assert runtime.resolve_compile("auto", CPU, int(need), "infer")  # resnet18-224 frames by default
+    assert not runtime.resolve_compile("auto", CPU, int(need), "infer", gflops_per_frame=runtime.REFERENCE_GFLOPS / 2)
+    small = tiny_model()  # cnn_small: a tiny fraction of resnet18's work per frame, never worth compiling
+    assert runtime.backbone_gflops(small, 32) < 0.01 * runtime.REFERENCE_GFLOPS
+    assert not runtime.should_compile("auto", small, CPU, 10**5, 32, "infer")  # a demo-sized run
+    assert runtime.should_compile("true", small, CPU, 0, 32, "infer")
+    assert not runtime.should_compile("auto", small, CPU, 0, 32, "infer")
+    resnet = torch.nn.Module()
+    resnet.backbones = torch.nn.ModuleDict({"rgb": build_backbone("resnet18").train()})
+    assert runtime.backbone_gflops(resnet, 224) == pytest.approx(runtime.REFERENCE_GFLOPS, rel=0.01)
+    assert resnet.backbones["rgb"].training  # counted in eval mode, mode restored

@@ -32,7 +32,7 @@ from stfn.engine.metrics import compute_metrics, write_confusion_png, write_per_
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json, atomic_write_text
 from stfn.models.fusion import late_fusion
-from stfn.runtime import INPUT_KEYS, bare_model, compile_backbones, resolve_amp, resolve_compile, score_clips
+from stfn.runtime import INPUT_KEYS, bare_model, compile_backbones, resolve_amp, score_clips, should_compile
 
 __all__ = [
     "check_overlap",
@@ -238,7 +238,8 @@ def evaluate_checkpoint(
     amp_dtype, _ = resolve_amp(cfg.train.amp, dev, cfg.train.channels_last)
     loader = make_test_loader(test_set, cfg, info.distributed, batch_size)
     frames = len(test_set) * max(1, cfg.data.test_crops) * cfg.data.frames  # through each backbone
-    if resolve_compile(cfg.train.compile if compile is None else compile, dev, frames, "infer", "--compile"):
+    setting, what = (cfg.train.compile, "config key 'train.compile'") if compile is None else (compile, "--compile")
+    if should_compile(setting, model, dev, frames, cfg.data.crop_size, "infer", what):
         compile_backbones(model)
     result = evaluate(
         model, loader, dev, amp_dtype=amp_dtype, chunk_frames=chunk_frames,

@@ -30,7 +30,7 @@ from stfn.engine.checkpoint import load_model, plain
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json
 from stfn.models import build_model
-from stfn.runtime import autocast_context, compile_backbones, resolve_amp, resolve_compile, resolve_device
+from stfn.runtime import autocast_context, compile_backbones, resolve_amp, resolve_device, should_compile
 
 __all__ = ["extract_features"]
 
@@ -105,7 +105,7 @@ def extract_features(
     ``source`` is a checkpoint (its backbones and data settings) or a :class:`Config` (a fresh model:
     random or ImageNet backbones, per ``model.pretrained``). ``frames`` overrides ``data.frames``.
     ``compile`` (``auto | true | false``; default ``train.compile``) compiles the backbones, with
-    ``auto`` for a subset long enough to repay it (:func:`~stfn.runtime.resolve_compile`).
+    ``auto`` for a subset long enough to repay it (:func:`~stfn.runtime.should_compile`).
     A subset already extracted with the same settings is skipped. Returns ``out_dir``.
     """
     if isinstance(source, Config):
@@ -139,13 +139,14 @@ def extract_features(
         if all(old.get(k) == v for k, v in settings.items()):
             meta = old  # same extraction: keep the subsets already done
     compiled = False
+    setting, what = (cfg.train.compile, "config key 'train.compile'") if compile is None else (compile, "--compile")
     for subset in subsets:
         paths = {s: out / f"{subset}_{s}.npy" for s in cfg.model.streams}
         if subset in meta["subsets"] and all(p.is_file() for p in paths.values()):
             continue
         dataset = _extraction_dataset(cfg, subset)
-        if not compiled and resolve_compile(cfg.train.compile if compile is None else compile, dev,
-                                            len(dataset) * cfg.data.frames, "infer", "--compile"):
+        if not compiled and should_compile(setting, model, dev, len(dataset) * cfg.data.frames, cfg.data.crop_size,
+                                           "infer", what):
             compiled = bool(compile_backbones(model))
         bs = batch_size or max(1, cfg.train.batch_size)
         labels = _extract_subset(model, dataset, list(cfg.model.streams), paths, dev, amp_dtype, bs,

@@ -45,7 +45,7 @@ from stfn.engine.optim import build_optimizer, build_scheduler, freeze_layers, s
 from stfn.engine.run_folder import resume_state, run_result, save_epoch
 from stfn.errors import StfnError
 from stfn.models import build_model
-from stfn.runtime import INPUT_KEYS, autocast_context, bare_model, resolve_amp, resolve_compile
+from stfn.runtime import INPUT_KEYS, autocast_context, bare_model, resolve_amp, should_compile
 
 __all__ = ["NonFiniteLossError", "train", "train_one_epoch"]
 
@@ -235,11 +235,11 @@ def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opt
 
 def _wrap(model: nn.Module, cfg: Config, device: torch.device, info: dist_utils.DistInfo, frames: int) -> nn.Module:
     """DistributedDataParallel under ``torchrun``, then ``torch.compile`` when ``train.compile`` asks for
-    it (``auto``: ``frames`` through each backbone in the epochs left repay it, :func:`resolve_compile`)."""
+    it (``auto``: ``frames`` through each backbone in the epochs left repay it, :func:`should_compile`)."""
     net: nn.Module = model
     if info.distributed:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if resolve_compile(cfg.train.compile, device, frames if len(getattr(model, 'backbones', ())) else 0):
+    if should_compile(cfg.train.compile, model, device, frames, cfg.data.crop_size, "train"):
         net = torch.compile(net)
     return net
 
