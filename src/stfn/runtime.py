@@ -118,6 +118,9 @@ def resolve_amp(
 #          never pays, so `auto` never compiles CPU training;
 #   infer (freezing): 1.25x (1.536 vs 1.920 s per 16 frames, compile 60 s, load 6.8-7.0): 156 steps
 #          = 2500 frames; without freezing it was 0.91x (never).
+#   (on that shared machine other runs gave compiled bf16 inference 0.7-1.5x of eager: the idle rerun of
+#   compile_breakeven.py should confirm this entry; the risk is bounded: `auto` compiles only runs that
+#   take hours eager, where a minute of compilation is noise)
 # CUDA: not measured yet (`make gpu-check` prints the break-even, to replace these): an estimate from
 # a compile of about a minute and a 1.3x faster step, at ~1500 training / ~5000 inference frames/s
 # (resnet50): 60 s / (0.67 ms - 0.51 ms) = 400k frames; 60 s / (0.2 ms - 0.154 ms) = 1.3M frames.
