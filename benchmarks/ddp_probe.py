@@ -3,8 +3,8 @@ agree across ranks, in this process (world size 1) or in spawned processes (one 
 
 from __future__ import annotations
 
-import os
-import socket
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,18 +13,12 @@ from torch import nn
 __all__ = ["run_ddp"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, backend: str, result: Any) -> None:
-    """One DDP rank: an all-reduce and a training step of a small net; rank 0 reports."""
+def _ddp_worker(rank: int, world: int, store: str, backend: str, result: Any) -> None:
+    """One DDP rank: an all-reduce and a training step of a small net; rank 0 reports. The ranks meet
+    through a file store (``store``), not a TCP port another job could take between choice and use."""
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group(backend, rank=rank, world_size=world)
+    dist.init_process_group(backend, init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         device = torch.device(f"cuda:{rank}") if backend == "nccl" else torch.device("cpu")
         if backend == "nccl":
@@ -42,6 +36,7 @@ def _ddp_worker(rank: int, world: int, port: int, backend: str, result: Any) -> 
         if rank == 0:
             result.put({"all_reduce": t.tolist(), "grads_equal_across_ranks": all(torch.equal(gathered[0], o)
                                                                                 for o in gathered)})
+        dist.barrier()  # no rank tears the group down while another still talks to it
     finally:
         dist.destroy_process_group()
 
@@ -53,12 +48,13 @@ def run_ddp(world: int, backend: str) -> dict[str, Any]:
 
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
-    port = _free_port()
-    if world == 1:
-        _ddp_worker(0, 1, port, backend, queue)
-    else:
-        mp.start_processes(_ddp_worker, args=(world, port, backend, queue), nprocs=world, start_method="spawn")
-    out = queue.get()
+    with tempfile.TemporaryDirectory(prefix="stfn-ddp-") as tmp:
+        store = str(Path(tmp) / "store")
+        if world == 1:
+            _ddp_worker(0, 1, store, backend, queue)
+        else:
+            mp.start_processes(_ddp_worker, args=(world, store, backend, queue), nprocs=world, start_method="spawn")
+        out = queue.get()
     expected = float(sum(range(1, world + 1)))
     if out["all_reduce"] != [expected] * 4 or not out["grads_equal_across_ranks"]:
         raise AssertionError(f"DDP with {backend} x {world} disagrees: {out}")
