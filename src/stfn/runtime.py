@@ -116,7 +116,7 @@ def resolve_amp(
 # CPU (2-core Zen 4, AVX512-BF16, bf16 autocast, shared machine, 2026-12-01):
 #   train: compiled step 0.93x of eager (0.288 vs 0.268 s per 8 frames, compile 43 s, load 2.4-2.9):
 #          never pays, so `auto` never compiles CPU training;
-#   infer (freezing): 1.25x (1.536 vs 1.920 s per 16 frames, compile 60 s, load 6.8-7.0): 156 steps
+#   infer (freezing): 1.25x (1.536 vs 1.920 s per 16 frames, compile 60 s, load 6.9-6.8): 156 steps
 #          = 2500 frames; without freezing it was 0.91x (never).
 #   (on that shared machine other runs gave compiled bf16 inference 0.7-1.5x of eager: the idle rerun of
 #   compile_breakeven.py should confirm this entry; the risk is bounded: `auto` compiles only runs that
