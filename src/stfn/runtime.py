@@ -113,20 +113,18 @@ def resolve_amp(
 # steps (stfn train); `infer`: inference (stfn eval, stfn extract-features). `auto` asks for
 # COMPILE_MARGIN times the break-even, since a run also recompiles once for its smaller last batch.
 # None: compiling never paid there.
-# CPU (2-core Zen 4, AVX512-BF16, bf16 autocast, shared machine, 2026-12-01):
-#   train: compiled step 0.93x of eager (0.288 vs 0.268 s per 8 frames, compile 43 s, load 2.4-2.9):
-#          never pays, so `auto` never compiles CPU training;
-#   infer (freezing): 1.25x (1.536 vs 1.920 s per 16 frames, compile 60 s, load 6.9-6.8): 156 steps
-#          = 2500 frames; without freezing it was 0.91x (never).
-#   (on that shared machine other runs gave compiled bf16 inference 0.7-1.5x of eager: the idle rerun of
-#   compile_breakeven.py should confirm this entry; the risk is bounded: `auto` compiles only runs that
-#   take hours eager, where a minute of compilation is noise)
+# CPU (2-core Zen 4, AVX512-BF16, bf16 autocast, 2026-12-01), a quiet run (load 0.1-1.1):
+#   train: compiled step 0.98x of eager (0.309 vs 0.304 s per 8 frames, compile 35 s; 0.93x at load
+#          2.4-2.9): never pays, so `auto` never compiles CPU training;
+#   infer (freezing): 1.18x (0.151 vs 0.178 s per 16 frames, compile 19 s): 708 steps = 11300 frames
+#          (at load ~7 it was 1.25x and 2500 frames); without freezing 0.91x (never). backbone_throughput
+#          agrees: compiled bf16 inference 1.18x eager for resnet18 and resnet50 (load ~1).
 # CUDA: not measured yet (`make gpu-check` prints the break-even, to replace these): an estimate from
 # a compile of about a minute and a 1.3x faster step, at ~1500 training / ~5000 inference frames/s
 # (resnet50): 60 s / (0.67 ms - 0.51 ms) = 400k frames; 60 s / (0.2 ms - 0.154 ms) = 1.3M frames.
 COMPILE_BREAK_EVEN: dict[tuple[str, str], float | None] = {
     ("cpu", "train"): None,
-    ("cpu", "infer"): 2500.0,
+    ("cpu", "infer"): 11_300.0,
     ("cuda", "train"): 400_000.0,
     ("cuda", "infer"): 1_300_000.0,
 }
