@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= dev,onnx,timm,serve
 
-.PHONY: demo test test-slow bench lint clean
+.PHONY: demo test test-slow bench gpu-check lint clean
 
 $(BIN)/stfn: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test-slow: $(BIN)/stfn
 
 bench: $(BIN)/stfn
 	$(BIN)/python benchmarks/run_all.py
+
+# the GPU path end to end on a CUDA machine, under 5 minutes (CPU fallbacks elsewhere): BENCHMARKS.md
+gpu-check: $(BIN)/stfn
+	$(BIN)/python benchmarks/gpu_check.py
 
 lint: $(BIN)/stfn
 	$(BIN)/ruff check src tests benchmarks

@@ -121,6 +121,27 @@ def loader_rate(root: Path, decoder: str, workers: int, args: argparse.Namespace
     return samples / wall, samples / cpu
 
 
+def print_core_needs(results: dict, rates: list[float]) -> None:
+    """How many loader cores a GPU consuming ``rates`` samples/s needs: with CPU decoding (the
+    0-worker samples per CPU-second) and with ``data.jpeg_decoder: nvjpeg``, where the decode leaves
+    the CPU: per sample, the loader's CPU time less the decode-bound time (an estimate: the nvJPEG
+    call and the copy back cost some CPU too, and the GPU's decoder shares the device with training)."""
+    rows = []
+    for dec, loader in results["loader"].items():
+        cpu0, bound = loader["0w_samples_cpu_s"], results["decode"][dec]["bound_samples_cpu_s"]
+        rest = 1 / cpu0 - 1 / bound  # CPU-s per sample that is not JPEG decoding
+        gpu = 1 / rest if rest > 0 else float("inf")
+        results["loader"][dec]["without_decode_samples_cpu_s"] = gpu
+        results["loader"][dec]["cores_for"] = {str(r): {"cpu_decode": r / cpu0, "nvjpeg": r / gpu} for r in rates}
+        rows.append(f"| {dec} | {cpu0:.1f} | {gpu:.1f} | "
+                    + " | ".join(f"{r / cpu0:.0f} / {r / gpu:.0f}" for r in rates) + " |")
+    print("\nCores a GPU step rate needs (loader samples/s = cores x samples/CPU-s), CPU decode / nvjpeg:\n")
+    print("| decoder | samples/CPU-s, CPU decode | samples/CPU-s, decode on the GPU (est.) | "
+          + " | ".join(f"{r:g} samples/s" for r in rates) + " |")
+    print("| --- " * (3 + len(rates)) + "|")
+    print("\n".join(rows))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--videos", type=int, default=8)
@@ -137,8 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decoders", nargs="+", default=["opencv", "torchvision", "pillow"])
     parser.add_argument("--seconds", type=float, default=2.0, help="time per raw-decode measurement")
     parser.add_argument("--repeats", type=int, default=2, help="best of this many rounds per measurement")
+    parser.add_argument("--gpu-rates", type=float, nargs="+", default=[50, 100, 200, 400],
+                        help="GPU training consumption rates (samples/s) to size the CPU side for")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--quick", action="store_true", help="tiny tree, one decoder, 0 workers: a smoke test")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.videos, args.length, args.batches, args.seconds, args.repeats = 2, 12, 2, 0.3, 1
+        args.workers, args.decoders = [0], ["opencv"]
     torch.set_num_threads(1)
     width, height = (int(v) for v in args.size.split("x"))
     per_sample = {"rgb": args.frames, "flow": 2 * args.frames * args.flow_length}
@@ -165,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             results["loader"][dec] = {"0w_samples_cpu_s": cpu0, **{f"{w}w_samples_s": r for w, r in wall.items()}}
             print(f"| {dec} | {rgb:.0f} | {gray:.0f} | {1 / cost:.1f} | {cpu0:.1f} | "
                   + " | ".join(f"{r:.1f}" for r in wall.values()) + " |", flush=True)
+    print_core_needs(results, args.gpu_rates)
     if args.json:
         from stfn.fileio import atomic_write_json
 

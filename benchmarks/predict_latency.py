@@ -8,10 +8,17 @@ preset: median seconds of each stage (decode + resize of the sampled frames, opt
 stacks + quantisation, crops + normalisation, network) and the total, plus, as the baseline measured in
 the same run, the flow of the *whole* clip that a predictor without sparse sampling would compute.
 
+Each preset runs on every ``--backends`` network runtime of :class:`~stfn.predict.Predictor` (``eager``,
+``compile``: torch.compile with freezing, ``onnx``: ONNX Runtime, fp32), side by side in the same
+rounds; ``start-up s`` is construction (ONNX export) plus the first prediction (compilation) less a
+warm prediction: what one-shot use pays on top. For repeated use (``stfn serve``) the fastest warm
+network time wins; one-shot ``stfn predict`` keeps ``eager`` (no start-up cost).
+
 Usage::
 
     python benchmarks/predict_latency.py                    # both presets, 1 crop, 5 rounds
     python benchmarks/predict_latency.py --crops 1 10 --rounds 3
+    python benchmarks/predict_latency.py --presets resnet18 --backends eager onnx
     python benchmarks/predict_latency.py --quick            # 2 s clip, 1 round: a smoke test
 
 Results: a markdown table on stdout and ``bench_results/predict_latency.json``.
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -117,9 +125,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per variant (medians reported)")
     parser.add_argument("--seconds", type=float, default=10.0, help="clip length")
     parser.add_argument("--amp", default="auto", choices=["auto", "none", "bf16", "fp16"])
+    parser.add_argument("--backends", nargs="+", default=["eager", "compile", "onnx"],
+                        choices=["eager", "compile", "onnx"], help="Predictor network runtimes to compare")
     args = parser.parse_args()
-    if args.quick:
+    if args.quick:  # no compilation in the smoke test; ONNX only where onnxruntime is installed
+        import importlib.util
+
         args.rounds, args.seconds = 1, 2.0
+        args.presets = [p for p in args.presets if p == "tiny"] or args.presets[:1]
+        args.backends = [b for b in args.backends if b == "eager" or (b == "onnx" and importlib.util.find_spec(
+            "onnxruntime"))]
     threads = setup_torch(args.threads)
     if args.threads:
         import cv2
@@ -133,12 +148,16 @@ def main() -> int:
         tmp_path = Path(tmp)
         clip = tmp_path / "clip.avi"
         origin = make_clip(clip, args.seconds)
-        predictors, results = {}, {}
+        predictors, results, built = {}, {}, {}
         for preset in args.presets:
             ckpt = make_checkpoint(preset, tmp_path)
             for crops in args.crops:
-                predictors[f"{preset}, {crops} crop{'s' if crops > 1 else ''}"] = Predictor.from_checkpoint(
-                    ckpt, crops=crops, device=args.device, amp=args.amp)
+                for backend in args.backends:
+                    name = f"{preset}, {crops} crop{'s' if crops > 1 else ''}, {backend}"
+                    start = time.perf_counter()
+                    predictors[name] = Predictor.from_checkpoint(ckpt, crops=crops, device=args.device, amp=args.amp,
+                                                                 backend=backend)
+                    built[name] = time.perf_counter() - start
         runs: dict[str, list[dict]] = {name: [] for name in predictors}
         fns = {name: (lambda n=name, p=pr: runs[n].append(p.predict(clip)["timings"])) for name, pr in predictors.items()}
         interleaved(fns, args.rounds, warmup=1)
@@ -146,9 +165,15 @@ def main() -> int:
             timed = runs[name][1:]  # the first call was the warm-up
             med = {s: stats([t[s] for t in timed])["median"] for s in STAGES}
             full = full_flow_seconds(pr, clip, max(1, min(args.rounds, 3))) if "flow" in pr.streams else None
+            startup = built[name] + runs[name][0]["total"] - med["total"]
             results[name] = {"settings": pr.settings(), "median_seconds": med, "rounds": timed,
+                             "construct_seconds": built[name], "first_call": runs[name][0], "startup_seconds": startup,
                              "full_video_flow_seconds": full,
                              "sparse_flow_speedup": (full / med["flow"]) if full and med["flow"] > 0 else None}
+        for name, r in results.items():  # network time against eager's, same preset and crops
+            eager = results.get(name.rsplit(", ", 1)[0] + ", eager")
+            r["network_vs_eager"] = (eager["median_seconds"]["network"] / r["median_seconds"]["network"]
+                                     if eager and r["median_seconds"]["network"] > 0 else None)
 
     rows = []
     for name, r in results.items():
@@ -156,10 +181,12 @@ def main() -> int:
         full = r["full_video_flow_seconds"]
         rows.append([name, s["frames"], s["flow_length"], s["crop_size"], s["device"], s["amp"],
                      *(f"{m[k] * 1000:.0f}" for k in STAGES),
+                     f"{r['network_vs_eager']:.2f}x" if r["network_vs_eager"] else "-",
+                     f"{r['startup_seconds']:.1f}",
                      f"{full * 1000:.0f}" if full else "-",
                      f"{r['sparse_flow_speedup']:.1f}x" if r["sparse_flow_speedup"] else "-"])
-    headers = ["model", "T", "L", "size", "device", "amp", "decode ms", "flow ms", "transform ms", "network ms",
-               "total ms", "whole-clip flow ms", "sparse flow gain"]
+    headers = ["model, crops, backend", "T", "L", "size", "device", "amp", "decode ms", "flow ms", "transform ms",
+               "network ms", "total ms", "network vs eager", "start-up s", "whole-clip flow ms", "sparse flow gain"]
     print(f"stfn predict latency, {args.seconds:g} s 320x240 25 fps MPEG-4 AVI ({origin}), median of "
           f"{args.rounds} rounds, {threads} torch threads")
     print(md_table(headers, rows))

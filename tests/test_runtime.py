@@ -94,3 +94,42 @@ def test_bare_model_unwraps_compile_and_ddp_wrappers() -> None:
     assert bare_model(net) is net
     assert bare_model(Wrapper(net)) is net
     assert bare_model(torch.compile(net)) is net
+
+
+def test_resolve_compile_auto_follows_the_break_even(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setitem(runtime.COMPILE_BREAK_EVEN, ("cpu", "train"), 1000.0)
+    monkeypatch.setitem(runtime.COMPILE_BREAK_EVEN, ("cpu", "infer"), None)
+    need = int(runtime.COMPILE_MARGIN * 1000)
+    assert runtime.resolve_compile("auto", cpu, need, "train")
+    assert not runtime.resolve_compile("auto", cpu, need - 1, "train")
+    assert not runtime.resolve_compile("auto", cpu, 10**9, "infer")  # never paid: never compiled by auto
+    assert runtime.resolve_compile("true", cpu, 0, "infer") and runtime.resolve_compile(True, cpu, 0)
+    assert not runtime.resolve_compile("false", cpu, 10**9) and not runtime.resolve_compile(False, cpu, 10**9)
+
+
+def test_resolve_compile_refuses_other_values_in_one_sentence() -> None:
+    with pytest.raises(ConfigError, match="--compile must be auto, true or false, got 'fast'"):
+        runtime.resolve_compile("fast", torch.device("cpu"), 1, what="--compile")
+
+
+def test_compile_backbones_compiles_in_place_and_keeps_the_state_dict() -> None:
+    from stfn.config import ModelConfig
+    from stfn.models import build_model
+
+    model = build_model(ModelConfig(backbone="cnn_small", num_classes=3, pretrained=False))
+    keys = list(model.state_dict())
+    assert runtime.compile_backbones(model) is model
+    assert list(model.state_dict()) == keys
+    assert all(getattr(b, "_compiled_call_impl", None) is not None for b in model.backbones.values())
+
+
+def test_the_compile_default_is_auto_and_the_demo_stays_eager(tmp_path) -> None:
+    from stfn.config import Config, config_from_dict
+    from stfn.study.demo import base_config
+    from stfn.study.presets import PRESETS
+
+    assert Config().train.compile == "auto"
+    assert config_from_dict({"train": {"compile": False}}).train.compile is False  # old checkpoints
+    preset = next(iter(PRESETS.values()))
+    assert base_config(preset, tmp_path, tmp_path, 64, 0).train.compile is False

@@ -147,7 +147,7 @@ class DataConfig:
     features: str = ""  # folder of cached per-frame features (`stfn extract-features`); skips backbones
     num_workers: int = 2
     synthetic_preset: str = "small"  # dataset=synthetic: preset of the generator
-    jpeg_decoder: str = "opencv"  # opencv | torchvision | pillow: decoder of the prepared JPEG frames
+    jpeg_decoder: str = "opencv"  # opencv | torchvision | pillow | nvjpeg (CUDA): decoder of the prepared JPEGs
 
 
 @dataclass
@@ -171,7 +171,7 @@ class TrainConfig:
     amp: str = "auto"  # auto | none | bf16 | fp16  (auto: CUDA bf16, or fp16 + loss scaling on GPUs without
     #                    bf16; CPU bf16 with channels_last, else fp32: CPU bf16 convs are slow without it)
     channels_last: bool = True
-    compile: bool = False
+    compile: bool | str = "auto"  # auto | true | false (auto: runs long enough to repay it, stfn.runtime)
     accumulate: int = 1  # gradient accumulation steps
     seed: int = 0
     deterministic: bool = False

@@ -32,7 +32,8 @@ from stfn.engine.checkpoint import load_model
 from stfn.errors import StfnError
 from stfn.fileio import atomic_path
 
-__all__ = ["FORMATS", "ExportWrapper", "example_inputs", "export_checkpoint", "export_model", "run_exported"]
+__all__ = ["FORMATS", "ExportWrapper", "example_inputs", "export_checkpoint", "export_model", "require_onnxruntime",
+           "run_exported"]
 
 FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 17
@@ -71,12 +72,13 @@ def _require_onnx() -> None:
         raise StfnError(f"ONNX export needs the 'onnx' package, which is not installed; {_INSTALL_HINT}") from None
 
 
-def _require_onnxruntime() -> Any:
+def require_onnxruntime() -> Any:
+    """The ``onnxruntime`` module, or one sentence saying how to install it."""
     try:
         import onnxruntime
     except ImportError:
         raise StfnError(
-            f"checking an ONNX file needs the 'onnxruntime' package, which is not installed; {_INSTALL_HINT}"
+            f"running an ONNX file (the export check, predict --backend onnx) needs the 'onnxruntime' package, which is not installed; {_INSTALL_HINT}"
         ) from None
     return onnxruntime
 
@@ -153,7 +155,7 @@ def run_exported(path: str | os.PathLike, fmt: str, inputs: dict[str, Tensor]) -
     """Run an exported file on ``inputs`` (stream name -> tensor) and return its logits ``(B, K)``."""
     path = Path(path)
     if fmt == "onnx":
-        ort = _require_onnxruntime()
+        ort = require_onnxruntime()
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         feeds = {i.name: inputs[i.name].numpy() for i in session.get_inputs()}
         return torch.from_numpy(session.run(["logits"], feeds)[0])
@@ -187,7 +189,7 @@ def export_checkpoint(
     if fmt == "onnx":
         _require_onnx()
         if check:
-            _require_onnxruntime()
+            require_onnxruntime()
     model, cfg, ckpt = load_model(checkpoint, map_location="cpu")
     model = model.eval().float()
     streams = list(getattr(model, "streams", cfg.model.streams))

@@ -10,6 +10,13 @@ For each video, :class:`Predictor` does what training saw, in the same order and
 5. the network under ``torch.inference_mode`` (bf16 autocast where the CPU does bf16 natively), the
    logits averaged over views as :mod:`stfn.engine.evaluate` does, then softmax.
 
+The network runs on one of :data:`BACKENDS` (``backend=``): ``eager`` (the default: no start-up cost,
+right for one-shot ``stfn predict``), ``compile`` (the backbones compiled with ``torch.compile`` and
+inductor freezing: tens of seconds at the first prediction, then faster) or ``onnx`` (the network
+exported to ONNX and run by ONNX Runtime on the CPU, fp32: a few seconds of export at construction).
+For repeated use (a server) pick the fastest on the machine: ``benchmarks/predict_latency.py``
+measures all three side by side.
+
 Example::
 
     predictor = Predictor.from_checkpoint("runs/ucf101/best.pt", crops=1)
@@ -22,7 +29,9 @@ from __future__ import annotations
 
 import copy
 import os
+import tempfile
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,9 +51,12 @@ from stfn.data.transforms import build_transform
 from stfn.data.video import probe, read_frames, resize_shape
 from stfn.engine.checkpoint import load_model
 from stfn.errors import StfnError
-from stfn.runtime import describe_dtype, resolve_amp, resolve_device, score_clips, sync
+from stfn.export import export_model, require_onnxruntime
+from stfn.runtime import compile_backbones, describe_dtype, resolve_amp, resolve_device, score_clips, sync
 
-__all__ = ["Predictor", "expand_inputs", "flow_to_color", "model_card", "window_starts"]
+__all__ = ["BACKENDS", "Predictor", "expand_inputs", "flow_to_color", "model_card", "window_starts"]
+
+BACKENDS = ("eager", "compile", "onnx")
 
 
 def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -79,6 +91,7 @@ class Predictor:
         video_backend: decoder for :mod:`stfn.data.video` (default: ``$STFN_VIDEO_BACKEND``, else
             ``pyav``: importing torchcodec costs seconds, more than a whole prediction of a short clip).
         chunk_frames: frames per network call; views are batched up to this many (memory bound).
+        backend: ``eager | compile | onnx`` (module docstring); ``onnx`` runs on the CPU in fp32.
     """
 
     def __init__(
@@ -95,10 +108,17 @@ class Predictor:
         channels_last: bool | None = None,
         video_backend: str | None = None,
         chunk_frames: int = 256,
+        backend: str = "eager",
     ) -> None:
+        if backend not in BACKENDS:
+            raise StfnError(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
         self.device = resolve_device(device, what="--device")
+        if backend == "onnx" and self.device.type != "cpu":
+            raise StfnError(f"--backend onnx runs on the CPU (ONNX Runtime's CPU provider); use --device cpu, "
+                            f"not '{self.device}'")
+        self.backend = backend
         self.channels_last = cfg.train.channels_last if channels_last is None else bool(channels_last)
-        self.amp_dtype = resolve_amp(amp, self.device, self.channels_last, what="--amp")[0]
+        self.amp_dtype = resolve_amp(amp, self.device, self.channels_last, what="--amp")[0] if backend != "onnx" else None
         self.model = model.eval().to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -112,6 +132,25 @@ class Predictor:
                                  video_backend or os.environ.get("STFN_VIDEO_BACKEND") or "pyav", self.device)
         if len(self.classes) != cfg.model.num_classes:
             raise StfnError(f"the checkpoint names {len(self.classes)} classes but its model has {cfg.model.num_classes} outputs")
+        self._session: Any = None
+        if backend == "compile":
+            compile_backbones(self.model)
+        elif backend == "onnx":
+            self._session = self._onnx_session()
+
+    def _onnx_session(self) -> Any:
+        """The network exported to ONNX for this predictor's ``T`` and crop size, in an ONNX Runtime
+        session with as many threads as torch uses (the file is written to a temporary folder and read
+        back; nothing stays on disk)."""
+        ort = require_onnxruntime()
+        with tempfile.TemporaryDirectory(prefix="stfn-onnx-") as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the exporter's constant-folding notes: not news
+            path = export_model(self.model, Path(tmp) / "model.onnx", fmt="onnx", streams=self.streams,
+                                frames=self.reader.frames, size=self.cfg.data.crop_size,
+                                flow_length=self.reader.flow_length)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()
+            return ort.InferenceSession(path.read_bytes(), options, providers=["CPUExecutionProvider"])
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, *, flow: str | None = None, **kwargs: Any) -> Predictor:
@@ -141,11 +180,18 @@ class Predictor:
             "amp": describe_dtype(self.amp_dtype),
             "channels_last": self.channels_last,
             "video_backend": self.reader.video_backend,
+            "backend": self.backend,
         }
 
     @torch.inference_mode()
     def scores(self, views: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``(K,)`` averaged over views, from float ``(V, T, C, S, S)`` per stream."""
+        if self._session is not None:
+            n = next(iter(views.values())).shape[0]
+            step = max(1, self.chunk_frames // max(1, self.reader.frames))
+            outs = [self._session.run(["logits"], {s: views[s][i:i + step].numpy() for s in self.streams})[0]
+                    for i in range(0, n, step)]
+            return torch.from_numpy(np.concatenate(outs)).float().mean(dim=0)
         logits, _ = score_clips(self.model, {s: views[s] for s in self.streams}, self.device, self.amp_dtype,
                                 self.chunk_frames)
         return logits.mean(dim=0)

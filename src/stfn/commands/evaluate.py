@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="folder for the result files (default: eval_* next to each checkpoint)")
     parser.add_argument("--json", help="also write the summary as JSON to this file ('-' prints JSON instead of text)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--compile", choices=["auto", "true", "false"],
+                        help="torch.compile the backbones: auto (when the run is long enough to repay the compile time), true or false (default: train.compile of the checkpoint; `false` turns it off)")
 
 
 def _fmt(x: float | None) -> str:
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
                                features_dir=args.features,
                                out_dir=args.out, fusion_weights=args.fusion_weights, fusion_rule=args.fusion_rule,
                                batch_size=args.batch_size,
-                               device=args.device, progress=not args.no_progress)
+                               device=args.device, progress=not args.no_progress, compile=args.compile)
         if distributed.get_info().is_main:
             if args.json == "-":
                 print(json.dumps(report, indent=2))

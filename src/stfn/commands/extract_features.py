@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="videos per batch (default: train.batch_size)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--compile", choices=["auto", "true", "false"],
+                        help="torch.compile the backbones: auto (when the run is long enough to repay the compile time), true or false (default: train.compile of the checkpoint or config; `false` turns it off)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
                             "(--data, --splits and --split say where its data is now)")
         src = source
     out = extract_features(src, args.out, tuple(args.subsets), frames=args.frames, batch_size=args.batch_size,
-                           device=args.device, progress=not args.no_progress, **data)
+                           device=args.device, progress=not args.no_progress, compile=args.compile, **data)
     print(f"features written to {out} (train a head on them with --set data.features={out})")
     return 0

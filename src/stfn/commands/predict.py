@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--amp", default="auto", choices=["auto", "none", "bf16", "fp16"],
                         help="autocast: auto = bf16 where the hardware does it natively, else fp32")
+    parser.add_argument("--backend", default="eager", choices=["eager", "compile", "onnx"],
+                        help="network runtime: eager (default, no start-up cost), compile (torch.compile: slow first "
+                             "video, faster after), onnx (ONNX Runtime on the CPU, fp32; needs stfn[onnx])")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch and OpenCV (default 0: their defaults, all cores)")
     parser.add_argument("--verbose", "-v", action="store_true",
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)
     predictor = Predictor.from_checkpoint(args.checkpoint, flow=args.flow, frames=args.frames, crops=args.crops,
-                                          device=args.device, amp=args.amp)
+                                          device=args.device, amp=args.amp, backend=args.backend)
     settings = predictor.settings()
     if args.verbose and not args.json:
         print(f"checkpoint {args.checkpoint}: " + ", ".join(f"{k}={v}" for k, v in settings.items()), file=sys.stderr)

@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", type=int, help="split number (sets data.split)")
     parser.add_argument("--features", help="folder written by `stfn extract-features` (sets data.features)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch)")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="never torch.compile (sets train.compile=false; default auto: only runs long enough "
+                             "to repay the compile time)")
 
 
 def load_run_config(args: argparse.Namespace):
@@ -46,6 +49,8 @@ def load_run_config(args: argparse.Namespace):
         cfg.data.split = args.split
     if args.features is not None:
         cfg.data.features = args.features
+    if getattr(args, "no_compile", False):
+        cfg.train.compile = False
     return cfg
 
 

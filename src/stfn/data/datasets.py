@@ -37,16 +37,28 @@ from stfn.data.transforms import EvalTransform, TrainTransform, build_transform
 from stfn.errors import StfnError
 
 __all__ = [
+    "GPU_DECODERS",
     "JPEG_DECODERS",
     "SeededSampler",
     "VideoFrameDataset",
     "build_dataset",
     "build_loader",
+    "check_decoder",
     "read_jpegs",
 ]
 
 log = logging.getLogger("stfn.data")
-JPEG_DECODERS = ("opencv", "torchvision", "pillow")
+JPEG_DECODERS = ("opencv", "torchvision", "pillow", "nvjpeg")
+GPU_DECODERS = ("nvjpeg",)  # decode on a CUDA device (the crops and flips stay on the CPU)
+
+
+def check_decoder(decoder: str, what: str = "config key 'data.jpeg_decoder'") -> None:
+    """One sentence for an unknown decoder, or for ``nvjpeg`` where no CUDA device is available."""
+    if decoder not in JPEG_DECODERS:
+        raise ConfigError(f"{what} must be one of {', '.join(JPEG_DECODERS)}, got '{decoder}'")
+    if decoder in GPU_DECODERS and not torch.cuda.is_available():
+        raise ConfigError(f"{what} is '{decoder}', which decodes on a CUDA GPU (torchvision's nvJPEG decoder), "
+                          "but no CUDA device is available here; use opencv on a CPU machine")
 
 
 def _first(keys: list[str], n: int = 3) -> str:
@@ -82,7 +94,10 @@ def _decode(datas: list[bytes], gray: bool, decoder: str) -> list[np.ndarray] | 
     with warnings.catch_warnings():  # torchvision 0.29 deprecates its image codecs in favour of torchcodec
         warnings.simplefilter("ignore", DeprecationWarning)
         mode = ImageReadMode.GRAY if gray else ImageReadMode.RGB
-        return torch.stack(decode_jpeg([torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas], mode=mode))
+        encoded = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+        if decoder == "nvjpeg":  # one batched nvJPEG call for the clip's frames, then back for the crops
+            return torch.stack(decode_jpeg(encoded, mode=mode, device="cuda")).cpu()
+        return torch.stack(decode_jpeg(encoded, mode=mode))
 
 
 def read_jpegs(paths: list[Path], gray: bool = False, decoder: str = "opencv") -> torch.Tensor:
@@ -90,10 +105,14 @@ def read_jpegs(paths: list[Path], gray: bool = False, decoder: str = "opencv") -
 
     ``decoder``: ``opencv`` (default, fastest in ``benchmarks/loader.py``), ``torchvision``
     (``torchvision.io.decode_jpeg``, deprecated by torchvision 0.29) or ``pillow``; all give the same
-    pixels when they use the same libjpeg-turbo.
+    pixels when they use the same libjpeg-turbo. ``nvjpeg``: ``decode_jpeg`` on the CUDA device, all
+    the files in one batched call, the pixels copied back (nvJPEG's IDCT may differ from libjpeg-turbo's
+    by a grey level or so); it takes the decoding, the largest part of the loader's CPU time, off the CPU.
     """
     if decoder not in JPEG_DECODERS:
         raise StfnError(f"unknown JPEG decoder '{decoder}' (choose from {', '.join(JPEG_DECODERS)})")
+    if decoder in GPU_DECODERS:
+        check_decoder(decoder, "the JPEG decoder")
     datas = []
     for p in paths:
         try:
@@ -210,9 +229,7 @@ def build_dataset(data_cfg: DataConfig, subset: str, streams: list[str], flow_le
         raise ConfigError(f"config key 'data.on_missing' must be 'error' or 'skip', got '{data_cfg.on_missing}'")
     if data_cfg.frames < 1 or flow_length < 1:
         raise ConfigError(f"config key 'data.frames' ({data_cfg.frames}) and flow_length ({flow_length}) must be >= 1")
-    if data_cfg.jpeg_decoder not in JPEG_DECODERS:
-        raise ConfigError(f"config key 'data.jpeg_decoder' must be one of {', '.join(JPEG_DECODERS)}, "
-                          f"got '{data_cfg.jpeg_decoder}'")
+    check_decoder(data_cfg.jpeg_decoder)
     if not data_cfg.root:
         raise ConfigError("config key 'data.root' is empty: set it to the folder written by `stfn prepare`")
     split = load_split(data_cfg.dataset, data_cfg.splits, data_cfg.split, train_list=data_cfg.train_list,
@@ -302,11 +319,14 @@ def build_loader(dataset: Dataset, batch_size: int, train: bool, workers: int, d
     # A last training batch of one video cannot be batch-normalised (BatchNorm1d raises in training, as
     # in Temporal-Inception's and TS-LSTM's heads): drop it. UCF101 split 1 has 9537 = 596 x 16 + 1.
     drop_last = drop_last or (train and len(sampler) % batch_size == 1 and len(sampler) > 1)
+    # CUDA cannot be used in forked workers: a GPU decoder's workers start fresh (spawn)
+    gpu_decoding = getattr(dataset, "decoder", "") in GPU_DECODERS and workers > 0
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
+        multiprocessing_context="spawn" if gpu_decoding else None,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=workers > 0,
         prefetch_factor=2 if workers > 0 else None,

@@ -33,7 +33,7 @@ from stfn.engine.metrics import compute_metrics, write_confusion_png, write_per_
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json, atomic_write_text
 from stfn.models.fusion import late_fusion
-from stfn.runtime import INPUT_KEYS, bare_model, resolve_amp, score_clips
+from stfn.runtime import INPUT_KEYS, bare_model, compile_backbones, resolve_amp, score_clips, should_compile
 
 __all__ = [
     "evaluate",
@@ -200,6 +200,7 @@ def evaluate_checkpoint(
     data_root: str | os.PathLike | None = None,
     splits_dir: str | os.PathLike | None = None,
     features_dir: str | os.PathLike | None = None,
+    compile: bool | str | None = None,
 ) -> dict[str, Any]:
     """Load a checkpoint, score its test set (``split``/``views``/``frames`` override the
     checkpoint's data settings) and, when ``out_dir`` is given, write the files of
@@ -236,6 +237,10 @@ def evaluate_checkpoint(
         model.to(memory_format=torch.channels_last)
     amp_dtype, _ = resolve_amp(cfg.train.amp, dev, cfg.train.channels_last)
     loader = make_test_loader(test_set, cfg, info.distributed, batch_size)
+    frames = len(test_set) * max(1, cfg.data.test_crops) * cfg.data.frames  # through each backbone
+    setting, what = (cfg.train.compile, "config key 'train.compile'") if compile is None else (compile, "--compile")
+    if should_compile(setting, model, dev, frames, cfg.data.crop_size, "infer", what):
+        compile_backbones(model)
     result = evaluate(
         model, loader, dev, amp_dtype=amp_dtype, chunk_frames=chunk_frames,
         fusion_weights=fusion_weights, fusion_rule=fusion_rule, progress=progress and info.is_main,

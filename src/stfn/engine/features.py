@@ -31,7 +31,7 @@ from stfn.engine.data_identity import check_dataset, check_overlap
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json
 from stfn.models import build_model
-from stfn.runtime import autocast_context, resolve_amp, resolve_device
+from stfn.runtime import autocast_context, compile_backbones, resolve_amp, resolve_device, should_compile
 
 __all__ = ["extract_features"]
 
@@ -102,11 +102,14 @@ def extract_features(
     data_root: str | os.PathLike | None = None,
     splits_dir: str | os.PathLike | None = None,
     split: int | None = None,
+    compile: bool | str | None = None,
 ) -> Path:
     """Write per-video ``(T, C)`` backbone features per stream of ``subsets`` to ``out_dir``.
 
     ``source`` is a checkpoint (its backbones and data settings) or a :class:`Config` (a fresh model:
     random or ImageNet backbones, per ``model.pretrained``). ``frames`` overrides ``data.frames``.
+    ``compile`` (``auto | true | false``; default ``train.compile``) compiles the backbones, with
+    ``auto`` for a subset long enough to repay it (:func:`~stfn.runtime.should_compile`).
     ``data_root`` / ``splits_dir`` / ``split`` point a checkpoint at its data where it is now (or at
     another split); its dataset identity is checked as ``stfn eval`` checks it, and test videos the
     checkpoint has seen are refused. A subset already extracted with the same settings is skipped.
@@ -149,6 +152,8 @@ def extract_features(
         old = load_features_meta(out)
         if all(old.get(k) == v for k, v in settings.items()):
             meta = old  # same extraction: keep the subsets already done
+    compiled = False
+    setting, what = (cfg.train.compile, "config key 'train.compile'") if compile is None else (compile, "--compile")
     for subset in subsets:
         paths = {s: out / f"{subset}_{s}.npy" for s in cfg.model.streams}
         if subset in meta["subsets"] and all(p.is_file() for p in paths.values()):
@@ -158,6 +163,9 @@ def extract_features(
             check_dataset(ckpt, source, cfg, dict(getattr(dataset, "identity", {})))
             if subset == "test":
                 check_overlap(ckpt, list(dataset.videos), f"checkpoint '{source}'", cfg.data.split)
+        if not compiled and should_compile(setting, model, dev, len(dataset) * cfg.data.frames, cfg.data.crop_size,
+                                           "infer", what):
+            compiled = bool(compile_backbones(model))
         bs = batch_size or max(1, cfg.train.batch_size)
         labels = _extract_subset(model, dataset, list(cfg.model.streams), paths, dev, amp_dtype, bs,
                                  cfg.data.num_workers, progress)

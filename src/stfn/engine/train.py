@@ -47,7 +47,7 @@ from stfn.engine.optim import build_optimizer, build_scheduler, freeze_layers, s
 from stfn.engine.run_folder import open_run_folder, restore_best, resume_state, run_result, save_epoch
 from stfn.errors import StfnError
 from stfn.models import build_model
-from stfn.runtime import INPUT_KEYS, autocast_context, bare_model, resolve_amp
+from stfn.runtime import INPUT_KEYS, autocast_context, bare_model, resolve_amp, should_compile
 
 __all__ = ["NonFiniteLossError", "train", "train_one_epoch"]
 
@@ -244,12 +244,13 @@ def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opt
     return done
 
 
-def _wrap(model: nn.Module, cfg: Config, device: torch.device, info: dist_utils.DistInfo) -> nn.Module:
-    """DistributedDataParallel under ``torchrun``, then ``torch.compile`` when ``train.compile``."""
+def _wrap(model: nn.Module, cfg: Config, device: torch.device, info: dist_utils.DistInfo, frames: int) -> nn.Module:
+    """DistributedDataParallel under ``torchrun``, then ``torch.compile`` when ``train.compile`` asks for
+    it (``auto``: ``frames`` through each backbone in the epochs left repay it, :func:`should_compile`)."""
     net: nn.Module = model
     if info.distributed:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.train.compile:
+    if should_compile(cfg.train.compile, model, device, frames, cfg.data.crop_size, "train"):
         net = torch.compile(net)
     return net
 
@@ -366,10 +367,12 @@ def _setup(cfg: Config, out: Path, resume: bool) -> tuple[_Run, _Progress]:
         from torch.utils.tensorboard import SummaryWriter  # lazy: tensorboard is slow to import
 
         run.writer = SummaryWriter(str(out / "tb"), purge_step=done.start_epoch * steps_per_epoch or None)
-    run.net = _wrap(model, cfg, device, info)
+    frames = len(loader) * tcfg.batch_size * cfg.data.frames * max(0, tcfg.epochs - done.start_epoch)
+    run.net = _wrap(model, cfg, device, info, frames)
     _log(info, f"{cfg.name}: {len(train_set)} training / {len(test_set) if test_set else 0} test videos, "
                f"{len(classes)} classes, {info.world_size} process(es) on {device}, amp "
-               f"{amp_dtype or 'off'}, batch {tcfg.batch_size} x {info.world_size} x {tcfg.accumulate}")
+               f"{amp_dtype or 'off'}{', compiled' if hasattr(run.net, '_orig_mod') else ''}, "
+               f"batch {tcfg.batch_size} x {info.world_size} x {tcfg.accumulate}")
     return run, done
 
 
