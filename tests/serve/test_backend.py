@@ -85,12 +85,12 @@ def test_a_compiled_model_serves_the_eager_top_k_without_recompiling(checkpoints
     from torch._dynamo.utils import counters
 
     eager = load_models([checkpoints["two_stream"]], backend="eager", device="cpu", amp="none")
-    compiled = load_models([checkpoints["two_stream"]], backend="compile", device="cpu", amp="none")
+    compiled = load_models([checkpoints["two_stream"]], backend="compile", threads=2, device="cpu", amp="none")
     assert compiled["two_stream"].warm_up_s > 0  # compiled at start-up, by warm_up
     frames = counters["stats"]["unique_graphs"]
     answers = {}
     for name, models in (("eager", eager), ("compile", compiled)):
-        with TestClient(create_app(models, workers=1, queue=2)) as client:
+        with TestClient(create_app(models, workers=1, queue=2, threads=2)) as client:  # warmed up with 2
             answers[name] = [upload(client, VIDEOS / "test.avi", route=route, top_k=3).json()
                              for route in ("/v1/predict", "/v1/explain", "/v1/explain")]
     assert counters["stats"]["unique_graphs"] == frames  # neither predict nor explain's windows recompiled

@@ -59,18 +59,27 @@ def serve_backend(setting: str, model: nn.Module, device: torch.device, size: in
     return "compile" if should_compile("auto", model, device, SERVER_LIFE_FRAMES, size, "infer", "--backend") else "eager"
 
 
-def warm_up(predictor: Predictor) -> float:
+def warm_up(predictor: Predictor, threads: int | None = None) -> float:
     """Run ``predictor``'s network once on zeros shaped like one prediction (``crops`` views of ``T``
     frames per stream, ``(V, T, C, S, S)``), so that a compiled network compiles now, not at the first
     request; the seconds it took. :meth:`Predictor.explain`'s windows feed the same shapes (one clip
     of the same views each), so neither predict nor explain compiles again; a request with other
-    ``crops`` compiles once more, with the batch size dynamic, and no further shapes after that."""
+    ``crops`` compiles once more, with the batch size dynamic, and no further shapes after that.
+
+    ``threads``: the torch threads of the worker that will run the requests (default: this thread's).
+    The compiled code is guarded on the thread count: a warm-up with another count than the workers'
+    would be compiled again at the first request."""
     size, t = predictor.cfg.data.crop_size, predictor.reader.frames
     channels = {"rgb": 3, "flow": 2 * predictor.reader.flow_length}
     views = {s: torch.zeros(predictor.crops, t, channels[s], size, size) for s in predictor.streams}
-    start = time.perf_counter()
-    predictor.scores(views)
-    return time.perf_counter() - start
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads or before))
+    try:
+        start = time.perf_counter()
+        predictor.scores(views)
+        return time.perf_counter() - start
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass
@@ -117,7 +126,8 @@ def model_names(paths: list[Path]) -> list[str]:
     return out
 
 
-def _load(path: Path, backend: str, flow: str | None, kwargs: dict[str, Any]) -> tuple[Predictor, float]:
+def _load(path: Path, backend: str, flow: str | None, threads: int | None,
+          kwargs: dict[str, Any]) -> tuple[Predictor, float]:
     """One checkpoint's predictor on the backend :func:`serve_backend` picks, warmed up when compiled."""
     model, cfg, ckpt = load_model(path, map_location="cpu")
     device = resolve_device(kwargs.get("device", "auto"), what="--device")
@@ -125,13 +135,14 @@ def _load(path: Path, backend: str, flow: str | None, kwargs: dict[str, Any]) ->
     predictor = Predictor(model, cfg, list(ckpt["classes"]), resolve_prepare_settings(cfg, ckpt, flow),
                           **{**kwargs, "backend": chosen})
     predictor.card = model_card(cfg, ckpt)
-    return predictor, warm_up(predictor) if chosen == "compile" else 0.0
+    return predictor, warm_up(predictor, threads) if chosen == "compile" else 0.0
 
 
 def load_models(paths: list[str | os.PathLike], *, backend: str = "auto", flow: str | None = None,
-                **kwargs: Any) -> dict[str, ModelEntry]:
+                threads: int | None = None, **kwargs: Any) -> dict[str, ModelEntry]:
     """Load each checkpoint (``weights_only``) on ``backend`` (``auto``: :func:`serve_backend`), compiled
-    ones warmed up; ``flow`` and ``kwargs`` as in :class:`Predictor`. The first is the default model."""
+    ones warmed up with the workers' ``threads`` (:func:`warm_up`; pass the pool's); ``flow`` and
+    ``kwargs`` as in :class:`Predictor`. The first is the default model."""
     if backend not in SERVE_BACKENDS:
         raise StfnError(f"--backend must be one of {', '.join(SERVE_BACKENDS)}, got '{backend}'")
     files = [Path(p) for p in paths]
@@ -140,6 +151,6 @@ def load_models(paths: list[str | os.PathLike], *, backend: str = "auto", flow: 
             raise StfnError(f"checkpoint '{p}' does not exist" if not p.exists() else f"checkpoint '{p}' is not a file")
     out: dict[str, ModelEntry] = {}
     for name, p in zip(model_names(files), files, strict=True):
-        predictor, seconds = _load(p, backend, flow, kwargs)
+        predictor, seconds = _load(p, backend, flow, threads, kwargs)
         out[name] = ModelEntry(name, p.name, predictor, backend, seconds)
     return out
