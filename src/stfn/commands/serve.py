@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "onnx"],
                         help="how the networks run (default auto: compile, with inductor freezing, a backbone of at "
                              "least 0.23x resnet18's work per frame on the CPU, since its compile "
-                             "(10-20 s, done at start-up before the server answers) pays over a server's life "
+                             "(20-60 s for a resnet18 STFN on 2 cores, done at start-up before the server answers) pays over a server's life "
                              "and a resnet18 STFN then runs 1.14-1.72x eager; eager for small networks such as "
                              "cnn_small, which gain nothing, and on CUDA until measured; never onnx, fp32 ONNX "
                              "Runtime being 0.62x of eager bf16 on a bf16 CPU)")
