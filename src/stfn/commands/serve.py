@@ -1,5 +1,5 @@
 """``stfn serve [CHECKPOINT ...] [--prepared DIR] [--host 127.0.0.1] [--port 8000] [--workers N] [--queue Q]
-[--max-upload-mb 200]``."""
+[--max-upload-mb 200] [--backend auto]``."""
 
 from __future__ import annotations
 
@@ -33,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--amp", default="auto", choices=["auto", "none", "bf16", "fp16"],
                         help="autocast: auto = bf16 where the hardware does it natively, else fp32")
+    parser.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "onnx"],
+                        help="how the networks run (default auto: compile, with inductor freezing, a backbone of at "
+                             "least 0.23x resnet18's work per frame on the CPU, since its compile "
+                             "(20-60 s for a resnet18 STFN on 2 cores, done at start-up before the server answers) pays over a server's life "
+                             "and a resnet18 STFN then runs 1.14-1.72x eager; eager for small networks such as "
+                             "cnn_small, which gain nothing, and on CUDA until measured; never onnx, fp32 ONNX "
+                             "Runtime being 0.62x of eager bf16 on a bf16 CPU)")
 
 
 def _check_address(host: str, port: int) -> None:
@@ -84,8 +91,14 @@ def run(args: argparse.Namespace) -> int:
     threads = args.threads or threads_per_worker(args.workers)
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
-    models = load_models(args.checkpoints, flow=args.flow, frames=args.frames, crops=args.crops,
-                         device=args.device, amp=args.amp)
+    if args.checkpoints:
+        print(f"stfn serve: loading {len(args.checkpoints)} model(s), --backend {args.backend} (compiled ones are "
+              "warmed up before the server answers)", file=sys.stderr, flush=True)
+    models = load_models(args.checkpoints, backend=args.backend, flow=args.flow, threads=threads,
+                         frames=args.frames, crops=args.crops, device=args.device, amp=args.amp)
+    for name, entry in models.items():
+        warm = f", compiled and warmed up in {entry.warm_up_s:.1f} s" if entry.warm_up_s else ""
+        print(f"stfn serve: model {name}: backend {entry.predictor.backend}{warm}", file=sys.stderr, flush=True)
     app = create_app(models, workers=args.workers, queue=args.queue, threads=threads,
                      max_upload_mb=args.max_upload_mb, prepared=args.prepared)
     where = f"http://{args.host}:{args.port}"

@@ -47,6 +47,7 @@ function showCard() {
     ["trained on", `${c.dataset}, split ${c.split} (${c.train_videos} videos, ${c.epoch} epochs)`],
     ["accuracy at training time", acc], ["classes", `${c.num_classes}: ${(c.classes || []).join(", ")}`],
     ["runs on", `${m.settings.device}, ${m.settings.amp}, flow ${m.settings.flow ? m.settings.flow.algorithm : "none"}`],
+    ["backend", `${m.settings.backend} (--backend ${m.settings.backend_setting || m.settings.backend})`],
   ];
   const table = $("card");
   table.replaceChildren();
