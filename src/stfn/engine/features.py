@@ -116,19 +116,9 @@ def extract_features(
     ``features.json`` records the videos the source checkpoint has seen (``source_videos``), so a
     head trained on the features inherits them (its leak check). Returns ``out_dir``.
     """
-    ckpt: dict[str, Any] | None = None
-    if isinstance(source, Config):
-        cfg = copy.deepcopy(source)
-        model = build_model(cfg.model)
-        source_ckpt, source_videos = "", None
-    else:
-        model, cfg, ckpt = load_model(source)
-        source_ckpt = str(Path(source).resolve())
-        own, inherited = seen_videos(ckpt)
-        source_videos = sorted(own | inherited)
-        cfg.data.root = str(data_root) if data_root else cfg.data.root
-        cfg.data.splits = str(splits_dir) if splits_dir else cfg.data.splits
-        cfg.data.split = split if split is not None else cfg.data.split
+    model, cfg, ckpt = _load_source(source, data_root, splits_dir, split)
+    source_ckpt = "" if ckpt is None else str(Path(source).resolve())
+    source_videos = None if ckpt is None else sorted(set().union(*seen_videos(ckpt)))
     if cfg.data.features:
         raise StfnError(f"cannot extract features with a model trained on cached features ('{cfg.data.features}')")
     if frames is not None:
@@ -147,11 +137,7 @@ def extract_features(
                 "source_checkpoint": source_ckpt, "streams": list(cfg.model.streams), "frames": cfg.data.frames,
                 "feature_dim": int(model.feature_dim), "model": config_to_dict(cfg)["model"],
                 "data": config_to_dict(cfg)["data"], "source_videos": source_videos}
-    meta: dict[str, Any] = {"version": 1, "dtype": "float16", **settings, "classes": None, "subsets": {}}
-    if (out / META).is_file():
-        old = load_features_meta(out)
-        if all(old.get(k) == v for k, v in settings.items()):
-            meta = old  # same extraction: keep the subsets already done
+    meta = _resume_meta(out, settings)
     compiled = False
     setting, what = (cfg.train.compile, "config key 'train.compile'") if compile is None else (compile, "--compile")
     for subset in subsets:
@@ -176,3 +162,28 @@ def extract_features(
         atomic_write_json(out / META, meta)
     return out
 
+
+def _load_source(
+    source: str | os.PathLike | Config, data_root: str | os.PathLike | None,
+    splits_dir: str | os.PathLike | None, split: int | None,
+) -> tuple[torch.nn.Module, Config, dict[str, Any] | None]:
+    """``(model, cfg, checkpoint or None)`` of :func:`extract_features`' ``source``: a fresh model of a
+    :class:`Config`, or a checkpoint's, pointed at ``data_root`` / ``splits_dir`` / ``split`` when given."""
+    if isinstance(source, Config):
+        cfg = copy.deepcopy(source)
+        return build_model(cfg.model), cfg, None
+    model, cfg, ckpt = load_model(source)
+    cfg.data.root = str(data_root) if data_root else cfg.data.root
+    cfg.data.splits = str(splits_dir) if splits_dir else cfg.data.splits
+    cfg.data.split = split if split is not None else cfg.data.split
+    return model, cfg, ckpt
+
+
+def _resume_meta(out: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """The ``features.json`` to fill: the one in ``out`` when it was written with the same ``settings``
+    (its finished subsets are kept), else a fresh one."""
+    if (out / META).is_file():
+        old = load_features_meta(out)
+        if all(old.get(k) == v for k, v in settings.items()):
+            return old
+    return {"version": 1, "dtype": "float16", **settings, "classes": None, "subsets": {}}
