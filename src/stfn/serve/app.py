@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.requests import ClientDisconnect
 
@@ -194,24 +194,20 @@ def _add_page_routes(app: FastAPI) -> None:
 
     @app.get("/v1/prepared/video")
     def prepared_video(request: Request, key: str) -> dict[str, Any]:
-        try:
-            return _prepared(request).video(key)
-        except NotFound as e:
-            raise HTTPException(404, str(e)) from None
+        return _prepared(request).video(key)
 
     @app.get("/v1/prepared/frame", response_class=Response)
     def prepared_frame(request: Request, key: str, index: int) -> Response:
-        try:
-            return Response(_prepared(request).frame_jpeg(key, index), media_type="image/jpeg")
-        except NotFound as e:
-            raise HTTPException(404, str(e)) from None
+        return Response(_prepared(request).frame_jpeg(key, index), media_type="image/jpeg")
 
     @app.get("/v1/prepared/flow", response_class=Response)
     def prepared_flow(request: Request, key: str, index: int) -> Response:
-        try:
-            return Response(_prepared(request).flow_jpeg(key, index), media_type="image/jpeg")
-        except NotFound as e:
-            raise HTTPException(404, str(e)) from None
+        return Response(_prepared(request).flow_jpeg(key, index), media_type="image/jpeg")
+
+    @app.exception_handler(NotFound)
+    def not_found(request: Request, exc: NotFound) -> JSONResponse:
+        """A key or index outside the prepared set's manifest: 404, the sentence as ``detail``."""
+        return JSONResponse({"detail": str(exc)}, status_code=404)
 
 
 def create_app(models: dict[str, ModelEntry], *, workers: int = 1, queue: int = 8, threads: int | None = None,
