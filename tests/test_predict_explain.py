@@ -1,4 +1,4 @@
-"""What the page shows, from :mod:`stfn.predict`: the flow colour wheel, the sliding windows,
+"""What the page shows, from :mod:`stfn.predict`: the sliding windows,
 :meth:`Predictor.explain` (the same top-k as ``predict``), the model card and other test crops."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from stfn.config import config_from_dict
-from stfn.predict import Predictor, flow_to_color, window_starts
+from stfn.predict import Predictor, window_starts
 from suite_helpers import SHARED, save_tiny_checkpoint
 
 TEST_AVI = SHARED / "videos" / "test.avi"
@@ -25,30 +25,6 @@ def config(streams=("rgb", "flow")):
         "data": {"frames": 4, "scale_size": 36, "crop_size": 32, "test_crops": 1},
         "train": {"amp": "none"},
     })
-
-
-@pytest.mark.parametrize(("flow", "rgb"), [
-    ((1.0, 0.0), (255, 0, 0)),       # right: red
-    ((0.0, 1.0), (128, 255, 0)),     # down (image y), 90 degrees: yellow-green
-    ((-1.0, 0.0), (0, 255, 255)),    # left: cyan
-    ((0.0, -1.0), (128, 0, 255)),    # up, 270 degrees: violet
-    ((0.5, 0.0), (128, 0, 0)),       # half the largest magnitude: half brightness
-    ((0.0, 0.0), (0, 0, 0)),         # no motion: black
-])
-def test_flow_to_color_wheel(flow, rgb) -> None:
-    field = np.array([[flow]], np.float32)
-    out = flow_to_color(field, max_magnitude=1.0)
-    assert out.shape == (1, 1, 3) and out.dtype == np.uint8
-    assert np.abs(out[0, 0].astype(int) - rgb).max() <= 1
-
-
-def test_flow_to_color_normalises_by_the_largest_motion() -> None:
-    field = np.zeros((2, 2, 2), np.float32)
-    field[0, 0] = (0.0, 4.0)
-    field[1, 1] = (2.0, 0.0)
-    out = flow_to_color(field)
-    assert out[0, 0].max() == 255 and out[1, 1, 0] == 128 and out[0, 1].max() == 0
-    assert flow_to_color(np.zeros((3, 3, 2), np.float32)).max() == 0  # no motion anywhere: no division by 0
 
 
 def test_window_starts() -> None:

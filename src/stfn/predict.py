@@ -43,7 +43,7 @@ from torch import nn
 
 from stfn.config import STREAMS, Config
 from stfn.data.clip_reader import ClipReader
-from stfn.data.flow import dequantize_flow
+from stfn.data.flow import dequantize_flow, flow_to_color
 from stfn.data.manifest import VIDEO_EXTENSIONS
 from stfn.data.prepare_record import PrepareSettings, resolve_prepare_settings
 from stfn.data.sampling import sample_clip
@@ -54,7 +54,7 @@ from stfn.errors import StfnError
 from stfn.export import export_model, require_onnxruntime
 from stfn.runtime import compile_backbones, describe_dtype, resolve_amp, resolve_device, score_clips, sync
 
-__all__ = ["BACKENDS", "Predictor", "expand_inputs", "flow_to_color", "model_card", "window_starts"]
+__all__ = ["BACKENDS", "Predictor", "expand_inputs", "model_card", "window_starts"]
 
 BACKENDS = ("eager", "compile", "onnx")
 
@@ -258,7 +258,7 @@ class Predictor:
         - ``positions``: the T sampled frame indices (0-based);
         - ``thumbnails``: T RGB uint8 arrays ``(thumb_height, w, 3)``, the decoded frame at each position;
         - ``flow_images``: T RGB uint8 arrays of the same size, the middle flow field of each position's
-          stack in the colour wheel (:func:`flow_to_color`), or ``None`` without a flow stream;
+          stack in the colour wheel (:func:`stfn.data.flow.flow_to_color`), or ``None`` without a flow stream;
           ``flow_max``: the magnitude (pixels) drawn at full brightness, shared by the strip (the 99th
           percentile of its magnitudes, at least 1 pixel);
         - ``windows``: the model applied to sliding windows of the video (T positions inside each):
@@ -354,23 +354,6 @@ def window_starts(n: int, window: int, stride: int, max_windows: int = 12) -> li
         count = max(2, max_windows)
         starts = sorted({round(i * last / (count - 1)) for i in range(count)})
     return starts
-
-
-def flow_to_color(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
-    """Optical flow ``(H, W, 2)`` (x, y in pixels, y down) -> RGB uint8 ``(H, W, 3)``, the usual colour
-    wheel: hue is the direction (right red, down yellow-green, left cyan, up violet: hue = angle), value
-    (brightness) the magnitude over ``max_magnitude`` (default: the largest in ``flow``), saturation 1.
-    No motion is black."""
-    fx, fy = flow[..., 0].astype(np.float32), flow[..., 1].astype(np.float32)
-    magnitude = np.hypot(fx, fy)
-    top = float(magnitude.max()) if max_magnitude is None else float(max_magnitude)
-    value = np.clip(magnitude / top, 0.0, 1.0) if top > 0 else np.zeros_like(magnitude)
-    sector = (np.degrees(np.arctan2(fy, fx)) % 360.0) / 60.0  # hue in [0, 6)
-    out = np.empty((*flow.shape[:2], 3), np.float32)
-    for c, n in enumerate((5, 3, 1)):  # HSV -> RGB at s = 1: v * (1 - clip(min(k, 4 - k), 0, 1)), k = (n + h) mod 6
-        k = (n + sector) % 6.0
-        out[..., c] = value * (1.0 - np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0))
-    return (out * 255.0 + 0.5).astype(np.uint8)
 
 
 def _thumbnail(image: np.ndarray, height: int) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from stfn.data import flow as F
+from stfn.data.flow import flow_to_color
 from stfn.errors import StfnError
 
 pytestmark = pytest.mark.timeout(120)
@@ -170,3 +171,27 @@ def test_opencv_flow_needs_no_torch() -> None:
             "flow.compute_flow(np.zeros((2, 16, 16), np.uint8), 'dis'); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(("flow", "rgb"), [
+    ((1.0, 0.0), (255, 0, 0)),       # right: red
+    ((0.0, 1.0), (128, 255, 0)),     # down (image y), 90 degrees: yellow-green
+    ((-1.0, 0.0), (0, 255, 255)),    # left: cyan
+    ((0.0, -1.0), (128, 0, 255)),    # up, 270 degrees: violet
+    ((0.5, 0.0), (128, 0, 0)),       # half the largest magnitude: half brightness
+    ((0.0, 0.0), (0, 0, 0)),         # no motion: black
+])
+def test_flow_to_color_wheel(flow, rgb) -> None:
+    field = np.array([[flow]], np.float32)
+    out = flow_to_color(field, max_magnitude=1.0)
+    assert out.shape == (1, 1, 3) and out.dtype == np.uint8
+    assert np.abs(out[0, 0].astype(int) - rgb).max() <= 1
+
+
+def test_flow_to_color_normalises_by_the_largest_motion() -> None:
+    field = np.zeros((2, 2, 2), np.float32)
+    field[0, 0] = (0.0, 4.0)
+    field[1, 1] = (2.0, 0.0)
+    out = flow_to_color(field)
+    assert out[0, 0].max() == 255 and out[1, 1, 0] == 128 and out[0, 1].max() == 0
+    assert flow_to_color(np.zeros((3, 3, 2), np.float32)).max() == 0  # no motion anywhere: no division by 0

@@ -50,6 +50,7 @@ __all__ = [
     "create_estimator",
     "dequantize_flow",
     "flow_name",
+    "flow_to_color",
     "flow_settings",
     "parse_flow_spec",
     "quantize_flow",
@@ -317,3 +318,20 @@ def endpoint_error(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = 
     """Mean end-point error ``|pred - gt|_2`` in pixels over ``valid`` pixels (all when ``None``)."""
     err = np.linalg.norm(pred.astype(np.float64) - gt, axis=-1)
     return float(err[valid].mean() if valid is not None else err.mean())
+
+
+def flow_to_color(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
+    """Optical flow ``(H, W, 2)`` (x, y in pixels, y down) -> RGB uint8 ``(H, W, 3)``, the usual colour
+    wheel: hue is the direction (right red, down yellow-green, left cyan, up violet: hue = angle), value
+    (brightness) the magnitude over ``max_magnitude`` (default: the largest in ``flow``), saturation 1.
+    No motion is black."""
+    fx, fy = flow[..., 0].astype(np.float32), flow[..., 1].astype(np.float32)
+    magnitude = np.hypot(fx, fy)
+    top = float(magnitude.max()) if max_magnitude is None else float(max_magnitude)
+    value = np.clip(magnitude / top, 0.0, 1.0) if top > 0 else np.zeros_like(magnitude)
+    sector = (np.degrees(np.arctan2(fy, fx)) % 360.0) / 60.0  # hue in [0, 6)
+    out = np.empty((*flow.shape[:2], 3), np.float32)
+    for c, n in enumerate((5, 3, 1)):  # HSV -> RGB at s = 1: v * (1 - clip(min(k, 4 - k), 0, 1)), k = (n + h) mod 6
+        k = (n + sector) % 6.0
+        out[..., c] = value * (1.0 - np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0))
+    return (out * 255.0 + 0.5).astype(np.uint8)

@@ -15,11 +15,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from stfn.data.flow import dequantize_flow
+from stfn.data.flow import dequantize_flow, flow_to_color
 from stfn.data.manifest import Manifest, load_prepared_manifest
 from stfn.data.sampling import segment_positions
 from stfn.errors import StfnError
-from stfn.predict import flow_to_color
 
 __all__ = ["NotFound", "PreparedSet"]
 
