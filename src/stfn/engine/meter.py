@@ -9,7 +9,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-__all__ = ["EpochMeter"]
+from stfn.engine.metrics import summary_line
+
+__all__ = ["EpochMeter", "epoch_line", "epoch_row"]
 
 
 class EpochMeter:
@@ -62,3 +64,26 @@ class EpochMeter:
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
+
+
+def epoch_row(epoch: int, stats: dict[str, float], metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """One row of ``metrics.jsonl`` for ``epoch`` (0-based): the epoch's training numbers
+    (:meth:`EpochMeter` totals, all-reduced) and, when evaluated, the validation ``metrics``."""
+    row: dict[str, Any] = {"epoch": epoch + 1, "lr": stats["lr"], "train_loss": stats["loss"],
+                           "train_top1": stats["top1"], "train_samples": stats["samples"],
+                           "train_samples_per_s": stats["samples_per_s"], "train_seconds": stats["seconds"]}
+    if metrics is not None:
+        row.update(val_top1=metrics["top1"], val_top5=metrics["top5"],
+                   val_mean_class_acc=metrics["mean_class_acc"], val_seconds=metrics["seconds"])
+    return row
+
+
+def epoch_line(epoch: int, epochs: int, stats: dict[str, float], metrics: dict[str, Any] | None,
+               is_best: bool, seconds_left: float) -> str:
+    """The line train prints after ``epoch`` (0-based) of ``epochs``: loss, accuracy, rate, the
+    validation summary when evaluated (``*best*`` marks a new best) and the time left."""
+    text = (f"epoch {epoch + 1}/{epochs}  loss {stats['loss']:.4f}  train top1 {stats['top1']:.2f}  "
+            f"{stats['samples_per_s']:.1f} samples/s")
+    if metrics is not None:
+        text += f"  | val {summary_line(metrics)}" + ("  *best*" if is_best else "")
+    return text + f"  | {seconds_left / 60:.1f} min left"

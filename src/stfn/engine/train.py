@@ -41,8 +41,7 @@ from stfn.engine import checkpoint as ckpt_lib
 from stfn.engine import distributed as dist_utils
 from stfn.engine.data_identity import check_split_disjoint
 from stfn.engine.evaluate import evaluate, make_test_loader
-from stfn.engine.meter import EpochMeter
-from stfn.engine.metrics import summary_line
+from stfn.engine.meter import EpochMeter, epoch_line, epoch_row
 from stfn.engine.optim import build_optimizer, build_scheduler, freeze_layers, set_train_mode
 from stfn.engine.run_folder import open_run_folder, restore_best, resume_state, run_result, save_epoch
 from stfn.errors import StfnError
@@ -255,17 +254,6 @@ def _wrap(model: nn.Module, cfg: Config, device: torch.device, info: dist_utils.
     return net
 
 
-def _epoch_row(epoch: int, stats: dict[str, float], metrics: dict[str, Any] | None) -> dict[str, Any]:
-    """One row of ``metrics.jsonl``: the epoch's training numbers and, when evaluated, validation."""
-    row: dict[str, Any] = {"epoch": epoch + 1, "lr": stats["lr"], "train_loss": stats["loss"],
-                           "train_top1": stats["top1"], "train_samples": stats["samples"],
-                           "train_samples_per_s": stats["samples_per_s"], "train_seconds": stats["seconds"]}
-    if metrics is not None:
-        row.update(val_top1=metrics["top1"], val_top5=metrics["top5"],
-                   val_mean_class_acc=metrics["mean_class_acc"], val_seconds=metrics["seconds"])
-    return row
-
-
 @dataclass
 class _Run:
     """Everything one training run has built, shared by its epochs."""
@@ -315,7 +303,7 @@ def _fit_epoch(run: _Run, done: _Progress, epoch: int, progress: bool) -> tuple[
     if evaluated:
         dist_utils.sync_buffers(run.model)
         done.last = evaluate(run.model, run.test_loader, run.device, amp_dtype=run.amp_dtype, progress=progress)
-    done.history.append(_epoch_row(epoch, stats, done.last if evaluated else None))
+    done.history.append(epoch_row(epoch, stats, done.last if evaluated else None))
     is_best = evaluated and done.last["top1"] > done.best_top1
     if is_best:
         done.best, done.best_top1 = done.last, done.last["top1"]
@@ -394,18 +382,9 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
             for epoch in range(done.start_epoch, epochs):
                 stats, evaluated, is_best = _fit_epoch(run, done, epoch, progress)
                 left = (time.perf_counter() - start) / (epoch + 1 - done.start_epoch) * (epochs - epoch - 1)
-                _log_epoch(run.info, epoch, epochs, stats, done.last if evaluated else None, is_best, left)
+                _log(run.info, epoch_line(epoch, epochs, stats, done.last if evaluated else None, is_best, left))
                 dist_utils.barrier()
         finally:
             if run.writer is not None:
                 run.writer.close()
     return run_result(out, done.best, done.last, done.history)
-
-
-def _log_epoch(info: dist_utils.DistInfo, epoch: int, epochs: int, stats: dict[str, float],
-               metrics: dict[str, Any] | None, is_best: bool, seconds_left: float) -> None:
-    text = (f"epoch {epoch + 1}/{epochs}  loss {stats['loss']:.4f}  train top1 {stats['top1']:.2f}  "
-            f"{stats['samples_per_s']:.1f} samples/s")
-    if metrics is not None:
-        text += f"  | val {summary_line(metrics)}" + ("  *best*" if is_best else "")
-    _log(info, text + f"  | {seconds_left / 60:.1f} min left")
