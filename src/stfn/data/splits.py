@@ -99,17 +99,8 @@ class Split:
         sides: ``[{"group", "train": an example key, "test": an example key}]``, sorted by group; empty
         for the official UCF101 splits, which keep each group on one side (leave groups out). Names
         without a group are not compared."""
-        train: dict[str, str] = {}
-        for r in sorted(self.train, key=lambda r: r.key):
-            g = group_of(r.key)
-            if g is not None:
-                train.setdefault(g, r.key)
-        shared: dict[str, dict[str, str]] = {}
-        for r in sorted(self.test, key=lambda r: r.key):
-            g = group_of(r.key)
-            if g in train and g not in shared:
-                shared[g] = {"group": g, "train": train[g], "test": r.key}
-        return [shared[g] for g in sorted(shared)]
+        train, test = _first_key_per_group(self.train), _first_key_per_group(self.test)
+        return [{"group": g, "train": train[g], "test": test[g]} for g in sorted(train.keys() & test.keys())]
 
     @property
     def identity(self) -> dict:
@@ -125,6 +116,16 @@ class Split:
             "train_list_sha256": _records_sha256(self.train),
             "test_list_sha256": _records_sha256(self.test),
         }
+
+
+def _first_key_per_group(records: list[VideoRecord]) -> dict[str, str]:
+    """``{group: the first key in sorted order}`` of the records whose names carry a group."""
+    first: dict[str, str] = {}
+    for key in sorted(r.key for r in records):
+        group = group_of(key)
+        if group is not None:
+            first.setdefault(group, key)
+    return first
 
 
 def _records_sha256(records: list[VideoRecord]) -> str:
