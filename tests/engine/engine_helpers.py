@@ -1,12 +1,10 @@
 """Tiny CPU helpers for the engine tests: an in-memory video dataset that follows the dataset contract
-(docs/interfaces.md, "Samples and batches"), a features folder in the ``stfn extract-features`` layout,
-and a small config for the real ``build_model`` (``cnn_small`` backbone, 32 px frames)."""
+(docs/interfaces.md, "Samples and batches") and a small config for the real ``build_model``
+(``cnn_small`` backbone, 32 px frames)."""
 
 from __future__ import annotations
 
-import json
 import zlib
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -112,28 +110,3 @@ def fake_builder(n_train: int = 16, n_test: int = 8, classes: int = 4):
                           cfg.data.crop_size, classes, views=v, split=split)
 
     return build
-
-
-def write_features(root: Path, n_train: int = 24, n_test: int = 12, classes: int = 4, frames: int = 6,
-                   dim: int = 256, streams: tuple[str, ...] = ("rgb", "flow"), seed: int = 0) -> Path:
-    """A features folder (``features.json`` + ``{subset}_{stream}.npy``) with class-dependent,
-    noisy features; the class is only recoverable from the two streams' temporal pattern
-    (rgb rises over time for even classes, flow carries the class's second bit)."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    meta: dict[str, Any] = {"version": 1, "dtype": "float16", "source": "test", "source_checkpoint": "",
-                            "streams": list(streams), "frames": frames, "feature_dim": dim,
-                            "classes": [f"class{c}" for c in range(classes)], "subsets": {}}
-    for subset, n in (("train", n_train), ("test", n_test)):
-        labels = [i % classes for i in range(n)]
-        ramp = np.linspace(-1, 1, frames)[:, None]
-        for s in streams:
-            arr = rng.normal(0, 0.3, size=(n, frames, dim)).astype(np.float32)
-            for i, lab in enumerate(labels):
-                bit = (lab % 2) if s == "rgb" else (lab // 2)
-                arr[i, :, : dim // 4] += (ramp if bit else -ramp) * 1.5
-            np.save(root / f"{subset}_{s}.npy", arr.astype(np.float16))
-        meta["subsets"][subset] = {"videos": [f"class{lab}/v_{subset}_{i:03d}" for i, lab in enumerate(labels)],
-                                   "labels": labels, "identity": {"dataset": "fake", "split": 1}}
-    (root / "features.json").write_text(json.dumps(meta))
-    return root

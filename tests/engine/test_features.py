@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from engine_helpers import tiny_config, write_features
+from engine_helpers import tiny_config
 
 from stfn.data.features import FeatureDataset, load_features_meta
 from stfn.engine.checkpoint import load_checkpoint, load_model
@@ -15,6 +15,7 @@ from stfn.engine.evaluate import evaluate_checkpoint
 from stfn.engine.features import extract_features
 from stfn.engine.train import train
 from stfn.errors import StfnError
+from suite_helpers import write_features
 
 
 def test_feature_dataset_samples_segments(tmp_path) -> None:

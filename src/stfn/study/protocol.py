@@ -7,16 +7,25 @@ backbone::
     # = train_backbones (runs_dir/tsn_rgb, runs_dir/tsn_flow), build_two_stream_checkpoint
     #   (runs_dir/tsn_two_stream/last.pt), extract_features (features_dir)
 
-The second stage trains heads on those frozen features (``data.features``). Every step resumes.
+The second stage trains heads on those frozen features (``data.features``), several at a time with
+:func:`train_runs` (one process and one thread per run on the CPU). Every step resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from stfn.config import STREAMS, Config, config_from_dict
 from stfn.engine.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
@@ -25,7 +34,8 @@ from stfn.engine.train import train
 from stfn.errors import StfnError
 from stfn.models import build_model
 
-__all__ = ["build_features", "build_two_stream_checkpoint", "train_backbones", "train_run"]
+__all__ = ["build_features", "build_two_stream_checkpoint", "parallel_processes", "train_backbones", "train_run",
+           "train_runs"]
 
 
 def train_run(cfg: Config, run_dir: Path, progress: bool, threads: int = 0) -> dict[str, Any]:
@@ -37,6 +47,64 @@ def train_run(cfg: Config, run_dir: Path, progress: bool, threads: int = 0) -> d
         return train(cfg, run_dir, resume=True, progress=progress)
     finally:
         torch.set_num_threads(before)
+
+
+def _worker_init() -> None:
+    """A :func:`train_runs` process: tqdm's lock as a thread lock, not its default multiprocessing one,
+    whose semaphore a run stopped by Ctrl-C would leave behind (and Python warn about at exit)."""
+    tqdm.set_lock(threading.RLock())
+
+
+def _quiet_run(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """:func:`train_run` with one thread and its epoch lines left out (a run of :func:`train_runs` in a
+    process of its own: lines of runs side by side would interleave; warnings still show)."""
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        return train_run(cfg, run_dir, False, threads=1)
+
+
+def parallel_processes(jobs: int, device: str = "auto") -> int:
+    """How many runs :func:`train_runs` trains at once: one per CPU thread torch may use (its default is
+    one per core this process may run on; ``--threads N`` lowers it), at most ``jobs``; 1 on a GPU."""
+    if device != "cpu" and (device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())):
+        return 1
+    return max(1, min(jobs, torch.get_num_threads(), len(os.sched_getaffinity(0))))
+
+
+def train_runs(jobs: Sequence[tuple[str, Config, Path]], processes: int, log: Callable[[str], Any] = print,
+               progress: bool = True) -> list[dict[str, Any]]:
+    """Train every ``(label, cfg, run_dir)`` of ``jobs`` with one torch thread each, ``processes`` at a
+    time; returns :func:`train_run`'s results in the order of ``jobs``.
+
+    One thread is what makes this safe to parallelise: a run's numbers depend on its thread count, and
+    with one thread they are the same bit for bit whether it trains alone in this process or next to
+    others in fresh ones (``spawn``), so the table does not depend on ``processes``. With
+    ``processes`` > 1 each run's progress bar is replaced by one line when it finishes; an error in a
+    run stops the others (their ``last.pt`` is kept, and rerunning resumes them).
+    """
+    if processes <= 1 or len(jobs) <= 1:
+        return [train_run(cfg, run_dir, progress, threads=1) for _, cfg, run_dir in jobs]
+    results: list[dict[str, Any] | None] = [None] * len(jobs)
+    start, done = time.perf_counter(), 0
+    log(f"  {len(jobs)} runs, {processes} at a time (one process and one thread each; a line per finished run)")
+    with ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"), _worker_init) as pool:
+        pending: dict[Future, int] = {pool.submit(_quiet_run, cfg, run_dir): i
+                                      for i, (_, cfg, run_dir) in enumerate(jobs)}
+        try:
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    i = pending.pop(future)
+                    results[i] = future.result()
+                    done += 1
+                    top1 = (results[i].get("last") or {}).get("top1")
+                    log(f"  {jobs[i][0]}: {'' if top1 is None else f'{top1:.1f}% test, '}{done}/{len(jobs)} "
+                        f"runs done ({time.perf_counter() - start:.0f} s)")
+        except BaseException:  # an error in one run, or Ctrl-C: stop the others now, not when they finish
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return [r for r in results if r is not None]
 
 
 def train_backbones(tsn: Config, runs_dir: Path, progress: bool = True) -> dict[str, dict[str, Any]]:
