@@ -12,8 +12,9 @@ compile_freeze     the same with inductor ``freezing`` (weights folded as consta
 compile_bf16       compile_freeze under bf16 autocast
 extract_features   what ``stfn extract-features`` runs by default: a TwoStreamNet's
                    ``forward_features`` under ``torch.no_grad`` with the engine's own choices
-                   (channels_last, ``amp: auto``, ``compile: auto`` for a UCF101-sized run);
-                   its ratio to the fastest variant is the "within 10%" target
+                   (channels_last, ``amp: auto``, ``compile: auto`` for a UCF101-sized run) on
+                   one clip of ``--batch`` frames: compiled on the CPU, the command sends one video
+                   (T frames) per call; its ratio to the fastest variant is the "within 10%" target
 =================  ==========================================================================
 
 The FLOP rate is ``FLOPs per image x images/s`` (FLOPs counted by ``torch.utils.flop_counter``, a

@@ -108,3 +108,32 @@ def test_auto_weighs_the_work_per_frame() -> None:
     resnet.backbones = torch.nn.ModuleDict({"rgb": build_backbone("resnet18").train()})
     assert runtime.backbone_gflops(resnet, 224) == pytest.approx(runtime.REFERENCE_GFLOPS, rel=0.01)
     assert resnet.backbones["rgb"].training  # counted in eval mode, mode restored
+
+
+def test_a_compiled_cpu_extraction_sends_one_video_per_forward(fake_data, monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path) -> None:
+    """Compiled on the CPU, the backbones see one video (T frames) per call, whatever the loader's batch:
+    a fixed shape; the features are those of the whole-batch path (to float16 rounding)."""
+    import numpy as np
+    from engine_helpers import tiny_config
+
+    from stfn.engine import features
+    from stfn.models.stfn import TwoStreamNet
+
+    sizes: list[int] = []
+    real = TwoStreamNet.forward_features
+    monkeypatch.setattr(TwoStreamNet, "forward_features", lambda self, b: sizes.append(len(b["rgb"])) or real(self, b))
+    cfg = tiny_config(amp="none", channels_last=False)
+    cfg.train.batch_size = 3
+    torch.manual_seed(0)  # the same fresh model both times
+    features.extract_features(cfg, tmp_path / "whole", subsets=["test"], device="cpu", progress=False,
+                              compile="false")
+    assert sizes == [3, 3, 2]  # 8 fake test videos in loader batches of 3
+    sizes.clear()
+    monkeypatch.setattr(features, "compile_backbones", lambda model: ["rgb", "flow"])  # "compiled", in eager
+    torch.manual_seed(0)
+    features.extract_features(cfg, tmp_path / "one", subsets=["test"], device="cpu", progress=False, compile="true")
+    assert sizes == [1] * 8
+    for s in ("rgb", "flow"):
+        a, b = (np.load(tmp_path / d / f"test_{s}.npy").astype(np.float32) for d in ("whole", "one"))
+        assert a.shape == b.shape and np.allclose(a, b, atol=2e-3, rtol=2e-3)

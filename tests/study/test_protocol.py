@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from suite_helpers import write_features
 
 from stfn.config import Config
 from stfn.engine.checkpoint import load_checkpoint
 from stfn.errors import StfnError
 from stfn.study.protocol import parallel_processes, train_runs
+from suite_helpers import write_features
 
 
 def _head(features: Path, arch: str, seed: int) -> Config:

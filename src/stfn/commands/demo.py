@@ -14,7 +14,7 @@ RESUME = ""  # after an interruption, the same command resumes
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo); re-running resumes")
     parser.add_argument("--preset", default="small", choices=sorted(PRESETS),
-                        help="small: the full demo, about 8 min on 2 CPU cores (default); tiny: a smoke test")
+                        help="small: the full demo, about 6 min on 2 CPU cores (default); tiny: a smoke test")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the data generator and of the training runs (the heads also train with "
                              "SEED+1, SEED+2: mean ± std)")
