@@ -23,7 +23,7 @@ PyTorch's own layers (for checks and ``benchmarks/head_speed.py``). Inputs in th
 ``(B, C, T)`` layout work too (one copy each); every output is stored as ``(B, T, C)``.
 
 Measured against PyTorch's layers (BENCHMARKS.md, the STFN head's training step, batch 32): 1.66x on an
-AVX2 CPU; 1.12-1.22x on Zen 4 with AVX512-BF16 (fp32 and bf16, T=8 and 25). There the layers pay only
+AVX2 CPU; 1.10-1.38x on Zen 4 with AVX512-BF16 (idle; fp32 and bf16, 1 and 2 threads, T=25). There the layers pay only
 together: custom convolutions or max-pools alone with PyTorch's BatchNorm gave 0.63-1.11x.
 """
 

@@ -45,7 +45,7 @@ def serve_backend(setting: str, model: nn.Module, device: torch.device, size: in
     least ``COMPILE_MARGIN x`` the break-even of :data:`stfn.runtime.COMPILE_BREAK_EVEN`), else
     ``eager``. On the CPU (break-even 11 300 frames, margin 2) that is a backbone of at least
     ``2 x 11 300 / 100 000 = 0.23 x`` resnet18's work per 224 px frame (``REFERENCE_GFLOPS``):
-    resnet18 (1.14x eager in a quiet run, 1.72x under load, BENCHMARKS.md section 0) and larger
+    resnet18 (1.08x eager idle, 1.72x under load, BENCHMARKS.md sections 6 and 0) and larger
     compile, resnet18 at 112 px (0.25x) just does, cnn_small and other tiny networks (under 1%: a
     compiled step gains nothing there) stay eager. On CUDA (an estimated break-even of 1.3M frames)
     nothing compiles under ``auto`` until ``make gpu-check`` measures it. The compile itself (10-20 s
