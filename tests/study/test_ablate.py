@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -208,6 +209,27 @@ def test_runner_tiny_grid_resumes_and_aggregates(tiny_features, tmp_path):
         run_ablation(other, axes, out, seeds=1, features=feats, progress=False, log=lines.append)
 
 
+@pytest.mark.e2e
+def test_runner_jobs_train_side_by_side_with_the_numbers_of_one_thread(tiny_features, tmp_path):
+    """``jobs=2``: the runs train two at a time in fresh processes, one thread each, and the table equals
+    ``jobs=1`` under one thread (the suite's); a rerun skips every finished run."""
+    cfg, feats, _ = tiny_features
+    axes = parse_grid(["model.head.fusion=none,sum"])
+    alone = run_ablation(cfg, axes, tmp_path / "one", seeds=2, features=feats, progress=False, log=lambda _: None)
+    lines: list[str] = []
+    side = run_ablation(cfg, axes, tmp_path / "two", seeds=2, features=feats, jobs=2, progress=False,
+                        log=lines.append)
+    assert lines[0] == "ablate: 4 runs, 0 done before, 4 to train" and sum("runs done" in x for x in lines) == 4
+    strip = [{k: v for k, v in r.items() if k != "time_s"} for r in side["rows"]]
+    assert strip == [{k: v for k, v in r.items() if k != "time_s"} for r in alone["rows"]]
+    assert (tmp_path / "two" / "ablation.md").is_file()
+    lines.clear()
+    run_ablation(cfg, axes, tmp_path / "two", seeds=2, features=feats, jobs=2, progress=False, log=lines.append)
+    assert lines == ["ablate: 4 runs, 4 done before, 0 to train"]
+    with pytest.raises(ConfigError, match="--jobs"):
+        run_ablation(cfg, axes, tmp_path / "x", features=feats, jobs=0, log=lambda _: None)
+
+
 def test_runner_builds_features_for_frames_and_backbone_changes(tiny_features, tmp_path):
     cfg, feats, _ = tiny_features
     out = tmp_path / "abl"
@@ -229,6 +251,28 @@ def test_runner_builds_features_for_frames_and_backbone_changes(tiny_features, t
     run = json.loads(next((out / "runs").glob("flow_length*/seed0/result.json")).read_text())
     assert run["config"]["model"]["flow_length"] == 3
     assert run["config"]["data"]["features"].startswith(str(out / "features"))
+
+
+def test_runner_finds_the_class_groups_through_the_features(tiny_features, tmp_path):
+    """A base config whose data.splits does not resolve from here (the demo's relative runs/demo seen from
+    another folder) still gets the per-group accuracies, from the splits the features were made from; a
+    synthetic set with no classes.json anywhere says so in one line."""
+    cfg, feats, _ = tiny_features
+    moved = copy.deepcopy(cfg)
+    moved.data.splits = "runs/demo/data/synthetic/splits"
+    axes = [("model.head.fusion", ["sum"])]
+    lines: list[str] = []
+    table = run_ablation(moved, axes, tmp_path / "a", features=feats, progress=False, log=lines.append)
+    assert table["rows"][0]["metrics"]["temporal_order_pair"]["n"] == 1
+    assert not any("no classes.json" in line for line in lines)
+    lost = tmp_path / "feats"
+    shutil.copytree(feats, lost)
+    meta = json.loads((lost / "features.json").read_text())
+    meta["data"]["splits"] = str(tmp_path / "gone")
+    (lost / "features.json").write_text(json.dumps(meta))
+    table = run_ablation(moved, axes, tmp_path / "b", features=lost, progress=False, log=lines.append)
+    assert table["rows"][0]["metrics"]["temporal_order_pair"]["n"] == 0
+    assert sum("no classes.json next to 'runs/demo/data/synthetic/splits'" in line for line in lines) == 1
 
 
 def test_runner_rejects_bad_combination_before_training(tiny_features, tmp_path):

@@ -1,4 +1,4 @@
-"""``stfn ablate --config FILE --grid key=v1,v2 [--grid ...] [--seeds N] [--out DIR] [--features DIR]``."""
+"""``stfn ablate --config FILE --grid key=v1,v2 [--grid ...] [--seeds N] [--jobs N] [--out DIR] [--features DIR]``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                            "heads train on them; backbone changes build their own")
     parser.add_argument("--one-at-a-time", action="store_true",
                         help="vary each --grid key alone around the base config instead of every combination")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="train this many runs at a time, one process and one torch thread each (e.g. the "
+                             "number of cores; a run's numbers are those of --threads 1); default 1: one run at "
+                             "a time with --threads")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -39,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     axes = parse_grid(args.grid)
     table = run_ablation(args.config, axes, args.out, seeds=args.seeds, features=args.features,
-                         overrides=args.overrides, one_at_a_time=args.one_at_a_time, progress=not args.no_progress)
+                         overrides=args.overrides, one_at_a_time=args.one_at_a_time, jobs=args.jobs,
+                         progress=not args.no_progress)
     print()
     print(ablation_markdown(table))
     print(f"table written to {args.out}/ablation.md and ablation.json")

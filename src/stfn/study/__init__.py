@@ -2,7 +2,7 @@
 
 - :mod:`stfn.study.demo`: the demo on the synthetic benchmark (settings in :mod:`stfn.study.presets`);
 - :mod:`stfn.study.protocol`: the two-stage protocol (TSN backbones per stream, then cached features);
-- :mod:`stfn.study.ablate`: grids of design choices over seeds;
+- :mod:`stfn.study.ablate`: grids of design choices over seeds (the grids: :mod:`stfn.study.grid`);
 - :mod:`stfn.study.analysis`: accuracy per class group of the synthetic benchmark;
 - :mod:`stfn.study.significance`: paired tests of two models on the same test videos;
 - :mod:`stfn.study.report`, :mod:`stfn.study.plots`: markdown tables, ``report.md`` and PNG plots;

@@ -33,17 +33,12 @@ group and the within-pair accuracy of the temporal-order pairs (:mod:`stfn.study
 from __future__ import annotations
 
 import copy
-import hashlib
-import itertools
 import json
 import os
-import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from stfn.config import Config, ConfigError, apply_overrides, config_from_dict, config_to_dict, load_config
 from stfn.engine.checkpoint import checkpoint_config, load_checkpoint
@@ -53,7 +48,18 @@ from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json, atomic_write_text
 from stfn.models import check_model_config
 from stfn.study.analysis import class_groups, group_accuracy, load_classes_meta, temporal_pairs
-from stfn.study.protocol import build_features
+from stfn.study.grid import (
+    combo_name,
+    combo_overrides,
+    combo_slug,
+    expand_grid,
+    fmt_value,
+    get_key,
+    parse_grid,
+    short_key,
+    split_values,
+)
+from stfn.study.protocol import build_features, train_runs
 from stfn.study.report import fmt_summary, markdown_table, summarize
 
 __all__ = [
@@ -82,109 +88,6 @@ BACKBONE_KEYS: frozenset[str] = frozenset(
 )
 
 
-def split_values(text: str) -> list[str]:
-    """Split ``"a,[1,3],{x: 1}"`` on the commas outside brackets and braces -> ``["a", "[1,3]", "{x: 1}"]``."""
-    out, depth, cur = [], 0, []
-    for ch in text:
-        if ch in "[{(":
-            depth += 1
-        elif ch in "]})":
-            depth -= 1
-        if ch == "," and depth == 0:
-            out.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-    out.append("".join(cur).strip())
-    if depth != 0:
-        raise ConfigError(f"grid values '{text}' have unbalanced brackets")
-    return out
-
-
-def parse_grid(specs: Sequence[str]) -> list[tuple[str, list[Any]]]:
-    """``["model.head.blocks=1,2,3", ...]`` -> ``[("model.head.blocks", [1, 2, 3]), ...]``.
-
-    Values are YAML (``true``, ``0.5``, ``[1,3,5]``, ``sum``). Every key is checked against the config
-    tree now, so a typo fails before any training starts.
-    """
-    axes: list[tuple[str, list[Any]]] = []
-    seen: set[str] = set()
-    for spec in specs:
-        if "=" not in spec:
-            raise ConfigError(f"grid '{spec}' must look like key.path=value1,value2")
-        key, raw = (s.strip() for s in spec.split("=", 1))
-        if not key or not raw:
-            raise ConfigError(f"grid '{spec}' needs a key and at least one value")
-        if key in seen:
-            raise ConfigError(f"grid key '{key}' is given twice")
-        seen.add(key)
-        values = []
-        for v in split_values(raw):
-            if v == "":
-                raise ConfigError(f"grid '{spec}' has an empty value")
-            try:
-                values.append(yaml.safe_load(v))
-            except yaml.YAMLError:
-                raise ConfigError(f"grid '{spec}': value '{v}' is not valid YAML") from None
-        for v in values:  # validates key and value type against the dataclass tree
-            config_from_dict(apply_overrides({}, combo_overrides({key: v})))
-        axes.append((key, values))
-    return axes
-
-
-def _get(d: Mapping[str, Any], key: str) -> Any:
-    for part in key.split("."):
-        d = d[part]
-    return d
-
-
-def expand_grid(
-    axes: Sequence[tuple[str, Sequence[Any]]], base: Mapping[str, Any] | None = None
-) -> list[dict[str, Any]]:
-    """All combinations of the axes (cartesian product, first axis varying slowest).
-
-    With ``base`` (the config as a nested dict), vary one axis at a time instead: the first
-    combination is the base itself (``{}``), then each axis value that differs from the base value.
-    """
-    if base is None:
-        keys = [k for k, _ in axes]
-        return [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*(v for _, v in axes))]
-    combos: list[dict[str, Any]] = [{}]
-    for key, values in axes:
-        ref = _get(base, key)
-        combos += [{key: v} for v in values if v != ref]
-    return combos
-
-
-def combo_overrides(combo: Mapping[str, Any]) -> list[str]:
-    """``{"model.head.kernel_sizes": [1, 3]}`` -> ``["model.head.kernel_sizes=[1, 3]"]`` (JSON is YAML)."""
-    return [f"{k}={json.dumps(v)}" for k, v in combo.items()]
-
-
-def _short(key: str) -> str:
-    return key.rsplit(".", 1)[-1]
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, list):
-        return "[" + ",".join(_fmt(x) for x in v) + "]"
-    if isinstance(v, bool):
-        return "on" if v else "off"
-    return str(v)
-
-
-def combo_name(combo: Mapping[str, Any]) -> str:
-    """Human label: ``"fusion=sum blocks=2"``; the base configuration is ``"base"``."""
-    return " ".join(f"{_short(k)}={_fmt(v)}" for k, v in combo.items()) or "base"
-
-
-def combo_slug(combo: Mapping[str, Any]) -> str:
-    """Folder name: readable part plus a short hash of the exact keys and values (unique, stable)."""
-    digest = hashlib.sha1(json.dumps(combo, sort_keys=True).encode()).hexdigest()[:8]
-    readable = re.sub(r"[^A-Za-z0-9=.,_-]+", "_", "_".join(f"{_short(k)}={_fmt(v)}" for k, v in combo.items()))
-    return f"{readable[:60] or 'base'}-{digest}"
-
-
 # ----------------------------------------------------------------------------- the runner
 
 METRICS: tuple[tuple[str, str], ...] = (
@@ -198,13 +101,19 @@ METRICS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _find_classes_meta(cfg: Config) -> dict[str, Any] | None:
-    """The synthetic benchmark's ``classes.json`` next to the split files, when there is one."""
-    if not cfg.data.splits:
-        return None
-    for d in (Path(cfg.data.splits), Path(cfg.data.splits).parent):
-        if (d / "classes.json").is_file():
-            return load_classes_meta(d / "classes.json")
+def _find_classes_meta(cfg: Config, features: dict[str, Any] | None, log: Any) -> dict[str, Any] | None:
+    """The synthetic benchmark's ``classes.json`` next to the split files of the config or, with cached
+    ``features``, of the data they were extracted from (the config's may point elsewhere: the demo's
+    relative ``runs/demo`` seen from another folder). A synthetic dataset without one is said once:
+    its table then has no accuracy per class group."""
+    places = [cfg.data.splits, ((features or {}).get("data") or {}).get("splits", "")]
+    for splits in filter(None, places):
+        for d in (Path(splits), Path(splits).parent):
+            if (d / "classes.json").is_file():
+                return load_classes_meta(d / "classes.json")
+    if cfg.data.dataset == "synthetic":
+        log(f"ablate: no classes.json next to {' or '.join(map(repr, filter(None, places))) or 'any split folder'}: "
+            "the table has no accuracy per class group (point data.splits at the benchmark's splits)")
     return None
 
 
@@ -232,7 +141,7 @@ class _FeatureSource:
         """(features folder, protocol) for ``cfg`` (the base config changed by ``combo``); builds the
         folder when ``combo`` changes a backbone key or asks for more frames than are cached."""
         made = {"model": self.meta["model"], "data": self.meta["data"]}
-        changed = {k: v for k, v in combo.items() if k in BACKBONE_KEYS and v != _get(made, k)}
+        changed = {k: v for k, v in combo.items() if k in BACKBONE_KEYS and v != get_key(made, k)}
         frames = max(int(self.meta["frames"]), cfg.data.frames)
         if not changed and frames == int(self.meta["frames"]):
             return self.root, "head-only"
@@ -275,6 +184,7 @@ def run_ablation(
     features: str | os.PathLike | None = None,
     overrides: Sequence[str] = (),
     one_at_a_time: bool = False,
+    jobs: int = 1,
     progress: bool = True,
     log: Any = print,
 ) -> dict[str, Any]:
@@ -283,28 +193,37 @@ def run_ablation(
     ``config`` is a YAML path or a :class:`Config`; ``overrides`` are ``--set`` strings applied first.
     ``features`` (or ``data.features`` in the config) selects head-only training on cached features.
     Seeds are ``train.seed + s`` for ``s < seeds``. Finished runs (``result.json``) are skipped.
+    ``jobs`` > 1 trains that many runs at a time, one torch thread each (each run's numbers are then
+    those of a one-thread run, as with ``jobs=1`` under ``--threads 1``); the features every
+    combination needs are built first, one after another.
     Returns the table as a dict (``rows`` with per-metric ``summarize`` results).
     """
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    if seeds < 1 or jobs < 1:
+        raise ConfigError(f"--seeds and --jobs must be >= 1, got {seeds} and {jobs}")
     base = _base_config(config, overrides, features)
     out = Path(out_dir)
     combos, cfgs = _combo_configs(base, axes, one_at_a_time)
     feature_source = _FeatureSource(Path(base.data.features), out, progress, log) if base.data.features else None
-    meta = _find_classes_meta(base)
+    meta = _find_classes_meta(base, feature_source.meta if feature_source else None, log)
     keys = [k for k, _ in axes]
-    rows: list[dict[str, Any]] = []
-    total = len(combos) * seeds
+    table = {"config": str(config) if not isinstance(config, Config) else "config", "keys": keys,
+             "seeds": seeds, "one_at_a_time": one_at_a_time, "rows": []}
+    plans = []
     for ci, (combo, cfg) in enumerate(zip(combos, cfgs, strict=True)):
         protocol = "end to end"
         if feature_source is not None:
             feats, protocol = feature_source.for_config(cfg, combo)
             cfg.data.features = str(feats)
-        runs = [_run_seed(cfg, combo, s, protocol, meta, out, f"{ci * seeds + s + 1}/{total}", progress, log)
-                for s in range(seeds)]
-        rows.append(_aggregate(combo, protocol, runs))
-        table = {"config": str(config) if not isinstance(config, Config) else "config", "keys": keys,
-                 "seeds": seeds, "one_at_a_time": one_at_a_time, "rows": rows}
+        plans.append((combo, cfg, protocol))
+        if jobs <= 1:  # one run at a time, with this process's threads; the table grows after each combination
+            runs = [_run_seed(cfg, combo, s, protocol, meta, out, f"{ci * seeds + s + 1}/{len(combos) * seeds}",
+                              progress, log) for s in range(seeds)]
+            table["rows"].append(_aggregate(combo, protocol, runs))
+            write_table(table, out)
+    if jobs > 1:
+        for (combo, _, protocol), runs in zip(plans, _run_parallel(plans, seeds, meta, out, jobs, progress, log),
+                                              strict=True):
+            table["rows"].append(_aggregate(combo, protocol, runs))
         write_table(table, out)
     return table
 
@@ -336,29 +255,69 @@ def _combo_configs(base: Config, axes: Sequence[tuple[str, Sequence[Any]]],
     return combos, cfgs
 
 
-def _run_seed(cfg: Config, combo: dict[str, Any], s: int, protocol: str, meta: dict[str, Any] | None, out: Path,
-              counter: str, progress: bool, log: Any) -> dict[str, Any]:
-    """Seed ``train.seed + s`` of one combination: its ``result.json``, trained now unless it exists
-    (``counter``: ``"k/total"`` for the progress line)."""
+def _seed_run(cfg: Config, combo: dict[str, Any], s: int, out: Path) -> tuple[Config, Path]:
+    """Seed ``train.seed + s`` of one combination: its config and run folder."""
     run_cfg = copy.deepcopy(cfg)
     run_cfg.train.seed = cfg.train.seed + s
     run_cfg.name = f"ablate-{combo_slug(combo)}-seed{run_cfg.train.seed}"
-    run_dir = out / "runs" / combo_slug(combo) / f"seed{run_cfg.train.seed}"
+    return run_cfg, out / "runs" / combo_slug(combo) / f"seed{run_cfg.train.seed}"
+
+
+def _finished(run_cfg: Config, run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``result.json`` when it has one (of this very configuration), else None."""
     done = run_dir / "result.json"
-    if done.is_file():
-        res = json.loads(done.read_text())
-        if res.get("config") != config_to_dict(run_cfg):
-            raise StfnError(f"'{run_dir}' holds a run of a different configuration; use another --out")
+    if not done.is_file():
+        return None
+    res = json.loads(done.read_text())
+    if res.get("config") != config_to_dict(run_cfg):
+        raise StfnError(f"'{run_dir}' holds a run of a different configuration; use another --out")
+    return res
+
+
+def _record(result: dict[str, Any], combo: dict[str, Any], run_cfg: Config, protocol: str,
+            meta: dict[str, Any] | None, seconds: float, run_dir: Path) -> dict[str, Any]:
+    """Write and return the run's ``result.json`` (atomic: a run without one is trained again)."""
+    res = {"combo": combo, "seed": run_cfg.train.seed, "protocol": protocol, "metrics": _run_metrics(result, meta),
+           "time_s": round(seconds, 2), "config": config_to_dict(run_cfg)}
+    atomic_write_json(run_dir / "result.json", res)
+    return res
+
+
+def _run_seed(cfg: Config, combo: dict[str, Any], s: int, protocol: str, meta: dict[str, Any] | None, out: Path,
+              counter: str, progress: bool, log: Any) -> dict[str, Any]:
+    """Seed ``train.seed + s`` of one combination, in this process with its thread count: its
+    ``result.json``, trained now unless it exists (``counter``: ``"k/total"`` for the progress line)."""
+    run_cfg, run_dir = _seed_run(cfg, combo, s, out)
+    res = _finished(run_cfg, run_dir)
+    if res is not None:
         log(f"[ablate {counter}] {combo_name(combo)} seed {run_cfg.train.seed}: done before, skipped")
         return res
     log(f"[ablate {counter}] {combo_name(combo)} seed {run_cfg.train.seed} ({protocol})")
     start = time.perf_counter()
     result = train(run_cfg, run_dir, resume=True, progress=progress)
-    res = {"combo": combo, "seed": run_cfg.train.seed, "protocol": protocol,
-           "metrics": _run_metrics(result, meta), "time_s": round(time.perf_counter() - start, 2),
-           "config": config_to_dict(run_cfg)}
-    atomic_write_json(done, res)
-    return res
+    return _record(result, combo, run_cfg, protocol, meta, time.perf_counter() - start, run_dir)
+
+
+def _run_parallel(plans: list[tuple[dict[str, Any], Config, str]], seeds: int, meta: dict[str, Any] | None,
+                  out: Path, jobs: int, progress: bool, log: Any) -> list[list[dict[str, Any]]]:
+    """Every (combination, seed) of ``plans`` not finished before, ``jobs`` at a time with one thread
+    each (:func:`stfn.study.protocol.train_runs`); each combination's ``result.json`` s, in seed order."""
+    runs: dict[tuple[int, int], dict[str, Any]] = {}
+    pending = []
+    for ci, (combo, cfg, _) in enumerate(plans):
+        for s in range(seeds):
+            run_cfg, run_dir = _seed_run(cfg, combo, s, out)
+            res = _finished(run_cfg, run_dir)
+            if res is not None:
+                runs[(ci, s)] = res
+            else:
+                pending.append(((ci, s), (f"{combo_name(combo)} seed {run_cfg.train.seed}", run_cfg, run_dir)))
+    log(f"ablate: {len(plans) * seeds} runs, {len(runs)} done before, {len(pending)} to train")
+    results = train_runs([job for _, job in pending], jobs, log, progress)
+    for ((ci, s), (_, run_cfg, run_dir)), result in zip(pending, results, strict=True):
+        combo, _, protocol = plans[ci]
+        runs[(ci, s)] = _record(result, combo, run_cfg, protocol, meta, result["wall_s"], run_dir)
+    return [[runs[(ci, s)] for s in range(seeds)] for ci in range(len(plans))]
 
 
 def _aggregate(combo: dict[str, Any], protocol: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -374,14 +333,14 @@ def ablation_markdown(table: dict[str, Any]) -> str:
     axis varies at a time), the protocol, then mean ± std (min–max) over seeds of each metric."""
     keys = table["keys"]
     metrics = [(k, h) for k, h in METRICS if any(r["metrics"][k]["n"] for r in table["rows"])]
-    lead = ["change"] if table.get("one_at_a_time") else [_short(k) for k in keys]
+    lead = ["change"] if table.get("one_at_a_time") else [short_key(k) for k in keys]
     header = lead + ["protocol"] + [h for _, h in metrics] + ["seeds", "s/run"]
     rows = []
     for r in table["rows"]:
         if table.get("one_at_a_time"):
             vals = [r["name"] if r["combo"] else "base"]
         else:
-            vals = [_fmt(r["combo"][k]) for k in keys]
+            vals = [fmt_value(r["combo"][k]) for k in keys]
         rows.append(vals + [r["protocol"]] + [fmt_summary(r["metrics"][k]) for k, _ in metrics]
                     + [str(len(r["seeds"])), f"{r['time_s']:.0f}"])
     align = "l" * (len(lead) + 1) + "r" * (len(metrics) + 2)

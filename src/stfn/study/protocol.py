@@ -55,11 +55,16 @@ def _worker_init() -> None:
     tqdm.set_lock(threading.RLock())
 
 
-def _quiet_run(cfg: Config, run_dir: Path) -> dict[str, Any]:
-    """:func:`train_run` with one thread and its epoch lines left out (a run of :func:`train_runs` in a
-    process of its own: lines of runs side by side would interleave; warnings still show)."""
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-        return train_run(cfg, run_dir, False, threads=1)
+def _one_run(cfg: Config, run_dir: Path, progress: bool, quiet: bool) -> dict[str, Any]:
+    """:func:`train_run` with one thread, plus ``wall_s``; ``quiet``: its epoch lines left out (a run of
+    :func:`train_runs` in a process of its own: lines of runs side by side would interleave; warnings
+    still show)."""
+    start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if quiet:
+            stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+        result = train_run(cfg, run_dir, progress, threads=1)
+    return {**result, "wall_s": round(time.perf_counter() - start, 2)}
 
 
 def parallel_processes(jobs: int, device: str = "auto") -> int:
@@ -73,7 +78,7 @@ def parallel_processes(jobs: int, device: str = "auto") -> int:
 def train_runs(jobs: Sequence[tuple[str, Config, Path]], processes: int, log: Callable[[str], Any] = print,
                progress: bool = True) -> list[dict[str, Any]]:
     """Train every ``(label, cfg, run_dir)`` of ``jobs`` with one torch thread each, ``processes`` at a
-    time; returns :func:`train_run`'s results in the order of ``jobs``.
+    time; returns :func:`train_run`'s results (with ``wall_s``, the run's seconds) in the order of ``jobs``.
 
     One thread is what makes this safe to parallelise: a run's numbers depend on its thread count, and
     with one thread they are the same bit for bit whether it trains alone in this process or next to
@@ -82,12 +87,12 @@ def train_runs(jobs: Sequence[tuple[str, Config, Path]], processes: int, log: Ca
     run stops the others (their ``last.pt`` is kept, and rerunning resumes them).
     """
     if processes <= 1 or len(jobs) <= 1:
-        return [train_run(cfg, run_dir, progress, threads=1) for _, cfg, run_dir in jobs]
+        return [_one_run(cfg, run_dir, progress, False) for _, cfg, run_dir in jobs]
     results: list[dict[str, Any] | None] = [None] * len(jobs)
     start, done = time.perf_counter(), 0
     log(f"  {len(jobs)} runs, {processes} at a time (one process and one thread each; a line per finished run)")
     with ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"), _worker_init) as pool:
-        pending: dict[Future, int] = {pool.submit(_quiet_run, cfg, run_dir): i
+        pending: dict[Future, int] = {pool.submit(_one_run, cfg, run_dir, False, True): i
                                       for i, (_, cfg, run_dir) in enumerate(jobs)}
         try:
             while pending:
