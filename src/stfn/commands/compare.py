@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="heads to train (default all: " + ", ".join(MODELS[h] for h in HEADS) + "); the TSN "
                              "streams and their fusion always run")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first training run (default 0)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads of the backbones, and how many heads train at once, one thread "
+                             "each (default: torch's choice, one per core)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (step and epoch lines only)")
 
 

@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--end-to-end", action="store_true",
                         help="also fine-tune STFN end to end from the TSN backbones (small preset: 20 epochs, "
                              "about 2 more minutes on 2 CPU cores)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads of the backbones, and how many heads train at once, one thread "
+                             "each (default: torch's choice, one per core)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (step and epoch lines only)")
 
 
