@@ -29,11 +29,15 @@ from stfn.study.machine import benchmark_machine_info as machine_info  # the pac
 from stfn.study.machine import loadavg, machine_line, usable_cores
 
 REPO = Path(__file__).resolve().parents[1]
+#: The real files next to the clone (``<repo>/../shared``), or wherever ``$STFN_SHARED`` points; the
+#: benchmarks fall back to generated inputs where they are absent.
+SHARED = Path(os.environ.get("STFN_SHARED") or REPO.parent / "shared")
 RESULTS_DIR = REPO / "bench_results"
 
 __all__ = [
     "REPO",
     "RESULTS_DIR",
+    "SHARED",
     "base_parser",
     "command_line",
     "current_rss_mb",

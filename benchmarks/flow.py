@@ -46,7 +46,7 @@ from stfn.data.video import read_video
 from stfn.errors import StfnError
 
 UCF101_FRAMES = 2.5e6
-SHARED = common.REPO / ".." / "shared" / "videos"
+SHARED = common.SHARED / "videos"
 ALGOS: dict[str, tuple[str, dict[str, Any]]] = {
     "dis-ultrafast": ("dis", {"preset": "ultrafast"}),
     "dis-fast": ("dis", {"preset": "fast"}),

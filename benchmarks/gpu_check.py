@@ -51,7 +51,7 @@ from torch import nn
 from stfn.fileio import atomic_write_text
 from stfn.runtime import cpu_supports_bf16, resolve_device
 
-SHARED_VIDEOS = common.REPO / ".." / "shared" / "videos"
+SHARED_VIDEOS = common.SHARED / "videos"
 CHECKS = ("precision", "compile", "ddp", "raft", "jpeg", "predict", "loader")
 
 

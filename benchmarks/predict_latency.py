@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     REPO,
+    SHARED,
     base_parser,
     interleaved,
     loadavg,
@@ -47,7 +48,7 @@ from common import (  # noqa: E402
     write_results,
 )
 
-SHARED_AVI = REPO / ".." / "shared" / "videos" / "test.avi"
+SHARED_AVI = SHARED / "videos" / "test.avi"
 PRESETS = {  # name -> (config file, overrides)
     "tiny": ("configs/tiny.yaml", ["model.num_classes=101"]),
     "resnet18": ("configs/stfn_resnet18.yaml", ["model.pretrained=false", "model.num_classes=101"]),

@@ -148,6 +148,7 @@ def main() -> int:
         video = SHARED_AVI if SHARED_AVI.is_file() else tmp / "clip.avi"
         if not SHARED_AVI.is_file():
             make_clip(video, 10.0)
+        video_bytes = video.stat().st_size  # the clip goes with the temporary folder
         ckpt = make_checkpoint("tiny", tmp)
         port = free_port()
         server = start_server(ckpt, port, args, tmp)
@@ -166,11 +167,11 @@ def main() -> int:
     lat, e2e = percentiles([r["seconds"] for r in ok]), percentiles([r["end_to_end"] for r in ok])
     refused = sum(r["refused"] for r in results)
     summary = {"requests": args.requests, "clients": args.clients, "workers": args.workers, "queue": args.queue,
-               "threads_per_worker": args.threads or 1, "video": video.name, "video_bytes": video.stat().st_size,
+               "threads_per_worker": args.threads or 1, "video": video.name, "video_bytes": video_bytes,
                "answered_200": len(ok), "lost": lost, "server_errors_other_than_503": server_errors,
                "refused_503": refused, "wall_seconds": wall, "throughput_per_s": len(ok) / wall if wall else 0.0,
                "latency_seconds": lat, "end_to_end_seconds": e2e, "pool_after": pool, "uploads_left": uploads_left}
-    print(f"stfn serve under load: {args.requests} requests of {video.name} ({video.stat().st_size / 1e3:.0f} KB) "
+    print(f"stfn serve under load: {args.requests} requests of {video.name} ({video_bytes / 1e3:.0f} KB) "
           f"from {args.clients} clients, tiny preset, --workers {args.workers} --queue {args.queue}, "
           f"{args.threads or 1} thread per worker")
     print(md_table(["answered", "lost", "other 5xx", "503 (retried)", "wall s", "req/s",

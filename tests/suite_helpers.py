@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,22 @@ import torch
 from stfn.config import Config, config_to_dict
 from stfn.models import build_model
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
+#: The real files next to the clone (``<repo>/../shared``), or wherever ``$STFN_SHARED`` points. Tests
+#: that read them carry ``@pytest.mark.shared("videos/test.avi", ...)`` and skip, naming the missing
+#: path, when it is absent (a new user's clone has no ../shared); see tests/conftest.py.
+REPO = Path(__file__).resolve().parents[1]  # tests run in tmp_path: reach the clone's files through this
+SHARED = Path(os.environ.get("STFN_SHARED") or REPO.parent / "shared")
+VIDEOS = SHARED / "videos"
+DATASETS = SHARED / "datasets"
+REALDATA = SHARED / "realdata"
+
+
+def missing_shared(*paths: str) -> str | None:
+    """Why a test that needs ``SHARED / path`` for each of ``paths`` cannot run, or None if it can."""
+    for rel in paths or (".",):
+        if not (SHARED / rel).exists():
+            return f"needs the real files in ../shared: {SHARED / rel} is absent (set STFN_SHARED to their folder)"
+    return None
 
 
 def save_tiny_checkpoint(path: Path, cfg: Config, classes: Sequence[str], extra: dict | None = None) -> Path:

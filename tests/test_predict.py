@@ -18,12 +18,11 @@ from stfn.data.prepare_record import resolve_prepare_settings
 from stfn.errors import StfnError
 from stfn.predict import Predictor, expand_inputs
 from stfn.runtime import cpu_supports_bf16  # --amp auto: bf16 only where the CPU runs it natively
-from suite_helpers import SHARED, save_tiny_checkpoint
+from suite_helpers import VIDEOS, save_tiny_checkpoint
 
-VIDEOS = SHARED / "videos"
 TEST_AVI = VIDEOS / "test.avi"
 CORRUPT = VIDEOS / "corrupted.mp4"
-needs_videos = pytest.mark.skipif(not TEST_AVI.is_file(), reason="../shared/videos is not available")
+needs_videos = pytest.mark.shared("videos/test.avi", "videos/corrupted.mp4", "videos/flipping_a_pancake.mkv")
 
 CLASSES = ["Jump", "Run", "Walk", "Wave", "Clap"]
 

@@ -10,10 +10,10 @@ import pytest
 
 from stfn.config import config_from_dict
 from stfn.predict import Predictor, window_starts
-from suite_helpers import SHARED, save_tiny_checkpoint
+from suite_helpers import VIDEOS, save_tiny_checkpoint
 
-TEST_AVI = SHARED / "videos" / "test.avi"
-needs_videos = pytest.mark.skipif(not TEST_AVI.is_file(), reason="../shared/videos is not available")
+TEST_AVI = VIDEOS / "test.avi"
+needs_videos = pytest.mark.shared("videos/test.avi")
 CLASSES = ["A", "B", "C"]
 
 

@@ -10,11 +10,11 @@ import pytest
 
 from stfn.cli import main
 from stfn.data.splits import group_of, load_split
-from suite_helpers import SHARED
+from suite_helpers import DATASETS, REALDATA
 
-WEIZMANN = SHARED / "realdata" / "weizmann" / "splits"
-UCF = SHARED / "datasets" / "ucf101" / "ucfTrainTestlist"
-needs_weizmann = pytest.mark.skipif(not (WEIZMANN / "trainlist01.txt").is_file(), reason="no ../shared/realdata")
+WEIZMANN = REALDATA / "weizmann" / "splits"
+UCF = DATASETS / "ucf101" / "ucfTrainTestlist"
+needs_weizmann = pytest.mark.shared("realdata/weizmann/splits/trainlist01.txt")
 
 
 def test_group_of_reads_ucf101_names() -> None:
@@ -58,7 +58,7 @@ def test_videos_on_both_sides_are_a_warning_that_names_the_refusal(tmp_path, cap
     assert "group(s)" in text  # the same clip's group is on both sides too
 
 
-@pytest.mark.skipif(not (UCF / "trainlist01.txt").is_file(), reason="no ../shared/datasets")
+@pytest.mark.shared("datasets/ucf101/ucfTrainTestlist/trainlist01.txt")
 def test_official_ucf101_splits_keep_each_group_on_one_side() -> None:
     for n in (1, 2, 3):
         assert load_split("ucf101", UCF, n).shared_groups() == []

@@ -12,9 +12,7 @@ import pytest
 
 from stfn.data.manifest import load_manifest
 from stfn.data.prepare_state import STATE_DIR
-
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-SHARED_VIDEOS = SHARED / "videos"
+from suite_helpers import VIDEOS, missing_shared
 
 
 def video_frames(n: int, size: tuple[int, int] = (64, 48), seed: int = 0) -> np.ndarray:
@@ -65,10 +63,12 @@ def video_factory(tmp_path: Path) -> Callable[..., Path]:
 
 @pytest.fixture(scope="session")
 def video_shared() -> Path:
-    """The folder of real sample videos (``<repo>/../shared/videos``); skips when it is absent."""
-    if not (SHARED_VIDEOS / "test.avi").is_file():
-        pytest.skip(f"shared sample videos not found at {SHARED_VIDEOS}")
-    return SHARED_VIDEOS
+    """The folder of real sample videos (``<repo>/../shared/videos``); skips when it is absent (a test
+    using it is marked ``shared``, see tests/conftest.py)."""
+    reason = missing_shared("videos/test.avi")
+    if reason:
+        pytest.skip(reason)
+    return VIDEOS
 
 
 def _frame_counts(folder: Path) -> tuple[int, int, int]:

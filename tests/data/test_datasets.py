@@ -17,11 +17,11 @@ from stfn.data.datasets import SeededSampler, build_dataset, build_loader, read_
 from stfn.data.sampling import sample_clip
 from stfn.data.splits import load_split
 from stfn.errors import StfnError
+from suite_helpers import DATASETS
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-UCF = SHARED / "datasets" / "ucf101" / "ucfTrainTestlist"
-HMDB = SHARED / "datasets" / "hmdb51" / "testTrainMulti_7030_splits"
-needs_shared = pytest.mark.skipif(not (UCF.is_dir() and HMDB.is_dir()), reason="../shared/datasets is absent")
+UCF = DATASETS / "ucf101" / "ucfTrainTestlist"
+HMDB = DATASETS / "hmdb51" / "testTrainMulti_7030_splits"
+needs_shared = pytest.mark.shared("datasets/ucf101/ucfTrainTestlist", "datasets/hmdb51/testTrainMulti_7030_splits")
 
 torch.set_num_threads(1)
 W, H = 48, 40  # stored frame size (short side 40 = scale_size below)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import string
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,11 +19,11 @@ from stfn.data.splits import (
     parse_ucf101_list,
 )
 from stfn.errors import StfnError
+from suite_helpers import DATASETS
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-UCF = SHARED / "datasets" / "ucf101" / "ucfTrainTestlist"
-HMDB = SHARED / "datasets" / "hmdb51" / "testTrainMulti_7030_splits"
-needs_shared = pytest.mark.skipif(not (UCF.is_dir() and HMDB.is_dir()), reason="../shared/datasets is absent")
+UCF = DATASETS / "ucf101" / "ucfTrainTestlist"
+HMDB = DATASETS / "hmdb51" / "testTrainMulti_7030_splits"
+needs_shared = pytest.mark.shared("datasets/ucf101/ucfTrainTestlist", "datasets/hmdb51/testTrainMulti_7030_splits")
 
 UCF_COUNTS = {1: (9537, 3783), 2: (9586, 3734), 3: (9624, 3696)}
 

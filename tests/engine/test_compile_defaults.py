@@ -13,6 +13,9 @@ from stfn.config import Config, ModelConfig
 from stfn.engine import train as train_mod
 from stfn.engine.distributed import DistInfo
 from stfn.models import build_model
+from suite_helpers import REPO
+
+TINY = str(REPO / "configs" / "tiny.yaml")
 
 CPU = torch.device("cpu")
 
@@ -53,9 +56,9 @@ def test_the_cli_flags_turn_compile_off() -> None:
 
     p = argparse.ArgumentParser()
     train_cmd.add_arguments(p)
-    args = p.parse_args(["--config", "configs/tiny.yaml", "--no-compile"])
+    args = p.parse_args(["--config", TINY, "--no-compile"])
     assert train_cmd.load_run_config(args).train.compile is False
-    assert train_cmd.load_run_config(p.parse_args(["--config", "configs/tiny.yaml"])).train.compile == "auto"
+    assert train_cmd.load_run_config(p.parse_args(["--config", TINY])).train.compile == "auto"
     for cmd, argv in ((evaluate, ["x.pt"]), (extract_features, ["x.pt", "--out", "f"])):
         p = argparse.ArgumentParser()
         cmd.add_arguments(p)

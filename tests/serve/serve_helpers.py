@@ -8,11 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from stfn.config import Config, config_from_dict
-from suite_helpers import SHARED
+from suite_helpers import REALDATA, VIDEOS  # noqa: F401 (the serve tests import VIDEOS from here)
 
 CLASSES = ["Jump", "Run", "Walk", "Wave", "Clap"]
-VIDEOS = SHARED / "videos"
-CLIPS = SHARED / "realdata" / "clips"
+CLIPS = REALDATA / "clips"
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -15,7 +15,7 @@ from stfn.errors import StfnError
 from stfn.serve.app import create_app
 from stfn.serve.uploads import UploadError, receive_upload
 
-needs_videos = pytest.mark.skipif(not (VIDEOS / "test.avi").is_file(), reason="../shared/videos is not available")
+needs_videos = pytest.mark.shared("videos/test.avi", "videos/demo.mp4", "videos/corrupted.mp4")
 
 
 def uploads_left(client: TestClient) -> list:

@@ -19,7 +19,7 @@ from stfn.serve.app import create_app
 from stfn.serve.models import SERVER_LIFE_FRAMES, load_models, serve_backend
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
-needs_videos = pytest.mark.skipif(not (VIDEOS / "test.avi").is_file(), reason="../shared/videos is not available")
+needs_videos = pytest.mark.shared("videos/test.avi", "videos/demo.mp4", "videos/corrupted.mp4")
 
 
 def resnet18_rgb() -> torch.nn.Module:

@@ -44,7 +44,7 @@ def _browser():
 
 
 @needs_browser
-@pytest.mark.skipif(not (VIDEOS / "demo.mp4").is_file(), reason="../shared/videos is not available")
+@pytest.mark.shared("videos/demo.mp4")
 def test_page_upload_shows_top_k_flow_strip_and_timeline(server, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -114,7 +114,7 @@ def test_a_client_that_disconnects_mid_upload_leaves_nothing(server) -> None:
 
 
 @needs_browser
-@pytest.mark.skipif(not (VIDEOS / "test.avi").is_file(), reason="../shared/videos is not available")
+@pytest.mark.shared("videos")
 def test_prepared_set_page_shows_frames_flow_and_a_broken_export(tmp_path: Path) -> None:
     """``stfn prepare`` on ../shared/videos (corrupted.mp4 fails there), one flow file deleted, then the
     prepared-set page: the failed video's error, frames and flow side by side, the missing file."""

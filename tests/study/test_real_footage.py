@@ -14,13 +14,11 @@ from stfn.config import config_from_dict
 from stfn.data.prepare import prepare_dataset
 from stfn.engine.evaluate import evaluate_checkpoint
 from stfn.engine.train import train
-from suite_helpers import SHARED, save_tiny_checkpoint
+from suite_helpers import REALDATA, save_tiny_checkpoint
 
-REAL = SHARED / "realdata"
-WEIZMANN = REAL / "weizmann"
-CLIPS = REAL / "clips"
-needs_real = pytest.mark.skipif(not (WEIZMANN / "splits" / "trainlist01.txt").is_file(),
-                                reason="../shared/realdata is not available")
+WEIZMANN = REALDATA / "weizmann"
+CLIPS = REALDATA / "clips"
+needs_real = pytest.mark.shared("realdata/weizmann/splits/trainlist01.txt", "realdata/clips")
 
 
 def _tiny(root, splits) -> object:

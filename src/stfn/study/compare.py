@@ -189,7 +189,7 @@ def run_compare(source: str | Path, splits: str | Path, out_dir: str | Path = "r
         "classes": [{"name": c, "group": c} for c in classes],
         "test_videos": test_videos(done["tsn2"]["predictions"], list(classes)),
         "models": results, "timings": steps.times, "time_s": round(time.perf_counter() - t0, 1),
-        "machine": {**machine_info(), "load_start": load_start, "load_end": loadavg()},  # 1/5/15-min averages
+        "machine": machine_info(load_start),
     }
     write_compare_report(out, summary, histories)
     atomic_write_json(out / "results.json", summary)

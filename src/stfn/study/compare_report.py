@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stfn.fileio import atomic_write_text
+from stfn.study.machine import machine_caption
 from stfn.study.plots import plot_confusion, plot_group_accuracy, plot_training_curves
 from stfn.study.report import claim_line, fmt_pct, loss_fall, markdown_table
 
@@ -69,8 +70,8 @@ def compare_markdown(summary: Mapping[str, Any]) -> str:
     shared = summary.get("shared_groups") or []
     lines = [
         "# stfn compare report", "",
-        f"Command: `{summary['command']}`. Total time {summary['time_s'] / 60:.1f} min on {m['cpu']} "
-        f"({m['cores']} cores, torch {m['torch']}{', GPU ' + m['cuda'] if m.get('cuda') else ''}).", "",
+        f"Command: `{summary['command']}`. Total time {summary['time_s'] / 60:.1f} min on "
+        f"{machine_caption(m)}.", "",
         f"{len(summary['classes'])} classes, {summary['train_videos']} training and {len(summary['test_videos'])} "
         f"test videos (split {summary['split']} of `{summary['splits']}`).", "",
     ]

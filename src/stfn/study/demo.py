@@ -46,7 +46,7 @@ from stfn.engine.checkpoint import load_model
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json
 from stfn.study.analysis import class_groups, load_classes_meta, temporal_pairs
-from stfn.study.machine import machine_info
+from stfn.study.machine import loadavg, machine_info
 from stfn.study.pipeline import (
     Steps,
     backbone_amp,
@@ -147,7 +147,7 @@ def run_demo(out_dir: str | Path, preset: str = "small", seed: int = 0, end_to_e
         raise StfnError(f"unknown demo preset '{preset}' (choose from {', '.join(PRESETS)})")
     p = PRESETS[preset]
     out = Path(out_dir)
-    t0 = time.perf_counter()
+    t0, load_start = time.perf_counter(), loadavg()
     stamp = {"preset": preset, "settings": asdict(p), "seed": seed}
     check_stamp(out / "demo.json", stamp)
     atomic_write_json(out / "demo.json", stamp)
@@ -175,7 +175,7 @@ def run_demo(out_dir: str | Path, preset: str = "small", seed: int = 0, end_to_e
         "pairs": {classes[a]: classes[b] for a, b in pairs.items()},
         "test_videos": test_videos(tsn2["predictions"], groups),
         "models": results, "tsn_position_margins": margins,
-        "timings": steps.times, "time_s": round(time.perf_counter() - t0, 1), "machine": machine_info(),
+        "timings": steps.times, "time_s": round(time.perf_counter() - t0, 1), "machine": machine_info(load_start),
     }
     write_demo_report(out, summary, histories)
     atomic_write_json(out / "results.json", summary)

@@ -1,7 +1,9 @@
 """The machine a result came from: the one description for ``stfn demo`` and the benchmarks.
 
-- :func:`machine_info`: the short record of a demo run (``results.json``'s ``machine``, the table at
-  the end of ``report.md``): CPU, usable cores, torch threads and version, Python, platform, GPU;
+- :func:`machine_info`: the short record of a demo or compare run (``results.json``'s ``machine``, the
+  table at the end of ``report.md``): CPU, usable cores, torch threads and version, Python, platform,
+  GPU, the instruction set bfloat16 runs on and the load average at the start and the end;
+- :func:`machine_caption`: that record as the words after "on" in a report's first line;
 - :func:`benchmark_machine_info`: the record of a benchmark result, with what its timings depend on
   (ISA, bfloat16 in hardware, memory, load average, OpenMP settings, date);
 - :func:`machine_line`: a benchmark record as one caption line.
@@ -19,8 +21,8 @@ import torch
 
 from stfn.runtime import cpu_supports_bf16
 
-__all__ = ["benchmark_machine_info", "cpu_flags", "cpu_model", "loadavg", "machine_info", "machine_line",
-           "usable_cores"]
+__all__ = ["benchmark_machine_info", "bf16_isa", "cpu_flags", "cpu_model", "loadavg", "machine_caption",
+           "machine_info", "machine_line", "usable_cores"]
 
 
 def cpu_model() -> str:
@@ -45,6 +47,18 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def bf16_isa(flags: set[str] | None = None) -> str:
+    """The instructions bfloat16 matmuls run on here: ``"AMX"`` (Intel's tile unit, Sapphire Rapids and
+    later), ``"AVX512-BF16"`` (Zen 4, Cooper Lake) or ``"AVX2 emulation"`` / ``"AVX-512 emulation"``
+    (converted to fp32); the digits of a trained model differ between these."""
+    flags = cpu_flags() if flags is None else flags
+    if {"amx_bf16", "amx_tile"} <= flags:
+        return "AMX"
+    if "avx512_bf16" in flags:
+        return "AVX512-BF16"
+    return "AVX-512 emulation" if "avx512f" in flags else "AVX2 emulation"
+
+
 def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity where the OS has one, else all)."""
     try:
@@ -65,8 +79,10 @@ def _gpu_name() -> str | None:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
-def machine_info() -> dict[str, Any]:
-    """CPU model, cores usable by this process, torch/python versions, accelerator if any."""
+def machine_info(load_start: list[float] | None = None) -> dict[str, Any]:
+    """CPU model, cores usable by this process, torch/python versions, accelerator if any, bfloat16's
+    instruction set, and the 1/5/15-minute load averages at ``load_start`` (taken by the caller when the
+    run began) and now."""
     return {
         "cpu": cpu_model(),
         "cores": usable_cores(),
@@ -75,7 +91,18 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cuda": _gpu_name(),
+        "bf16": bf16_isa(),
+        "load_start": load_start if load_start is not None else [],
+        "load_end": loadavg(),
     }
+
+
+def machine_caption(m: dict[str, Any]) -> str:
+    """``"Intel Xeon (2 cores, bf16 on AMX, torch 2.x, load 0.50 → 2.10)"`` from :func:`machine_info`
+    (records written before bf16 and load were kept print without them)."""
+    load = " → ".join(f"{v[0]:.2f}" for v in (m.get("load_start"), m.get("load_end")) if v)
+    return (f"{m['cpu']} ({m['cores']} cores{', bf16 on ' + m['bf16'] if m.get('bf16') else ''}, torch {m['torch']}"
+            f"{', GPU ' + m['cuda'] if m.get('cuda') else ''}{', load ' + load if load else ''})")
 
 
 def benchmark_machine_info() -> dict[str, Any]:
@@ -91,6 +118,7 @@ def benchmark_machine_info() -> dict[str, Any]:
         "avx512_bf16": "avx512_bf16" in flags,
         "amx": "amx_tile" in flags,
         "bf16_native": cpu_supports_bf16(),
+        "bf16_isa": bf16_isa(flags),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "loadavg": loadavg(),
@@ -119,6 +147,6 @@ def machine_line(info: dict[str, Any]) -> str:
     load = "/".join(f"{v:.2f}" for v in info.get("loadavg", []))
     gpu = f", GPU {info['cuda_device']}" if info.get("cuda_device") else ""
     env = "".join(f", {k}={v}" for k, v in info.get("env", {}).items())
-    return (f"{info['cpu']}, {info['cpus']} cores ({info['isa']}, bf16 "
-            f"{'native' if info['bf16_native'] else 'emulated'}){gpu}, torch {info['torch']}, "
+    bf16 = info.get("bf16_isa") or ("native" if info["bf16_native"] else "emulated")
+    return (f"{info['cpu']}, {info['cpus']} cores ({info['isa']}, bf16 on {bf16}){gpu}, torch {info['torch']}, "
             f"{info['torch_threads']} threads{env}; load {load}; {info['date']}")

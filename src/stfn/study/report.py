@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stfn.fileio import atomic_write_text
+from stfn.study.machine import machine_caption
 from stfn.study.plots import plot_confusion, plot_group_accuracy, plot_training_curves
 from stfn.study.significance import compare, verdict_text
 
@@ -126,8 +127,7 @@ def _results_lines(summary: Mapping[str, Any]) -> list[str]:
     return [
         "# stfn demo report", "",
         f"Command: `{summary['command']}`. Seed {summary['seed']}. Total time "
-        f"{summary['time_s'] / 60:.1f} min on {m['cpu']} ({m['cores']} cores, torch {m['torch']}"
-        f"{', GPU ' + m['cuda'] if m.get('cuda') else ''}).", "",
+        f"{summary['time_s'] / 60:.1f} min on {machine_caption(m)}.", "",
         "## Test accuracy (%) per class group", "",
         demo_table(models),
         "Temporal-order classes come in pairs holding the same frames and motions in a different order; "
