@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from stfn.machine import benchmark_machine_info as machine_info  # the package's one machine description
+from stfn.machine import loadavg, machine_line, usable_cores
 from stfn.runtime import sync  # one answer per machine, as the commands get
-from stfn.study.machine import benchmark_machine_info as machine_info  # the package's one machine description
-from stfn.study.machine import loadavg, machine_line, usable_cores
 
 REPO = Path(__file__).resolve().parents[1]
 #: The real files next to the clone (``<repo>/../shared``), or wherever ``$STFN_SHARED`` points; the

@@ -6,7 +6,7 @@ Two tables, all measured in the same run:
    it (pairs from the real ``../shared/videos/test.avi``; algorithms timed round-robin, medians), in
    wall-clock and in CPU time (what an idle core would give), and the mean end-point error (pixels) on
    synthetic pairs with exact ground truth: a textured image shifted, rotated and zoomed
-   (:func:`stfn.data.flow.synthetic_pair`), at normal strength (up to ~8 px) and 3x (up to ~25 px,
+   (:func:`flow_truth.synthetic_pair`), at normal strength (up to ~8 px) and 3x (up to ~25 px,
    "large"). RAFT runs with random weights unless pretrained ones are in the torch hub cache: its speed
    is real, its EPE is then n/a.
 2. **Prepare**: ``prepare_dataset`` end to end (decode + flow + 3 JPEG writes per frame) on generated
@@ -38,11 +38,12 @@ from pathlib import Path
 from typing import Any
 
 import common
+import flow_truth as truth
 import numpy as np
 
-from stfn.data import flow as F
-from stfn.data.prepare import prepare_dataset
-from stfn.data.video import read_video
+from stfn.data.prepare.run import prepare_dataset
+from stfn.data.video import flow as F
+from stfn.data.video.decode import read_video
 from stfn.errors import StfnError
 
 UCF101_FRAMES = 2.5e6
@@ -64,7 +65,7 @@ def _frames(n: int, quick: bool) -> np.ndarray:
     if path.is_file():
         frames = read_video(path, backend="pyav")[: n + 1]
     else:  # no shared folder: synthetic motion
-        frames = np.concatenate([F.synthetic_pair("shift", seed=s)[0] for s in range(n // 2 + 1)])[: n + 1]
+        frames = np.concatenate([truth.synthetic_pair("shift", seed=s)[0] for s in range(n // 2 + 1)])[: n + 1]
     return frames[:, :120, :160].copy() if quick else frames
 
 
@@ -117,15 +118,15 @@ def bench_flow(args) -> tuple[list[dict[str, Any]], list[list[Any]]]:
         epe: dict[str, float | None] = {}
         with common.section(f"EPE {name}"):
             for strength, tag in ((1.0, ""), (3.0, "_large")):
-                for motion in F.MOTIONS:
-                    pair, gt, valid = F.synthetic_pair(motion, size=size, seed=7, strength=strength)
-                    epe[motion + tag] = F.endpoint_error(est(pair)[0], gt, valid) if accurate else None
-        large = [epe[m + "_large"] for m in F.MOTIONS]
+                for motion in truth.MOTIONS:
+                    pair, gt, valid = truth.synthetic_pair(motion, size=size, seed=7, strength=strength)
+                    epe[motion + tag] = truth.endpoint_error(est(pair)[0], gt, valid) if accurate else None
+        large = [epe[m + "_large"] for m in truth.MOTIONS]
         res = {"algorithm": name, "pairs_per_s_wall": 1 / wall, "pairs_per_s_cpu": 1 / cpu,
                "cpu_ms_per_pair": 1e3 * cpu, "timed_pairs": pairs[name] * args.rounds, "epe": epe,
                "pretrained": accurate, "flow_only_ucf101_hours_2cores": UCF101_FRAMES * cpu / 2 / 3600}
         results.append(res)
-        rows.append([name, f"{1 / wall:.1f}", f"{1 / cpu:.1f}", *(_fmt(epe[m]) for m in F.MOTIONS),
+        rows.append([name, f"{1 / wall:.1f}", f"{1 / cpu:.1f}", *(_fmt(epe[m]) for m in truth.MOTIONS),
                      _fmt(statistics.mean(large)) if accurate else "n/a",
                      f"{res['flow_only_ucf101_hours_2cores']:.1f}"])
     return results, rows

@@ -205,7 +205,7 @@ def _raft_weights() -> str:
 
 
 def check_raft(args: argparse.Namespace, device: torch.device, state: dict) -> dict[str, Any]:
-    from stfn.data.raft import RaftFlow
+    from stfn.data.video.raft import RaftFlow
 
     sz = sizes(args, device.type == "cuda")
     weights = _raft_weights()

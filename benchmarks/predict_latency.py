@@ -60,7 +60,7 @@ def make_clip(path: Path, seconds: float, fps: int = 25, size: tuple[int, int] =
     """Write an MPEG-4 (XviD-like) AVI of ``seconds`` at ``fps``; returns where its frames came from."""
     import av
 
-    from stfn.data.video import read_video
+    from stfn.data.video.decode import read_video
 
     w, h = size
     if SHARED_AVI.is_file():
@@ -110,7 +110,7 @@ def make_checkpoint(preset: str, out: Path) -> Path:
 
 def full_flow_seconds(predictor, clip: Path, rounds: int) -> float:
     """Median seconds to compute the flow of every frame pair of ``clip`` (the non-sparse baseline)."""
-    from stfn.data.video import probe, read_video, resize_shape
+    from stfn.data.video.decode import probe, read_video, resize_shape
 
     info = probe(clip)
     p = predictor.reader.prepare

@@ -2,11 +2,15 @@
 
 Layers, lowest first (a module imports only from its own layer or below)::
 
-    0  errors, fileio, config, runtime
+    0  errors, fileio, config, runtime, machine
     1  data, models
     2  engine
     3  predict, export, study
     4  serve, commands, cli, __main__
+
+Inside ``data/`` the rooms have layers of their own (:data:`DATA_ROOMS`): ``video`` (one file: decode,
+flow) imports no other room, ``synthetic`` and ``prepare`` only ``video``, and the datasets (the modules
+directly in ``data/``) read what prepare wrote but never import the synthetic generator.
 
 Commands import their heavy modules inside ``run`` (so ``stfn --help`` stays fast). In ``engine/`` no
 stfn module is imported inside a function; elsewhere only a deliberately lazy one (e.g. one that loads
@@ -24,11 +28,19 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "stfn"
 LAYERS = {
-    "errors": 0, "fileio": 0, "config": 0, "runtime": 0,
+    "errors": 0, "fileio": 0, "config": 0, "runtime": 0, "machine": 0,
     "data": 1, "models": 1,
     "engine": 2,
     "predict": 3, "export": 3, "study": 3,
     "serve": 4, "commands": 4, "cli": 4, "__main__": 4,
+}
+
+# what each room of data/ may import from data/ ("datasets": the modules directly in data/)
+DATA_ROOMS = {
+    "video": {"video"},
+    "synthetic": {"synthetic", "video"},
+    "prepare": {"prepare", "video"},
+    "datasets": {"datasets", "prepare", "video"},
 }
 
 
@@ -87,6 +99,33 @@ def test_imports_respect_the_layers(name: str) -> None:
             pytest.fail(f"{name}:{node.lineno} imports {module} inside a function")
         said = "#" in lines[node.lineno - 1] or lines[node.lineno - 2].strip().startswith("#")
         assert said, f"{name}:{node.lineno} imports {module} inside a function without a comment saying why"
+
+
+def _data_room(module: str) -> str | None:
+    """The room of ``data/`` that ``module`` is in (``None`` outside ``stfn.data``)."""
+    parts = module.split(".")
+    if parts[:2] != ["stfn", "data"] or len(parts) < 3:
+        return None
+    return parts[2] if parts[2] in DATA_ROOMS else "datasets"
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if _data_room(n)))
+def test_data_rooms_import_only_downwards(name: str) -> None:
+    """video cannot import prepare, the datasets cannot import synthetic, prepare cannot import the datasets."""
+    room = _data_room(name)
+    tree = ast.parse(MODULES[name].read_text(), str(MODULES[name]))
+    for module, node, _ in _stfn_imports(tree, name):
+        target = _data_room(module)
+        if target is not None:
+            assert target in DATA_ROOMS[room], f"{name}:{node.lineno} ({room}) imports {module} ({target})"
+
+
+def test_data_rooms_are_sub_packages() -> None:
+    """Every room but the datasets is a folder, so a new module lands in one by where it is saved."""
+    for room in set(DATA_ROOMS) - {"datasets"}:
+        assert (PACKAGE / "data" / room / "__init__.py").is_file(), room
+    flat = {p.stem for p in (PACKAGE / "data").glob("*.py")} - {"__init__"}
+    assert not flat & {"video", "flow", "raft", "prepare", "manifest", "pool", "synthetic"}, flat
 
 
 def test_every_layer_is_known() -> None:

@@ -13,8 +13,8 @@ import torch
 from stfn.cli import main
 from stfn.config import config_from_dict
 from stfn.data import clip_reader
-from stfn.data.flow import parse_flow_spec
-from stfn.data.prepare_record import resolve_prepare_settings
+from stfn.data.prepare.record import resolve_prepare_settings
+from stfn.data.video.flow import parse_flow_spec
 from stfn.errors import StfnError
 from stfn.predict import Predictor, expand_inputs
 from stfn.runtime import cpu_supports_bf16  # --amp auto: bf16 only where the CPU runs it natively
@@ -97,10 +97,10 @@ def test_json_output(two_stream_ckpt, capsys):
 def test_scores_equal_full_decode_and_full_flow(tmp_path):
     """Sparse decoding and flow of only the sampled stacks give what the whole video would give,
     with the resize and flow bound that the checkpoint records for its training data."""
-    from stfn.data.flow import create_estimator, quantize_flow
     from stfn.data.sampling import sample_clip
     from stfn.data.transforms import build_transform
-    from stfn.data.video import read_video
+    from stfn.data.video.decode import read_video
+    from stfn.data.video.flow import create_estimator, quantize_flow
     from stfn.engine.checkpoint import load_model
 
     prepare = {"flow": {"algorithm": "dis", "preset": "fast", "bound": 2.0}, "resize": {"short_side": 40}}
@@ -132,7 +132,7 @@ def test_scores_equal_full_decode_and_full_flow(tmp_path):
 
 @needs_videos
 def test_only_sampled_flow_fields_are_computed(two_stream_ckpt, monkeypatch):
-    import stfn.data.flow as flow_mod
+    import stfn.data.video.flow as flow_mod
 
     pairs = []
     real = flow_mod.create_estimator
@@ -155,7 +155,7 @@ def test_only_sampled_flow_fields_are_computed(two_stream_ckpt, monkeypatch):
 
 @needs_videos
 def test_rgb_only_model_computes_no_flow(rgb_ckpt, monkeypatch, capsys):
-    import stfn.data.flow as flow_mod
+    import stfn.data.video.flow as flow_mod
 
     def forbidden(*args, **kwargs):
         raise AssertionError("an RGB-only model must not compute optical flow")
@@ -259,14 +259,14 @@ def test_inputs_match_what_stfn_prepare_wrote(tmp_path):
     with the resize and flow settings read from the manifest in data.root."""
     import cv2
 
-    import stfn.data.flow as flow_mod
-    from stfn.data.prepare import prepare_dataset
+    import stfn.data.video.flow as flow_mod
+    from stfn.data.prepare.run import prepare_dataset
     from stfn.data.sampling import sample_clip
 
     (tmp_path / "videos" / "Cls").mkdir(parents=True)
     shutil.copy(TEST_AVI, tmp_path / "videos" / "Cls" / "test.avi")
     root = tmp_path / "prepared"
-    # stfn.data.flow caches one DIS object per process, and DIS keeps a lowered pyramid depth after
+    # stfn.data.video.flow caches one DIS object per process, and DIS keeps a lowered pyramid depth after
     # a smaller frame (earlier tests): start from a fresh one, as a new `stfn prepare` process would.
     flow_mod._cached.cache_clear()
     prepare_dataset(tmp_path / "videos", root, flow="dis", bound=4.0, short_side=40, workers=0, progress=False)
@@ -375,7 +375,7 @@ def test_a_header_that_undercounts_the_frames_is_not_trusted(rgb_ckpt, tmp_path,
     """Issue 17 item 4: an AVI whose header says 5 frames but that holds 100 is sampled from all 100
     (what decoding finds, as stfn prepare counts), with a warning; it used to read the first 5 only."""
     video = _avi_whose_header_says(tmp_path / "lying.avi", 100, 5)
-    from stfn.data.video import probe
+    from stfn.data.video.decode import probe
 
     assert probe(video).frames == 5
     assert main(["predict", str(rgb_ckpt), str(video), "--json"]) == 0

@@ -4,7 +4,7 @@ For each video, :class:`Predictor` does what training saw, in the same order and
 
 1. - 3. its reader (:class:`stfn.data.clip_reader.ClipReader`) takes the test positions, decodes only
    the frames they need, resized as the training videos were, and computes the optical flow of just the
-   sampled fields with the training algorithm and bound (:mod:`stfn.data.prepare_record` says how the
+   sampled fields with the training algorithm and bound (:mod:`stfn.data.prepare.record` says how the
    checkpoint's training data was prepared);
 4. the evaluation transform (:func:`stfn.data.transforms.build_transform`: 1, 3 or 10 crops);
 5. the network under ``torch.inference_mode`` (bf16 autocast where the CPU does bf16 natively), the
@@ -43,12 +43,12 @@ from torch import nn
 
 from stfn.config import STREAMS, Config
 from stfn.data.clip_reader import ClipReader
-from stfn.data.flow import dequantize_flow, flow_to_color
-from stfn.data.manifest import VIDEO_EXTENSIONS
-from stfn.data.prepare_record import PrepareSettings, resolve_prepare_settings
+from stfn.data.prepare.manifest import VIDEO_EXTENSIONS
+from stfn.data.prepare.record import PrepareSettings, resolve_prepare_settings
 from stfn.data.sampling import sample_clip
 from stfn.data.transforms import build_transform
-from stfn.data.video import probe, read_frames, resize_shape
+from stfn.data.video.decode import probe, read_frames, resize_shape
+from stfn.data.video.flow import dequantize_flow, flow_to_color
 from stfn.engine.checkpoint import load_model
 from stfn.errors import StfnError
 from stfn.export import export_model, require_onnxruntime
@@ -88,7 +88,7 @@ class Predictor:
         device: ``auto | cpu | cuda | cuda:N``.
         amp: ``auto | none | bf16 | fp16`` (see :func:`resolve_amp`).
         channels_last: NHWC weights, as evaluation uses them (default ``train.channels_last``).
-        video_backend: decoder for :mod:`stfn.data.video` (default: ``$STFN_VIDEO_BACKEND``, else
+        video_backend: decoder for :mod:`stfn.data.video.decode` (default: ``$STFN_VIDEO_BACKEND``, else
             ``pyav``: importing torchcodec costs seconds, more than a whole prediction of a short clip).
         chunk_frames: frames per network call; views are batched up to this many (memory bound).
         backend: ``eager | compile | onnx`` (module docstring); ``onnx`` runs on the CPU in fp32.
@@ -258,7 +258,7 @@ class Predictor:
         - ``positions``: the T sampled frame indices (0-based);
         - ``thumbnails``: T RGB uint8 arrays ``(thumb_height, w, 3)``, the decoded frame at each position;
         - ``flow_images``: T RGB uint8 arrays of the same size, the middle flow field of each position's
-          stack in the colour wheel (:func:`stfn.data.flow.flow_to_color`), or ``None`` without a flow stream;
+          stack in the colour wheel (:func:`stfn.data.video.flow.flow_to_color`), or ``None`` without a flow stream;
           ``flow_max``: the magnitude (pixels) drawn at full brightness, shared by the strip (the 99th
           percentile of its magnitudes, at least 1 pixel);
         - ``windows``: the model applied to sliding windows of the video (T positions inside each):

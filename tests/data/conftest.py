@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stfn.data.manifest import load_manifest
-from stfn.data.prepare_state import STATE_DIR
+from stfn.data.prepare.manifest import load_manifest
+from stfn.data.prepare.state import STATE_DIR
 from suite_helpers import VIDEOS, missing_shared
 
 

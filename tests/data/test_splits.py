@@ -9,15 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stfn.data.splits import (
+from stfn.data.split_files import (
     SplitError,
-    available_splits,
-    load_split,
     parse_class_ind,
     parse_hmdb51,
     parse_mmaction_list,
     parse_ucf101_list,
 )
+from stfn.data.splits import available_splits, load_split
 from stfn.errors import StfnError
 from suite_helpers import DATASETS
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from stfn.config import ConfigError, DataConfig
-from stfn.data.flow import dequantize_flow, quantize_flow
 from stfn.data.transforms import (
     SCALES,
     EvalTransform,
@@ -22,6 +21,7 @@ from stfn.data.transforms import (
     normalize_flow,
     normalize_rgb,
 )
+from stfn.data.video.flow import dequantize_flow, quantize_flow
 
 torch.set_num_threads(1)
 

@@ -22,8 +22,8 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
     ``splits_odd`` is a copy of the split folder whose test list lacks its last video (15 of 16), so
     a 2-process evaluation cannot split the test set evenly."""
-    from stfn.data.prepare import prepare_dataset
-    from stfn.data.synthetic import generate
+    from stfn.data.prepare.run import prepare_dataset
+    from stfn.data.synthetic.generate import generate
 
     root = tmp_path_factory.mktemp("tiny_data")
     generate(root / "syn", "tiny", seed=0)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from stfn.data.flow import quantize_flow
+from stfn.data.video.flow import quantize_flow
 from stfn.errors import StfnError
 from stfn.serve.app import create_app
 from stfn.serve.prepared import NotFound, PreparedSet

@@ -13,22 +13,13 @@ import torch
 
 from stfn.cli import main
 from stfn.config import ConfigError, config_to_dict, load_config
-from stfn.data.prepare import prepare_dataset
-from stfn.data.synthetic import generate
+from stfn.data.prepare.run import prepare_dataset
+from stfn.data.synthetic.generate import generate
 from stfn.engine.features import extract_features
 from stfn.errors import StfnError
-from stfn.study.ablate import (
-    ablation_markdown,
-    combo_name,
-    combo_overrides,
-    combo_slug,
-    expand_grid,
-    parse_grid,
-    run_ablation,
-    split_values,
-    write_table,
-)
+from stfn.study.ablate import ablation_markdown, run_ablation, write_table
 from stfn.study.demo import base_config, head_config
+from stfn.study.grid import combo_name, combo_overrides, combo_slug, expand_grid, parse_grid, split_values
 from stfn.study.presets import PRESETS
 from stfn.study.report import summarize
 

@@ -11,7 +11,7 @@ import pytest
 
 from stfn.cli import main
 from stfn.config import config_from_dict
-from stfn.data.prepare import prepare_dataset
+from stfn.data.prepare.run import prepare_dataset
 from stfn.engine.evaluate import evaluate_checkpoint
 from stfn.engine.train import train
 from suite_helpers import REALDATA, save_tiny_checkpoint

@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch  # heavy imports inside run (see stfn.cli)
 
-    from stfn.study.ablate import ablation_markdown, parse_grid, run_ablation
+    from stfn.study.ablate import ablation_markdown, run_ablation
+    from stfn.study.grid import parse_grid
 
     if not args.grid:
         raise StfnError("give at least one --grid key=value1,value2")

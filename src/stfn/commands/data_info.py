@@ -7,7 +7,7 @@ import argparse
 import json
 from collections import Counter
 
-from stfn.data.manifest import load_prepared_manifest
+from stfn.data.prepare.manifest import load_prepared_manifest
 from stfn.data.splits import available_splits, check_prepared, load_split
 
 HELP = ("Show a dataset's classes and train/test counts per split, and which listed videos are missing or "

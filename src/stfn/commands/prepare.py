@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from stfn.data.flow import (
+from stfn.data.prepare.manifest import VIDEO_EXTENSIONS
+from stfn.data.prepare.run import prepare_dataset
+from stfn.data.video.flow import (
     ALGORITHMS,
     DEFAULT_ALGORITHM,
     DEFAULT_BOUND,
@@ -12,8 +14,6 @@ from stfn.data.flow import (
     DIS_PRESETS,
     FLOW_OPTIONS,
 )
-from stfn.data.manifest import VIDEO_EXTENSIONS
-from stfn.data.prepare import prepare_dataset
 
 HELP = "decode videos into JPEG frames and optical flow (parallel, resumable) with a manifest"
 RESUME = ""  # after an interruption, the same command resumes
@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flow", choices=FLOWS, default=DEFAULT_ALGORITHM,
                    help=f"optical flow algorithm (default: {DEFAULT_ALGORITHM})")
     p.add_argument("--dis-preset", choices=DIS_PRESETS, default=None,
-                   help=f"DIS preset (default: stfn.data.flow.DEFAULT_DIS_PRESET, {DEFAULT_DIS_PRESET})")
+                   help=f"DIS preset (default: stfn.data.video.flow.DEFAULT_DIS_PRESET, {DEFAULT_DIS_PRESET})")
     p.add_argument("--bound", type=float, default=DEFAULT_BOUND,
                    help=f"clip flow to +/- this many pixels (default: {DEFAULT_BOUND:g})")
     p.add_argument("--workers", type=int, default=None,

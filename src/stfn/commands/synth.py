@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _frames(text: str) -> tuple[int, int]:
-    from stfn.data.synthetic import SyntheticError  # see run
+    from stfn.data.synthetic.generate import SyntheticError  # see run
 
     try:
         lo, _, hi = text.partition("-")
@@ -38,7 +38,7 @@ def _frames(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     # OpenCV, PyAV and Pillow load when the command runs: the CLI imports every command module
-    from stfn.data.synthetic import contact_sheet, generate
+    from stfn.data.synthetic.generate import contact_sheet, generate
 
     overrides: dict = {}
     if args.size is not None:

@@ -5,10 +5,10 @@ training videos, with the same code and in the same order:
 
 1. test positions (:func:`stfn.data.sampling.sample_clip`, ``train=False``): ``T`` segment centres and,
    for the motion stream, a stack of ``L`` flow fields around each;
-2. decode only the frames those need (:func:`stfn.data.video.read_frames`), resized as ``stfn prepare``
-   resized the training videos (:class:`~stfn.data.prepare_record.PrepareSettings`);
-3. optical flow of just the sampled fields (:func:`stfn.data.flow.create_estimator`, the training
-   algorithm), quantised to uint8 with the training bound (:func:`stfn.data.flow.quantize_flow`), so the
+2. decode only the frames those need (:func:`stfn.data.video.decode.read_frames`), resized as ``stfn prepare``
+   resized the training videos (:class:`~stfn.data.prepare.record.PrepareSettings`);
+3. optical flow of just the sampled fields (:func:`stfn.data.video.flow.create_estimator`, the training
+   algorithm), quantised to uint8 with the training bound (:func:`stfn.data.video.flow.quantize_flow`), so the
    network sees the input distribution it was trained on; no flow without a flow stream.
 """
 
@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from stfn.data.flow import FlowEstimator, create_estimator, quantize_flow
-from stfn.data.prepare_record import PrepareSettings
+from stfn.data.prepare.record import PrepareSettings
 from stfn.data.sampling import ClipIndices, sample_clip
-from stfn.data.video import count_packets, probe, read_frames, read_video, resize_shape
+from stfn.data.video.decode import count_packets, probe, read_frames, read_video, resize_shape
+from stfn.data.video.flow import FlowEstimator, create_estimator, quantize_flow
 from stfn.errors import StfnError
 
 __all__ = ["ClipReader"]
@@ -50,7 +50,7 @@ class ClipReader:
         streams: ``rgb`` and/or ``flow``.
         frames: T positions per video.
         flow_length: L flow fields per position.
-        video_backend: decoder for :mod:`stfn.data.video` (``pyav`` or ``torchcodec``).
+        video_backend: decoder for :mod:`stfn.data.video.decode` (``pyav`` or ``torchcodec``).
         device: where RAFT runs, when the training flow is RAFT.
     """
 

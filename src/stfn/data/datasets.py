@@ -30,9 +30,10 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from stfn.config import STREAMS, ConfigError, DataConfig
-from stfn.data.manifest import load_prepared_manifest
+from stfn.data.prepare.manifest import load_prepared_manifest
 from stfn.data.sampling import sample_clip
-from stfn.data.splits import Split, VideoRecord, check_prepared, load_split
+from stfn.data.split_files import VideoRecord
+from stfn.data.splits import Split, check_prepared, load_split
 from stfn.data.transforms import EvalTransform, TrainTransform, build_transform
 from stfn.errors import StfnError
 

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from stfn.data.manifest import canonical_key
+from stfn.data.prepare.manifest import canonical_key
 from stfn.errors import StfnError
 
 __all__ = ["HMDB_FILE", "SplitError", "VideoRecord", "parse_class_ind", "parse_class_names", "parse_hmdb51",

@@ -1,7 +1,7 @@
 """Splits: which videos are in the train and test sets, and with which label.
 
 Every parser returns :class:`VideoRecord` lists whose ``key`` is the video's canonical manifest key
-(:func:`stfn.data.manifest.canonical_key`: its path relative to the video root, without extension,
+(:func:`stfn.data.prepare.manifest.canonical_key`: its path relative to the video root, without extension,
 ``/`` separators), so splits from any source are joined with the ``stfn prepare`` manifest and
 compared with each other by key. Labels are 0-based.
 
@@ -17,9 +17,10 @@ Formats (``load_split`` picks one by dataset name):
 - ``folder``: ``<DIR>/train/<class>/.../<video>`` and ``<DIR>/test/<class>/...`` (``val`` counts as
   test); ``DIR`` is the video tree or, with no video files, the manifest keys of the prepared folder.
 
-The line parsers of each format are in :mod:`stfn.data.split_files` (re-exported here); a malformed
+The line parsers of each format, :class:`VideoRecord` and :class:`SplitError` are in
+:mod:`stfn.data.split_files`; a malformed
 line raises :class:`SplitError` naming the file and the 1-based line number.
-``check_prepared`` joins the records with the ``stfn prepare`` manifest (:mod:`stfn.data.manifest`);
+``check_prepared`` joins the records with the ``stfn prepare`` manifest (:mod:`stfn.data.prepare.manifest`);
 both are torch-free, so ``stfn data-info`` stays quick.
 """
 
@@ -30,7 +31,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stfn.data.manifest import VIDEO_EXTENSIONS, canonical_key, load_prepared_manifest
+from stfn.data.prepare.manifest import VIDEO_EXTENSIONS, canonical_key, load_prepared_manifest
 from stfn.data.split_files import (
     HMDB_FILE,
     SplitError,
@@ -45,17 +46,10 @@ from stfn.data.split_files import (
 __all__ = [
     "DATASETS",
     "Split",
-    "SplitError",
-    "VideoRecord",
     "available_splits",
     "check_prepared",
     "group_of",
     "load_split",
-    "parse_class_ind",
-    "parse_class_names",
-    "parse_hmdb51",
-    "parse_mmaction_list",
-    "parse_ucf101_list",
 ]
 
 DATASETS = ("ucf101", "hmdb51", "list", "folder", "synthetic")

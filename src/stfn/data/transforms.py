@@ -1,7 +1,7 @@
 """Clip transforms on in-memory uint8 tensors: one random geometry for every frame and both streams.
 
 Input: a dict with ``rgb`` uint8 ``(T, 3, H, W)`` and/or ``flow`` uint8 ``(T, 2L, H, W)`` (channels
-x1, y1, x2, y2, ...; quantised as in ``stfn.data.flow``, ``q = round((clip(v, -b, b) + b) * 255 / 2b)``),
+x1, y1, x2, y2, ...; quantised as in ``stfn.data.video.flow``, ``q = round((clip(v, -b, b) + b) * 255 / 2b)``),
 all frames of the same size. Output: float tensors, ``(T, C, S, S)`` for training and
 ``(V, T, C, S, S)`` for V test views, ``S = crop_size``.
 

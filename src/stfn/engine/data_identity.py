@@ -16,7 +16,8 @@ from torch.utils.data import Dataset
 
 from stfn.config import Config
 from stfn.data.features import build_run_dataset
-from stfn.data.splits import SplitError, load_split
+from stfn.data.split_files import SplitError
+from stfn.data.splits import load_split
 from stfn.engine.checkpoint import CheckpointError, identity_difference, seen_videos
 from stfn.errors import StfnError
 

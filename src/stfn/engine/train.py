@@ -36,7 +36,7 @@ from tqdm import tqdm
 from stfn.config import Config, ConfigError, save_config
 from stfn.data.datasets import build_loader
 from stfn.data.features import build_run_dataset, load_features_meta
-from stfn.data.prepare_record import prepare_record
+from stfn.data.prepare.record import prepare_record
 from stfn.engine import checkpoint as ckpt_lib
 from stfn.engine import distributed as dist_utils
 from stfn.engine.data_identity import check_split_disjoint
@@ -345,7 +345,7 @@ def _setup(cfg: Config, out: Path, resume: bool) -> tuple[_Run, _Progress]:
         done = _restore(state, model, optimizer, scheduler, scaler, out, info)
         _log(info, f"resuming '{out}' after epoch {done.start_epoch}")
     del state
-    provenance = {"dataset": identity, "train_videos": list(train_set.videos), "prepare": prepare_record(cfg),
+    provenance = {"dataset": identity, "train_videos": list(train_set.videos), "prepare": prepare_record(_frames_root(cfg)),
                   "inherited": inherited}
     run = _Run(cfg, out, info, device, model, model, loader, test_loader, optimizer, scheduler, scaler, amp_dtype,
                steps_per_epoch, classes, provenance)
@@ -362,6 +362,14 @@ def _setup(cfg: Config, out: Path, resume: bool) -> tuple[_Run, _Progress]:
                f"{amp_dtype or 'off'}{', compiled' if hasattr(run.net, '_orig_mod') else ''}, "
                f"batch {tcfg.batch_size} x {info.world_size} x {tcfg.accumulate}")
     return run, done
+
+
+def _frames_root(cfg: Config) -> str:
+    """The prepared frames folder the training videos came from, through the features folder's record
+    when the run trains on cached features."""
+    if cfg.data.features:
+        return load_features_meta(cfg.data.features).get("data", {}).get("root", "")
+    return cfg.data.root
 
 
 def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progress: bool = True) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from stfn.data.prepare_record import resolve_prepare_settings
+from stfn.data.prepare.record import resolve_prepare_settings
 from stfn.engine.checkpoint import load_model
 from stfn.errors import StfnError
 from stfn.predict import BACKENDS, Predictor, model_card

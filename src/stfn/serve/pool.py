@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import torch
 
 from stfn.errors import StfnError
-from stfn.study.machine import usable_cores
+from stfn.machine import usable_cores
 
 __all__ = ["QueueFull", "WorkerPool", "threads_per_worker"]
 

@@ -15,9 +15,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from stfn.data.flow import dequantize_flow, flow_to_color
-from stfn.data.manifest import Manifest, load_prepared_manifest
+from stfn.data.prepare.manifest import Manifest, load_prepared_manifest
 from stfn.data.sampling import segment_positions
+from stfn.data.video.flow import dequantize_flow, flow_to_color
 from stfn.errors import StfnError
 
 __all__ = ["NotFound", "PreparedSet"]

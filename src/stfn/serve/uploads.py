@@ -23,7 +23,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from stfn.data.manifest import VIDEO_EXTENSIONS
+from stfn.data.prepare.manifest import VIDEO_EXTENSIONS
 
 __all__ = ["Upload", "UploadError", "receive_upload", "upload_folder"]
 

@@ -6,7 +6,7 @@
 - :mod:`stfn.study.analysis`: accuracy per class group of the synthetic benchmark;
 - :mod:`stfn.study.significance`: paired tests of two models on the same test videos;
 - :mod:`stfn.study.report`, :mod:`stfn.study.plots`: markdown tables, ``report.md`` and PNG plots;
-- :mod:`stfn.study.machine`: the machine a result came from (also used by the benchmarks).
+- :mod:`stfn.machine`: the machine a result came from (also used by the benchmarks).
 
 Nothing is imported here, so the CLI reads :mod:`stfn.study.presets` without loading torch.
 """

@@ -55,22 +55,14 @@ from stfn.study.grid import (
     expand_grid,
     fmt_value,
     get_key,
-    parse_grid,
     short_key,
-    split_values,
 )
 from stfn.study.protocol import build_features, train_runs
 from stfn.study.report import fmt_summary, markdown_table, summarize
 
 __all__ = [
     "ablation_markdown",
-    "combo_name",
-    "combo_overrides",
-    "combo_slug",
-    "expand_grid",
-    "parse_grid",
     "run_ablation",
-    "split_values",
     "write_table",
 ]
 

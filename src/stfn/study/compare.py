@@ -29,14 +29,14 @@ from typing import Any
 import torch
 
 from stfn.config import Config, config_from_dict
-from stfn.data.manifest import VIDEO_EXTENSIONS, load_manifest
-from stfn.data.prepare import prepare_dataset
+from stfn.data.prepare.manifest import VIDEO_EXTENSIONS, load_manifest
+from stfn.data.prepare.run import prepare_dataset
 from stfn.data.splits import Split, check_prepared, load_split
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json
+from stfn.machine import loadavg, machine_info
 from stfn.models.backbone import BUILTIN_BACKBONES, build_rgb_network
 from stfn.study.compare_report import write_compare_report
-from stfn.study.machine import loadavg, machine_info
 from stfn.study.pipeline import Steps, backbone_amp, check_stamp, model_entries, run_protocol, test_videos
 from stfn.study.presets import COMPARE_PRESETS, HEADS, MODELS, ComparePreset
 

@@ -4,7 +4,7 @@ One call, no data or weights needed::
 
     run_demo("runs/demo", preset="small")
 
-1. generate the synthetic benchmark (:func:`stfn.data.synthetic.generate`): real H.264 videos;
+1. generate the synthetic benchmark (:func:`stfn.data.synthetic.generate.generate`): real H.264 videos;
 2. ``stfn prepare``: decode, resize, DIS optical flow clipped at the benchmark's flow bound;
 3. train TSN RGB and TSN flow end to end (``cnn_small`` backbone, T frames, flow stacks of L fields);
 4. TSN two-stream: late fusion of the two networks' test scores, RGB:flow = 1:1.5 (TSN); the two
@@ -40,13 +40,13 @@ import torch
 
 from stfn.config import Config, config_from_dict
 from stfn.data.features import FeatureDataset, load_features_meta
-from stfn.data.prepare import prepare_dataset
-from stfn.data.synthetic import generate
+from stfn.data.prepare.run import prepare_dataset
+from stfn.data.synthetic.generate import generate
 from stfn.engine.checkpoint import load_model
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json
+from stfn.machine import loadavg, machine_info
 from stfn.study.analysis import class_groups, load_classes_meta, temporal_pairs
-from stfn.study.machine import loadavg, machine_info
 from stfn.study.pipeline import (
     Steps,
     backbone_amp,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stfn.fileio import atomic_write_text
-from stfn.study.machine import machine_caption
+from stfn.machine import machine_caption
 from stfn.study.plots import plot_confusion, plot_group_accuracy, plot_training_curves
 from stfn.study.significance import compare, verdict_text
 

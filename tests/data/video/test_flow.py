@@ -8,9 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-from stfn.data import flow as F
-from stfn.data.flow import flow_to_color
+from stfn.data.video import flow as F
+from stfn.data.video.flow import flow_to_color
 from stfn.errors import StfnError
+from suite_helpers import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import flow_truth as truth  # noqa: E402  (the ground-truth fixture, shared with benchmarks/flow.py)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -63,7 +67,7 @@ def test_flip_of_a_flow_x_image_equals_the_negated_flow() -> None:
     assert np.abs(flipped.astype(int) - expected).max() <= 1  # exact but for ties at .5
     assert (flipped == expected).mean() > 0.99
     # and physically: flow computed on flipped frames is the flipped flow with x negated
-    frames, gt, valid = F.synthetic_pair("rotate", size=SIZE)
+    frames, gt, valid = truth.synthetic_pair("rotate", size=SIZE)
     flow = F.compute_flow(frames, "farneback")[0]
     flow_flipped = F.compute_flow(np.ascontiguousarray(frames[:, :, ::-1]), "farneback")[0]
     m = valid & valid[:, ::-1]
@@ -73,7 +77,7 @@ def test_flip_of_a_flow_x_image_equals_the_negated_flow() -> None:
 
 @pytest.mark.parametrize("algorithm", ["dis", "farneback", "tvl1"])
 def test_n_frames_give_n_minus_1_fields_from_frame_k_to_k_plus_1(algorithm: str) -> None:
-    pair, gt, valid = F.synthetic_pair("shift", size=SIZE)  # frame 1 = frame 0 moved by (+3.4, -2.3)
+    pair, gt, valid = truth.synthetic_pair("shift", size=SIZE)  # frame 1 = frame 0 moved by (+3.4, -2.3)
     frames = np.concatenate([pair, pair[:1]])  # 0 -> 1 -> back to 0
     flow = F.compute_flow(frames, algorithm)
     assert flow.shape == (2, SIZE[1], SIZE[0], 2) and flow.dtype == np.float32
@@ -88,12 +92,12 @@ def test_n_frames_give_n_minus_1_fields_from_frame_k_to_k_plus_1(algorithm: str)
 
 
 @pytest.mark.parametrize(("algorithm", "preset"), list(EPE_BOUNDS))
-@pytest.mark.parametrize("motion", F.MOTIONS)
+@pytest.mark.parametrize("motion", truth.MOTIONS)
 def test_end_point_error_on_synthetic_ground_truth(algorithm: str, preset: str | None, motion: str) -> None:
-    frames, gt, valid = F.synthetic_pair(motion, size=SIZE, seed=3)
+    frames, gt, valid = truth.synthetic_pair(motion, size=SIZE, seed=3)
     opts = {"preset": preset} if preset else {}
-    epe = F.endpoint_error(F.compute_flow(frames, algorithm, **opts)[0], gt, valid)
-    zero = F.endpoint_error(np.zeros_like(gt), gt, valid)
+    epe = truth.endpoint_error(F.compute_flow(frames, algorithm, **opts)[0], gt, valid)
+    zero = truth.endpoint_error(np.zeros_like(gt), gt, valid)
     assert zero > 1.5
     assert epe < EPE_BOUNDS[(algorithm, preset)], f"{algorithm}/{preset} on {motion}: EPE {epe:.3f}"
 
@@ -107,8 +111,8 @@ def test_bad_names_and_inputs_raise() -> None:
         F.create_estimator("tvl1", preset="fast")
     with pytest.raises(StfnError, match="uint8"):
         F.compute_flow(np.zeros((2, 8, 8), np.float32))
-    with pytest.raises(StfnError, match="motion"):
-        F.synthetic_pair("shear")
+    with pytest.raises(ValueError, match="motion"):
+        truth.synthetic_pair("shear")
 
 
 def test_missing_tvl1_fails_clearly(monkeypatch) -> None:
@@ -167,7 +171,7 @@ def test_parse_flow_spec_sets_the_option_with_choices() -> None:
 
 def test_opencv_flow_needs_no_torch() -> None:
     """``stfn prepare``'s workers import this module: torch (~270 MB a process) loads only for RAFT."""
-    code = ("import sys, numpy as np; from stfn.data import flow, prepare; "
+    code = ("import sys, numpy as np; from stfn.data.video import flow; from stfn.data.prepare import run; "
             "flow.compute_flow(np.zeros((2, 16, 16), np.uint8), 'dis'); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

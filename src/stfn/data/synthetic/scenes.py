@@ -1,6 +1,6 @@
 """The classes of the synthetic benchmark and the random scenes behind each of their videos.
 
-Four groups, each hard in one way (see :mod:`stfn.data.synthetic` for what solves which); inside a
+Four groups, each hard in one way (see :mod:`stfn.data.synthetic.generate` for what solves which); inside a
 group only the intended cue separates the classes:
 
 - ``appearance``: one flat shape of random colour that drifts and turns at random; the shape is the
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stfn.data.synthetic_render import Obj, Scene, reverse_scene
+from stfn.data.synthetic.render import Obj, Scene, reverse_scene
 
 __all__ = ["CATALOGUE", "GROUPS", "SyntheticClass", "build_scene", "min_frames", "pair_base"]
 

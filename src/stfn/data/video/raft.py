@@ -1,9 +1,9 @@
-"""torchvision RAFT optical flow (``stfn.data.flow`` algorithm ``raft``), and where prepare workers run it.
+"""torchvision RAFT optical flow (``stfn.data.video.flow`` algorithm ``raft``), and where prepare workers run it.
 
-Its own module because it needs torch: :mod:`stfn.data.flow` imports it only when RAFT is asked for
+Its own module because it needs torch: :mod:`stfn.data.video.flow` imports it only when RAFT is asked for
 (its one lazy import), so the OpenCV algorithms and ``stfn prepare``'s worker processes do without.
-It imports nothing from :mod:`stfn.data.flow` (no cycle): the options, their defaults and their
-checks are ``FLOW_OPTIONS["raft"]`` there, and :func:`stfn.data.flow.create_estimator` passes them all.
+It imports nothing from :mod:`stfn.data.video.flow` (no cycle): the options, their defaults and their
+checks are ``FLOW_OPTIONS["raft"]`` there, and :func:`stfn.data.video.flow.create_estimator` passes them all.
 """
 
 from __future__ import annotations

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from stfn.data.manifest import load_manifest
-from stfn.data.pool import run_pool
-from stfn.data.prepare import prepare_dataset
-from stfn.data.prepare_state import STATE_DIR
+from stfn.data.prepare.manifest import load_manifest
+from stfn.data.prepare.pool import run_pool
+from stfn.data.prepare.run import prepare_dataset
+from stfn.data.prepare.state import STATE_DIR
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -1,12 +1,11 @@
-"""Tests of the machine description (``stfn.study.machine``) shared by the demo and the benchmarks."""
+"""Tests of the machine description (``stfn.machine``) shared by the demo and the benchmarks."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from stfn.runtime import cpu_supports_bf16
-from stfn.study.machine import (
+from stfn.machine import (
     benchmark_machine_info,
     bf16_isa,
     cpu_flags,
@@ -17,6 +16,7 @@ from stfn.study.machine import (
     machine_line,
     usable_cores,
 )
+from stfn.runtime import cpu_supports_bf16
 
 
 def test_machine_info_is_the_demo_record():

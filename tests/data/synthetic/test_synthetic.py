@@ -14,10 +14,10 @@ import pytest
 
 from stfn.config import DataConfig
 from stfn.data.datasets import build_dataset
-from stfn.data.manifest import load_manifest
-from stfn.data.prepare import prepare_dataset
+from stfn.data.prepare.manifest import load_manifest
+from stfn.data.prepare.run import prepare_dataset
 from stfn.data.splits import load_split
-from stfn.data.synthetic import (
+from stfn.data.synthetic.generate import (
     PRESETS,
     SyntheticError,
     contact_sheet,
@@ -27,8 +27,8 @@ from stfn.data.synthetic import (
     resolve_params,
     video_entries,
 )
-from stfn.data.synthetic_render import render
-from stfn.data.synthetic_scenes import CATALOGUE, GREEN, GROUPS, RED, build_scene, pair_base
+from stfn.data.synthetic.render import render
+from stfn.data.synthetic.scenes import CATALOGUE, GREEN, GROUPS, RED, build_scene, pair_base
 
 TRAIN_LINE = re.compile(r"^(?P<cls>[A-Za-z]+)/v_(?P=cls)_g(?P<g>\d\d)_c(?P<c>\d\d)\.mp4 (?P<label>\d+)$")
 TEST_LINE = re.compile(r"^(?P<cls>[A-Za-z]+)/v_(?P=cls)_g(?P<g>\d\d)_c(?P<c>\d\d)\.mp4$")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stfn.data import video as V
+from stfn.data.video import decode as V
 from stfn.errors import StfnError
 
 pytestmark = pytest.mark.timeout(120)
@@ -149,7 +149,7 @@ def _sideways_video(path: Path, rotation: int, n: int = 6) -> Path:
 def test_a_rotated_phone_video_is_decoded_upright(tmp_path: Path) -> None:
     """Issue 17 item 10: the display matrix turns the frames (90 degrees counter-clockwise: the left band
     ends at the bottom); probe gives the displayed size, so prepare resizes and stores them upright."""
-    from stfn.data.prepare import prepare_dataset
+    from stfn.data.prepare.run import prepare_dataset
 
     video = _sideways_video(tmp_path / "videos" / "phone.mp4", 90)
     info = V.probe(video)

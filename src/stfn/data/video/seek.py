@@ -1,4 +1,4 @@
-"""Frame-accurate sparse decoding of a PyAV video stream, for :func:`stfn.data.video.read_frames`.
+"""Frame-accurate sparse decoding of a PyAV video stream, for :func:`stfn.data.video.decode.read_frames`.
 
 :func:`scan_packets` demuxes without decoding: the frame count and, where they can be trusted (not
 AVI, whose timestamps are packet counters; unique, complete), the presentation timestamps and key

@@ -8,13 +8,14 @@ resizes and computes flow for a new video exactly as the training videos were.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stfn.config import Config
-from stfn.data.features import load_features_meta
-from stfn.data.flow import (
+from stfn.data.prepare.manifest import load_manifest
+from stfn.data.video.flow import (
     DEFAULT_ALGORITHM,
     DEFAULT_BOUND,
     flow_name,
@@ -22,18 +23,15 @@ from stfn.data.flow import (
     parse_flow_spec,
     recorded_options,
 )
-from stfn.data.manifest import load_manifest
 from stfn.errors import StfnError
 
 __all__ = ["PrepareSettings", "prepare_record", "resolve_prepare_settings"]
 
 
-def prepare_record(cfg: Config) -> dict[str, Any]:
-    """``{"flow", "resize"}`` of the manifest the training videos came from (``{}`` when it cannot be
-    read): what a checkpoint records as ``checkpoint["prepare"]``, for :func:`resolve_prepare_settings`."""
-    root = cfg.data.root
-    if cfg.data.features:
-        root = load_features_meta(cfg.data.features).get("data", {}).get("root", "")
+def prepare_record(root: str | os.PathLike) -> dict[str, Any]:
+    """``{"flow", "resize"}`` of the ``stfn prepare`` manifest in ``root``, the folder the training
+    videos came from (``{}`` when there is none or it cannot be read): what a checkpoint records as
+    ``checkpoint["prepare"]``, for :func:`resolve_prepare_settings`."""
     if not root:
         return {}
     try:
@@ -78,7 +76,7 @@ def resolve_prepare_settings(cfg: Config, checkpoint: dict[str, Any], flow: str 
     """Resize and flow settings of the training data. Each is taken from the first of: ``flow``
     (``--flow ALGO[:OPTION]``, algorithm only; the bound stays the training one), the checkpoint
     (``checkpoint["prepare"]``, as :func:`prepare_record` wrote it), the ``stfn prepare`` manifest in
-    ``data.root`` when it still exists, and last the defaults: short side ``data.scale_size``, :mod:`stfn.data.flow`'s default algorithm and bound.
+    ``data.root`` when it still exists, and last the defaults: short side ``data.scale_size``, :mod:`stfn.data.video.flow`'s default algorithm and bound.
     A recorded ``resize`` of ``{}`` means the frames kept their source size.
     """
     records = _prepare_records(cfg, checkpoint)

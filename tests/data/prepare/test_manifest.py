@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stfn.data.manifest import canonical_key, find_videos, load_manifest, load_prepared_manifest
+from stfn.data.prepare.manifest import canonical_key, find_videos, load_manifest, load_prepared_manifest
 from stfn.errors import StfnError
 
 

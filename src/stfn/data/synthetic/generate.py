@@ -9,7 +9,7 @@
 
 so ``stfn prepare out_dir/videos ...`` and the UCF101 split parser read it unchanged (dataset
 ``synthetic``). Like UCF101, videos come in groups of ``clips_per_group`` that share a split side;
-test groups come first. The two classes of a pair (see :mod:`stfn.data.synthetic_scenes`) are
+test groups come first. The two classes of a pair (see :mod:`stfn.data.synthetic.scenes`) are
 twins: ``v_A_gXX_cYY`` and ``v_B_gXX_cYY`` show the same scene.
 
 Which model family should solve which group:
@@ -42,8 +42,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from stfn.data.synthetic_render import Scene, render, write_video
-from stfn.data.synthetic_scenes import CATALOGUE, GROUPS, SyntheticClass, build_scene, min_frames, pair_base
+from stfn.data.synthetic.render import Scene, render, write_video
+from stfn.data.synthetic.scenes import CATALOGUE, GROUPS, SyntheticClass, build_scene, min_frames, pair_base
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json, atomic_write_text
 

@@ -2,10 +2,10 @@
 
 ``prepare_dataset(video_root, out_dir)`` writes, per video,
 ``out_dir/<key>/img_00001.jpg ...`` (N RGB frames) and ``flow_x_00001.jpg``, ``flow_y_00001.jpg`` ...
-(N-1 quantised flow fields, see :mod:`stfn.data.flow`), where ``<key>`` is the video's path relative
-to ``video_root`` without extension. Then a manifest and list files (:mod:`stfn.data.manifest`).
+(N-1 quantised flow fields, see :mod:`stfn.data.video.flow`), where ``<key>`` is the video's path relative
+to ``video_root`` without extension. Then a manifest and list files (:mod:`stfn.data.prepare.manifest`).
 
-Parallel over videos (worker processes of :mod:`stfn.data.pool`, one OpenCV/FFmpeg thread each);
+Parallel over videos (worker processes of :mod:`stfn.data.prepare.pool`, one OpenCV/FFmpeg thread each);
 ``shard=(i, n)`` takes every n-th video from the i-th, so machines or Slurm array tasks can share one
 dataset and one output folder.
 
@@ -36,11 +36,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from stfn.data import flow as flowlib
-from stfn.data import video as videolib
-from stfn.data.manifest import VIDEO_EXTENSIONS, find_videos, manifest_dict, write_lists
-from stfn.data.pool import run_pool
-from stfn.data.prepare_state import STATE_DIR, plan, save_settings, shard_lock
+from stfn.data.prepare.manifest import VIDEO_EXTENSIONS, find_videos, manifest_dict, write_lists
+from stfn.data.prepare.pool import run_pool
+from stfn.data.prepare.state import STATE_DIR, plan, save_settings, shard_lock
+from stfn.data.video import decode as videolib
+from stfn.data.video import flow as flowlib
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json, check_writable
 
@@ -136,7 +136,7 @@ def prepare_dataset(
 
     Args:
         flow: ``dis`` (default), ``tvl1``, ``farneback``, ``raft`` or ``none`` (frames only).
-        flow_opts: options of the algorithm (:data:`stfn.data.flow.FLOW_OPTIONS`): ``preset`` (dis);
+        flow_opts: options of the algorithm (:data:`stfn.data.video.flow.FLOW_OPTIONS`): ``preset`` (dis);
             ``model``, ``weights``, ``device``, ``iters``, ``batch_size`` (raft).
         bound: flow values are clipped to +/- ``bound`` pixels before quantisation.
         workers: worker processes (default: the CPU cores this process may use).
@@ -203,7 +203,7 @@ def _settings(flow: str, flow_opts: dict[str, Any], bound: float, short_side, si
 
 def _check_flow(flow: str, flow_opts: dict[str, Any]) -> dict[str, Any]:
     """Fail here, once, on a bad option, a missing algorithm, unreachable weights or a RAFT device that
-    does not exist. Returns RAFT's worker ``device`` and ``gpus`` (:func:`stfn.data.flow.raft_worker_devices`)."""
+    does not exist. Returns RAFT's worker ``device`` and ``gpus`` (:func:`stfn.data.video.flow.raft_worker_devices`)."""
     if flow == "none":
         return {}
     flowlib.create_estimator(flow, **{**flow_opts, **({"device": "cpu"} if flow == "raft" else {})})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from urllib.error import URLError
 
 import numpy as np
@@ -9,10 +10,14 @@ import pytest
 import torch
 from torchvision.models._api import WeightsEnum
 
-from stfn.data import flow as F
-from stfn.data import raft
-from stfn.data.raft import RaftFlow, worker_devices
+from stfn.data.video import flow as F
+from stfn.data.video import raft
+from stfn.data.video.raft import RaftFlow, worker_devices
 from stfn.errors import StfnError
+from suite_helpers import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import flow_truth as truth  # noqa: E402  (the ground-truth fixture, shared with benchmarks/flow.py)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -20,7 +25,7 @@ pytestmark = pytest.mark.timeout(120)
 def test_raft_shapes_batching_and_padding() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    frames = F.synthetic_pair("shift", size=(52, 36))[0]  # sides not multiples of 8
+    frames = truth.synthetic_pair("shift", size=(52, 36))[0]  # sides not multiples of 8
     frames = np.concatenate([frames, frames[:1]])
     one = RaftFlow("small", weights="random", device="cpu", iters=2, batch_size=1)
     two = RaftFlow("small", weights="random", device="cpu", iters=2, batch_size=2)
@@ -59,7 +64,7 @@ def test_worker_devices_spread_auto_over_the_gpus() -> None:
 
 
 def test_the_option_table_and_raft_agree() -> None:
-    """The table in stfn.data.flow lists the models RAFT builds, and create_estimator fills every option
+    """The table in stfn.data.video.flow lists the models RAFT builds, and create_estimator fills every option
     from the table's defaults (RaftFlow itself has none)."""
     assert tuple(raft.MODELS) == F.RAFT_MODELS
     est = F.create_estimator("raft", weights="random", device="cpu")

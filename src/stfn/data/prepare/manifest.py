@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from stfn.data.flow import DEFAULT_BOUND
+from stfn.data.video.flow import DEFAULT_BOUND
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_text
 

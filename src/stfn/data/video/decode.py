@@ -1,6 +1,6 @@
 """Video decoding: metadata, full sequential decode, and frame-accurate sparse decode.
 
-The one module of stfn that talks to a decoder library (with :mod:`stfn.data.video_seek`, its
+The one module of stfn that talks to a decoder library (with :mod:`stfn.data.video.seek`, its
 frame-accurate seeking in a PyAV stream). Two backends:
 
 * ``pyav`` (default, self-contained wheels): always available.
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stfn.data.video_seek import frame_rgb, quarter_turns, scan_packets, seek_decode, sequential_decode
+from stfn.data.video.seek import frame_rgb, quarter_turns, scan_packets, seek_decode, sequential_decode
 from stfn.errors import StfnError
 
 __all__ = [
@@ -342,7 +342,7 @@ def read_frames(
     return frames
 
 
-# --- PyAV sparse decode (stfn.data.video_seek) -----------------------------------------------------
+# --- PyAV sparse decode (stfn.data.video.seek) -----------------------------------------------------
 
 
 def _pyav_read_frames(p: Path, indices: list[int]) -> np.ndarray:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stfn.data import video as V
-from stfn.data.video_seek import scan_packets, seek_decode
+from stfn.data.video import decode as V
+from stfn.data.video.seek import scan_packets, seek_decode
 
 pytestmark = pytest.mark.timeout(120)
 

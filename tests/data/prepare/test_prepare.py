@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stfn.data import flow as F
-from stfn.data.manifest import load_manifest
-from stfn.data.prepare import parse_shard, prepare_dataset
-from stfn.data.video import read_video
+from stfn.data.prepare.manifest import load_manifest
+from stfn.data.prepare.run import parse_shard, prepare_dataset
+from stfn.data.video import flow as F
+from stfn.data.video.decode import read_video
 from stfn.errors import StfnError
 
 pytestmark = pytest.mark.timeout(300)
@@ -153,7 +153,7 @@ def test_a_full_disk_stops_prepare_and_the_same_command_finishes_the_job(video_t
         return False if calls["n"] > 30 else real(path, image, params)
 
     monkeypatch.setattr(cv2, "imwrite", full_after_30_images)
-    monkeypatch.setattr("stfn.data.prepare.shutil.disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 0))
+    monkeypatch.setattr("stfn.data.prepare.run.shutil.disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 0))
     out = tmp_path / "out"
     assert main(["prepare", str(video_tree), str(out), "--workers", "0", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
