@@ -31,7 +31,7 @@ gpu-check: $(BIN)/stfn
 	$(BIN)/python benchmarks/gpu_check.py
 
 lint: $(BIN)/stfn
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) runs

@@ -8,7 +8,7 @@ Writes a features folder in the layout of ``stfn extract-features`` (``features.
    already in memory, for each ``--amp`` setting, round-robin;
 2. loader: videos/s of the engine's loader over the cache (``FeatureDataset`` + ``build_loader``,
    memory-mapped ``.npy``) alone, with 0 and ``--workers`` workers;
-3. epoch: one whole epoch of ``stfn.engine.train.train_one_epoch`` with that loader (what
+3. epoch: one whole epoch of ``stfn.engine.epoch.train_one_epoch`` with that loader (what
    ``stfn train`` with ``data.features=DIR`` does per epoch), at the first ``--amp`` setting.
 
 Target: an epoch under 60 s on a 2-core CPU. ``--profile`` adds a torch.profiler table of the step.
@@ -221,8 +221,8 @@ def run_epoch(root: Path, args: Any, amp: str, batch: int, device: torch.device,
     """``train_one_epoch`` over the cache (the first ``max_batches`` batches; the time is scaled up)."""
     from stfn.data.datasets import build_loader
     from stfn.data.features import build_run_dataset
+    from stfn.engine.epoch import train_one_epoch
     from stfn.engine.optim import build_optimizer, build_scheduler
-    from stfn.engine.train import train_one_epoch
     from stfn.runtime import resolve_amp
 
     cfg = make_cfg(root, args, amp, batch, args.train_frames[0])
@@ -232,7 +232,10 @@ def run_epoch(root: Path, args: Any, amp: str, batch: int, device: torch.device,
     limited = Limited(loader, max_batches)
     opt = build_optimizer(model, cfg.train)
     sched = build_scheduler(opt, cfg.train, len(limited))
-    stats = train_one_epoch(model, limited, opt, sched, device, cfg, amp_dtype=dtype)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+    stats = train_one_epoch(model, criterion, opt, sched, limited, device, 0, amp_dtype=dtype,
+                            accumulate=cfg.train.accumulate, clip_grad=cfg.train.clip_grad,
+                            partial_bn=cfg.train.partial_bn).to_dict()
     full = len(loader)
     return {"amp": amp, "dtype": str(dtype), "batch": batch, "frames": args.train_frames[0], "workers": args.workers,
             "batches": stats["steps"],

@@ -46,8 +46,14 @@ def test_compile_backend_scores_like_eager(ckpt: Path) -> None:
 
 def test_bad_backend_choices_are_one_sentence(ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert BACKENDS == ("eager", "compile", "onnx")
-    with pytest.raises(StfnError, match=r"^--backend must be one of eager, compile, onnx, got 'tensorrt'$"):
+    with pytest.raises(StfnError, match=r"^backend='tensorrt' is not a backend \(choose eager, compile, onnx\)$"):
         Predictor.from_checkpoint(ckpt, device="cpu", backend="tensorrt")
+    with pytest.raises(StfnError, match=r"^device must be auto, cpu, cuda or cuda:N, got 'tpu'$"):
+        Predictor.from_checkpoint(ckpt, device="tpu")
+    with pytest.raises(StfnError, match=r"^--device must be auto, cpu, cuda or cuda:N, got 'tpu'$"):
+        predict_mod.check_options("tpu", names=predict_mod.CLI_FLAGS)  # what stfn predict says
     monkeypatch.setattr(predict_mod, "resolve_device", lambda *a, **k: torch.device("cuda"))
-    with pytest.raises(StfnError, match=r"^--backend onnx runs on the CPU .*use --device cpu"):
+    with pytest.raises(StfnError, match=r"^backend='onnx' runs on the CPU .*use device='cpu'"):
         Predictor.from_checkpoint(ckpt, backend="onnx")
+    with pytest.raises(StfnError, match=r"^--backend 'onnx' runs on the CPU .*use --device 'cpu'"):
+        predict_mod.check_options("cuda", backend="onnx", names=predict_mod.CLI_FLAGS)

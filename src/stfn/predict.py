@@ -54,9 +54,26 @@ from stfn.errors import StfnError
 from stfn.export import export_model, require_onnxruntime
 from stfn.runtime import compile_backbones, describe_dtype, resolve_amp, resolve_device, score_clips, sync
 
-__all__ = ["BACKENDS", "Predictor", "expand_inputs", "model_card", "window_starts"]
+__all__ = ["BACKENDS", "CLI_FLAGS", "Predictor", "check_options", "expand_inputs", "model_card", "window_starts"]
 
 BACKENDS = ("eager", "compile", "onnx")
+CLI_FLAGS = {"device": "--device", "amp": "--amp", "backend": "--backend"}  # how stfn predict / serve spell them
+
+
+def check_options(device: str = "auto", amp: str = "auto", backend: str = "eager", channels_last: bool = True,
+                  names: dict[str, str] | None = None) -> tuple[torch.device, torch.dtype | None]:
+    """``(device, autocast dtype)`` of a :class:`Predictor` with these options, or one sentence saying
+    which is wrong. Errors name the Python parameter (``backend=``); a command passes ``names``
+    (:data:`CLI_FLAGS`) to name its flags instead, and calls this before it loads anything."""
+    name = {k: f"{k}=" for k in CLI_FLAGS} | {k: f"{v} " for k, v in (names or {}).items()}
+    if backend not in BACKENDS:
+        raise StfnError(f"{name['backend']}'{backend}' is not a backend (choose {', '.join(BACKENDS)})")
+    dev = resolve_device(device, what=name["device"].rstrip("= "))
+    if backend == "onnx" and dev.type != "cpu":
+        raise StfnError(f"{name['backend']}'onnx' runs on the CPU (ONNX Runtime's CPU provider); use "
+                        f"{name['device']}'cpu', not '{dev}'")
+    dtype = resolve_amp(amp, dev, channels_last, what=name["amp"].rstrip("= "))[0] if backend != "onnx" else None
+    return dev, dtype
 
 
 def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -110,15 +127,9 @@ class Predictor:
         chunk_frames: int = 256,
         backend: str = "eager",
     ) -> None:
-        if backend not in BACKENDS:
-            raise StfnError(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
-        self.device = resolve_device(device, what="--device")
-        if backend == "onnx" and self.device.type != "cpu":
-            raise StfnError(f"--backend onnx runs on the CPU (ONNX Runtime's CPU provider); use --device cpu, "
-                            f"not '{self.device}'")
-        self.backend = backend
         self.channels_last = cfg.train.channels_last if channels_last is None else bool(channels_last)
-        self.amp_dtype = resolve_amp(amp, self.device, self.channels_last, what="--amp")[0] if backend != "onnx" else None
+        self.device, self.amp_dtype = check_options(device, amp, backend, self.channels_last)
+        self.backend = backend
         self.model = model.eval().to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)

@@ -45,12 +45,12 @@ def test_head_trains_on_cached_features(tmp_path) -> None:
     cfg.data.features = str(root)
     cfg.model.head.hidden_dim = 32
     result = train(cfg, tmp_path / "run", progress=False)
-    assert result["best"]["top1"] >= 87.5  # 4 classes from two streams' temporal patterns
+    assert result.best["top1"] >= 87.5  # 4 classes from two streams' temporal patterns
     ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
     trainable = [k for k in ckpt["model"] if k.startswith("head.")]
     assert trainable and ckpt["train_videos"][0] == "class0/v_train_000"
     again = evaluate_checkpoint(tmp_path / "run" / "best.pt", progress=False)
-    assert again["top1"] == result["best"]["top1"] and again["n"] == 16
+    assert again["top1"] == result.best["top1"] and again["n"] == 16
 
 
 def test_extract_features_from_a_checkpoint(tmp_path, fake_data) -> None:

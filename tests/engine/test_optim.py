@@ -74,7 +74,7 @@ def test_partial_bn_freezes_all_but_first_bn_of_each_backbone() -> None:
     cfg = tiny_config(partial_bn=True)
     model = build_model(cfg.model)
     freeze_layers(model, cfg)
-    set_train_mode(model, cfg)
+    set_train_mode(model, cfg.train.partial_bn)
     for backbone in model.backbones.values():
         bns = [m for m in backbone.modules() if isinstance(m, _BatchNorm)]
         assert len(bns) > 2
@@ -100,7 +100,7 @@ def test_freeze_backbone_trains_only_the_head() -> None:
     freeze_layers(model, cfg)
     names = [g["name"] for g in param_groups(model, cfg.train)]
     assert names and all(n.startswith("head") for n in names)
-    set_train_mode(model, cfg)
+    set_train_mode(model, cfg.train.partial_bn)
     assert not any(m.training for m in model.backbones.modules())
     assert model.head.training
 

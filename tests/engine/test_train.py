@@ -13,8 +13,9 @@ from engine_helpers import tiny_config
 import stfn.models
 from stfn.engine import train as train_mod
 from stfn.engine.checkpoint import load_checkpoint
+from stfn.engine.epoch import NonFiniteLossError
 from stfn.engine.evaluate import evaluate
-from stfn.engine.train import NonFiniteLossError, train
+from stfn.engine.train import train
 from stfn.errors import StfnError
 
 
@@ -31,7 +32,7 @@ def test_tiny_run_overfits_and_writes_the_run_folder(tmp_path, fake_data) -> Non
     train_as_test.subset, train_as_test.views = "test", 1
     m = evaluate(model, build_loader(train_as_test, 4, train=False, workers=0), torch.device("cpu"))
     assert m["top1"] == 100.0 and m["n"] == 16
-    assert result["history"][-1]["train_top1"] > result["history"][0]["train_top1"]
+    assert result.history[-1]["train_top1"] > result.history[0]["train_top1"]
     # run folder
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["train"]["epochs"] == 6 and saved["model"]["num_classes"] == 4
@@ -44,14 +45,14 @@ def test_tiny_run_overfits_and_writes_the_run_folder(tmp_path, fake_data) -> Non
     preds = json.loads((run / "predictions_last.json").read_text())
     assert sorted(p["video"] for p in preds) == sorted(fake_data()(cfg, "test").videos)
     best = load_checkpoint(run / "best.pt")
-    assert best["metrics"]["top1"] == max(r["val_top1"] for r in rows) == result["best"]["top1"]
+    assert best["metrics"]["top1"] == max(r["val_top1"] for r in rows) == result.best["top1"]
     assert ckpt["epoch"] == 6 and ckpt["train_videos"] == fake_data()(cfg, "train").videos
-    assert result["checkpoint"] == str(run / "best.pt") and len(result["best"]["predictions"]) == 8
+    assert result.checkpoint == str(run / "best.pt") and len(result.best["predictions"]) == 8
     # a second run into the same folder is refused unless resumed; resuming a finished run is a no-op
     with pytest.raises(StfnError, match="already holds a checkpoint; pass --resume"):
         train(cfg, run, progress=False)
     again = train(cfg, run, resume=True, progress=False)
-    assert again["history"] == result["history"] and again["best"]["top1"] == result["best"]["top1"]
+    assert again.history == result.history and again.best["top1"] == result.best["top1"]
 
 
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, fake_data, monkeypatch) -> None:
@@ -61,10 +62,10 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, fake_data, m
 
     real = train_mod.train_one_epoch
 
-    def killed_in_epoch_2(*args, **kwargs):
-        if kwargs["epoch"] == 1:
+    def killed_in_epoch_2(model, criterion, optimizer, scheduler, loader, device, epoch, *args, **kwargs):
+        if epoch == 1:
             raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        return real(model, criterion, optimizer, scheduler, loader, device, epoch, *args, **kwargs)
 
     monkeypatch.setattr(train_mod, "train_one_epoch", killed_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
@@ -80,16 +81,16 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, fake_data, m
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 8
     for key in ("train_loss", "val_top1"):
-        assert [h[key] for h in full["history"]] == [h[key] for h in resumed["history"]]
+        assert [h[key] for h in full.history] == [h[key] for h in resumed.history]
 
 
 def _kill_in_epoch_2(monkeypatch):
     """Make ``train`` raise KeyboardInterrupt half-way through epoch 2 (after two of its batches)."""
     real = train_mod.train_one_epoch
 
-    def killed(model, loader, *args, **kwargs):
-        if kwargs["epoch"] != 1:
-            return real(model, loader, *args, **kwargs)
+    def killed(model, criterion, optimizer, scheduler, loader, device, epoch, *args, **kwargs):
+        if epoch != 1:
+            return real(model, criterion, optimizer, scheduler, loader, device, epoch, *args, **kwargs)
 
         class Half:  # the loader, cut after two batches, then the kill
             sampler = loader.sampler
@@ -103,7 +104,7 @@ def _kill_in_epoch_2(monkeypatch):
                         raise KeyboardInterrupt
                     yield batch
 
-        return real(model, Half(), *args, **kwargs)
+        return real(model, criterion, optimizer, scheduler, Half(), device, epoch, *args, **kwargs)
 
     monkeypatch.setattr(train_mod, "train_one_epoch", killed)
     return real
@@ -164,9 +165,9 @@ def test_accumulation_bf16_and_label_smoothing(tmp_path, fake_data) -> None:
     result = train(cfg, tmp_path / "run", progress=False)
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
     assert ckpt["scheduler"]["last_epoch"] == 2  # 4 batches, one optimiser step per 2
-    assert result["best"] is None and (tmp_path / "run" / "best.pt").is_file()
-    assert "val_top1" not in result["history"][0]
-    assert torch.isfinite(torch.tensor(result["history"][0]["train_loss"]))
+    assert result.best is None and (tmp_path / "run" / "best.pt").is_file()
+    assert "val_top1" not in result.history[0]
+    assert torch.isfinite(torch.tensor(result.history[0]["train_loss"]))
 
 
 def test_two_stage_initialises_backbones_from_single_stream_runs(tmp_path, fake_data) -> None:
@@ -222,7 +223,7 @@ def test_a_crash_between_last_pt_and_best_pt_keeps_the_best_epoch(tmp_path, fake
     result = train(cfg, tmp_path / "run", resume=True, progress=False)
     best = load_checkpoint(tmp_path / "run" / "best.pt")
     assert best["epoch"] == 2 and best["metrics"]["top1"] == 75.0
-    assert result["best"]["top1"] == 75.0 and load_checkpoint(tmp_path / "run" / "last.pt")["best_epoch"] == 2
+    assert result.best["top1"] == 75.0 and load_checkpoint(tmp_path / "run" / "last.pt")["best_epoch"] == 2
 
 
 def test_a_corrupt_best_pt_does_not_block_resume(tmp_path, fake_data, monkeypatch, capsys) -> None:
@@ -236,7 +237,7 @@ def test_a_corrupt_best_pt_does_not_block_resume(tmp_path, fake_data, monkeypatc
     _scripted_top1(monkeypatch, [70.0, 80.0])
     result = train(cfg, tmp_path / "run", resume=True, progress=False)
     assert "should hold the best epoch 1" in capsys.readouterr().out
-    assert result["best"]["top1"] == 80.0 and load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == 4
+    assert result.best["top1"] == 80.0 and load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == 4
 
 
 def test_a_full_disk_during_training_is_one_sentence_and_resumable(tmp_path, fake_data, monkeypatch) -> None:
@@ -265,7 +266,7 @@ def test_a_full_disk_during_training_is_one_sentence_and_resumable(tmp_path, fak
     assert not list(run.glob(".*.tmp"))
     monkeypatch.setattr(torch, "save", real_save)
     monkeypatch.setattr(fileio.shutil, "disk_usage", real_usage)
-    assert train(cfg, run, resume=True, progress=False)["history"][-1]["epoch"] == 2
+    assert train(cfg, run, resume=True, progress=False).history[-1]["epoch"] == 2
 
 
 def test_the_run_folder_is_checked_and_stale_temporary_files_removed(tmp_path, fake_data) -> None:
@@ -320,4 +321,4 @@ def test_a_second_training_into_a_folder_in_use_is_refused(tmp_path, fake_data) 
     finally:
         holder.kill()
         holder.wait()
-    assert train(tiny_config(epochs=1), run, progress=False)["history"][-1]["epoch"] == 1
+    assert train(tiny_config(epochs=1), run, progress=False).history[-1]["epoch"] == 1

@@ -55,7 +55,7 @@ def test_a_few_weizmann_clips_prepare_and_train_one_epoch(tmp_path) -> None:
     assert all(v["frames"] >= 51 and v["width"] == v["height"] == 32 for v in manifest["videos"].values())
     assert summary is not None
     result = train(_tiny(tmp_path / "prepared", splits), tmp_path / "run", progress=False)
-    assert len(result["history"]) == 1 and result["last"]["n"] == 2
+    assert len(result.history) == 1 and result.last["n"] == 2
     assert evaluate_checkpoint(tmp_path / "run" / "last.pt", progress=False)["n"] == 2
 
 

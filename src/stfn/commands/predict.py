@@ -51,12 +51,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from stfn.errors import StfnError
-    from stfn.predict import Predictor, expand_inputs
+    from stfn.predict import CLI_FLAGS, Predictor, check_options, expand_inputs
 
     if args.top_k < 1:
         raise StfnError(f"--top-k must be at least 1, got {args.top_k}")
     if args.threads < 0:
         raise StfnError(f"--threads must be 0 (default) or more, got {args.threads}")
+    check_options(args.device, args.amp, args.backend, names=CLI_FLAGS)  # before the checkpoint loads
     if args.threads:
         import cv2
 

@@ -88,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     import torch
 
+    from stfn.predict import CLI_FLAGS, check_options
+
+    check_options(args.device, args.amp, names=CLI_FLAGS)  # --backend auto is serve's own: checked by load_models
     threads = args.threads or threads_per_worker(args.workers)
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)

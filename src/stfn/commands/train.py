@@ -63,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = train(cfg, out, resume=args.resume, progress=not args.no_progress)
         if distributed.get_info().is_main:
-            best = result["best"]
-            line = f"run folder {result['out_dir']}: best checkpoint {result['checkpoint']}"
+            best = result.best
+            line = f"run folder {result.out_dir}: best checkpoint {result.checkpoint}"
             if best:
                 line += f" (val top1 {best['top1']:.2f}, mean class {best['mean_class_acc']:.2f})"
             print(line)

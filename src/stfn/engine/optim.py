@@ -51,11 +51,12 @@ def freeze_layers(model: TwoStreamNet, cfg: Config) -> None:
             bn.requires_grad_(False)
 
 
-def set_train_mode(model: TwoStreamNet, cfg: Config) -> None:
-    """``model.train()`` (frozen backbones stay in eval mode), then ``eval()`` on partial-BN layers (BN
-    statistics must not move where the layer is frozen)."""
+def set_train_mode(model: nn.Module, partial_bn: bool = False) -> None:
+    """``model.train()`` (frozen backbones stay in eval mode), then, with ``partial_bn`` (config key
+    ``train.partial_bn``), ``eval()`` on the partial-BN layers (BN statistics must not move where the layer
+    is frozen)."""
     model.train()
-    if cfg.train.partial_bn:
+    if partial_bn:
         for bn in _partial_bn_layers(model):
             bn.eval()
 

@@ -15,6 +15,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from stfn.engine import checkpoint as ckpt_lib
 from stfn.errors import StfnError
 from stfn.fileio import atomic_copy, atomic_write_json, atomic_write_text, check_writable, remove_stale_temps
 
-__all__ = ["LOCK_FILE", "RUN_FILES", "first_difference", "open_run_folder", "restore_best", "resume_state", "run_result",
+__all__ = ["LOCK_FILE", "RUN_FILES", "TrainResult", "first_difference", "open_run_folder", "restore_best", "resume_state", "run_result",
            "save_epoch", "write_history"]
 
 RUN_FILES = ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "predictions_last.json",
@@ -180,12 +181,30 @@ def _save_epoch(out: Path, ckpt: dict[str, Any], history: list[dict[str, Any]], 
     writer.flush()
 
 
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`stfn.engine.train.train` returns: the ``best`` and ``last`` evaluation metrics
+    (:func:`~stfn.engine.evaluate.evaluate`'s dict, with ``predictions``; ``None`` without evaluation),
+    one ``history`` row per epoch (as in ``metrics.jsonl``), the ``checkpoint`` path (``best.pt``) and the
+    run folder ``out_dir``."""
+
+    best: dict[str, Any] | None
+    last: dict[str, Any] | None
+    history: list[dict[str, Any]]
+    checkpoint: str
+    out_dir: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "last": self.last, "history": self.history, "checkpoint": self.checkpoint,
+                "out_dir": self.out_dir}
+
+
 def run_result(out: Path, best: dict[str, Any] | None, last: dict[str, Any] | None,
-               history: list[dict[str, Any]]) -> dict[str, Any]:
+               history: list[dict[str, Any]]) -> TrainResult:
     """:func:`stfn.engine.train.train`'s return value; the predictions of metrics restored from a
     checkpoint (a resumed run) are read back from their files."""
     for name, metrics in (("best", best), ("last", last)):
         path = out / f"predictions_{name}.json"
         if metrics is not None and "predictions" not in metrics and path.is_file():
             metrics["predictions"] = json.loads(path.read_text())
-    return {"best": best, "last": last, "history": history, "checkpoint": str(out / "best.pt"), "out_dir": str(out)}
+    return TrainResult(best, last, history, str(out / "best.pt"), str(out))

@@ -4,7 +4,7 @@
 (``config.yaml``, ``last.pt`` / ``best.pt``, ``metrics.jsonl`` / ``.csv``, ``predictions_*.json``,
 ``tb/``: :mod:`stfn.engine.run_folder`).
 
-:func:`train_one_epoch` does one pass; :func:`stfn.engine.evaluate.evaluate` scores the test set.
+:func:`stfn.engine.epoch.train_one_epoch` does one pass; :func:`stfn.engine.evaluate.evaluate` scores the test set.
 Under ``torchrun`` the model is wrapped in DistributedDataParallel, the training set is sharded
 (``stfn.data.datasets.SeededSampler``), the test set is scored exactly once across ranks, and only
 rank 0 writes files. ``train.batch_size`` is per process: the effective batch is
@@ -19,7 +19,6 @@ uninterrupted run would, with any number of loader workers (bit for bit with ``t
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import os
@@ -40,19 +39,23 @@ from stfn.data.prepare.record import prepare_record
 from stfn.engine import checkpoint as ckpt_lib
 from stfn.engine import distributed as dist_utils
 from stfn.engine.data_identity import check_split_disjoint
+from stfn.engine.epoch import EpochStats, NonFiniteLossError, train_one_epoch
 from stfn.engine.evaluate import evaluate, make_test_loader
-from stfn.engine.meter import EpochMeter, epoch_line, epoch_row
-from stfn.engine.optim import build_optimizer, build_scheduler, freeze_layers, set_train_mode
-from stfn.engine.run_folder import open_run_folder, restore_best, resume_state, run_result, save_epoch
+from stfn.engine.meter import epoch_line, epoch_row
+from stfn.engine.optim import build_optimizer, build_scheduler, freeze_layers
+from stfn.engine.run_folder import (
+    TrainResult,
+    open_run_folder,
+    restore_best,
+    resume_state,
+    run_result,
+    save_epoch,
+)
 from stfn.errors import StfnError
 from stfn.models import build_model
-from stfn.runtime import INPUT_KEYS, autocast_context, bare_model, resolve_amp, should_compile
+from stfn.runtime import resolve_amp, should_compile
 
-__all__ = ["NonFiniteLossError", "train", "train_one_epoch"]
-
-
-class NonFiniteLossError(StfnError):
-    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+__all__ = ["TrainResult", "train"]
 
 
 def _log(info: dist_utils.DistInfo, text: str) -> None:
@@ -69,89 +72,6 @@ def _configure_determinism(deterministic: bool) -> None:
     else:
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.benchmark = True
-
-
-def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
-                    params: list[torch.Tensor], clip_grad: float) -> None:
-    """One optimiser step on the accumulated gradients (clipped to ``clip_grad`` when > 0), then the
-    scheduler's step."""
-    if clip_grad > 0:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(params, clip_grad)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    scheduler.step()
-
-
-def train_one_epoch(
-    model: nn.Module,
-    loader: Any,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    device: torch.device,
-    cfg: Config,
-    *,
-    epoch: int = 0,
-    scaler: torch.amp.GradScaler | None = None,
-    amp_dtype: torch.dtype | None = None,
-    progress: bool = False,
-    writer: Any = None,
-    global_step: int = 0,
-) -> dict[str, float]:
-    """One pass over ``loader``; ``scheduler.step()`` after every optimiser step.
-
-    ``model`` may be DDP-wrapped or compiled. Gradients of ``train.accumulate`` batches are summed
-    before each step (their mean loss, as one big batch), clipped to ``train.clip_grad`` (L2 norm).
-    Returns ``{"loss", "top1", "samples", "seconds", "samples_per_s", "lr", "steps"}`` summed over
-    ranks. Raises :class:`NonFiniteLossError` on a NaN/inf loss (all ranks stop together).
-    """
-    tcfg = cfg.train
-    info = dist_utils.get_info()
-    set_train_mode(bare_model(model), cfg)
-    criterion = nn.CrossEntropyLoss(label_smoothing=tcfg.label_smoothing)
-    scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    n_batches, accumulate, steps = len(loader), max(1, tcfg.accumulate), 0
-    meter = EpochMeter(n_batches, f"epoch {epoch + 1}/{tcfg.epochs}", info.world_size, show=progress and info.is_main,
-                       writer=writer, log_every=tcfg.log_every, global_step=global_step)
-    optimizer.zero_grad(set_to_none=True)
-    try:
-        for i, batch in enumerate(loader):
-            group_start = (i // accumulate) * accumulate
-            group_size = min(accumulate, n_batches - group_start)
-            step_now = i + 1 == group_start + group_size
-            inputs = {k: batch[k].to(device, non_blocking=True) for k in INPUT_KEYS if k in batch}
-            labels = torch.as_tensor(batch["label"]).to(device, non_blocking=True)
-            sync = contextlib.nullcontext()
-            if not step_now and hasattr(model, "no_sync"):
-                sync = model.no_sync()  # DDP: all-reduce gradients once per optimiser step
-            with sync:
-                with autocast_context(device, amp_dtype):
-                    logits = model(inputs)
-                loss = criterion(logits.float(), labels)
-                loss_value = loss.item()
-                if not dist_utils.all_true(math.isfinite(loss_value), device):
-                    raise NonFiniteLossError(f"the training loss became non-finite ({loss_value}) at epoch "
-                                             f"{epoch + 1}, batch {i + 1}")
-                scaler.scale(loss / group_size).backward()
-            if step_now:
-                _optimizer_step(optimizer, scheduler, scaler, params, tcfg.clip_grad)
-                steps += 1
-            meter.update(loss_value, logits, labels, optimizer.param_groups[0]["lr"], steps)
-    finally:
-        meter.close()
-    seconds = meter.elapsed()
-    loss_sum, correct, seen = dist_utils.sum_across(meter.totals(), device)
-    return {
-        "loss": loss_sum / max(seen, 1),
-        "top1": 100.0 * correct / max(seen, 1),
-        "samples": int(seen),
-        "seconds": seconds,
-        "samples_per_s": seen / max(seconds, 1e-9),
-        "lr": optimizer.param_groups[0]["lr"],
-        "steps": steps,
-    }
 
 
 def _init_backbones(model: nn.Module, cfg: Config, info: dist_utils.DistInfo) -> None:
@@ -208,7 +128,7 @@ def _build_network(cfg: Config, fresh: bool, device: torch.device, info: dist_ut
 
 
 @dataclass
-class _Progress:
+class _RunRecord:
     """What a run has done so far: restored from ``last.pt`` / ``best.pt`` when resuming."""
 
     start_epoch: int = 0
@@ -220,7 +140,7 @@ class _Progress:
 
 
 def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-             scaler: torch.amp.GradScaler, out: Path, info: dist_utils.DistInfo) -> _Progress:
+             scaler: torch.amp.GradScaler, out: Path, info: dist_utils.DistInfo) -> _RunRecord:
     """Load the weights, optimiser, scheduler, scaler and RNG state of ``last.pt``; the best epoch as
     ``last.pt`` records it (:func:`~stfn.engine.run_folder.restore_best`, which repairs ``best.pt``).
     Weights or optimiser state that do not fit the configured model are one sentence naming them."""
@@ -235,15 +155,15 @@ def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opt
     if state.get("scaler") and scaler.is_enabled():
         scaler.load_state_dict(state["scaler"])
     ckpt_lib.set_rng_state(state["rng"])
-    done = _Progress(int(state["epoch"]), list(state.get("history") or []), last=dict(state.get("metrics") or {}) or None)
-    done.best, done.best_epoch, note = restore_best(out, state, repair=info.is_main)
+    record = _RunRecord(int(state["epoch"]), list(state.get("history") or []), last=dict(state.get("metrics") or {}) or None)
+    record.best, record.best_epoch, note = restore_best(out, state, repair=info.is_main)
     if note:
         _log(info, note)
-    done.best_top1 = done.best.get("top1", -1.0) if done.best else -1.0
-    return done
+    record.best_top1 = record.best.get("top1", -1.0) if record.best else -1.0
+    return record
 
 
-def _wrap(model: nn.Module, cfg: Config, device: torch.device, info: dist_utils.DistInfo, frames: int) -> nn.Module:
+def _wrap_for_training(model: nn.Module, cfg: Config, device: torch.device, info: dist_utils.DistInfo, frames: int) -> nn.Module:
     """DistributedDataParallel under ``torchrun``, then ``torch.compile`` when ``train.compile`` asks for
     it (``auto``: ``frames`` through each backbone in the epochs left repay it, :func:`should_compile`)."""
     net: nn.Module = model
@@ -255,7 +175,7 @@ def _wrap(model: nn.Module, cfg: Config, device: torch.device, info: dist_utils.
 
 
 @dataclass
-class _Run:
+class _TrainingRun:
     """Everything one training run has built, shared by its epochs."""
 
     cfg: Config
@@ -273,14 +193,24 @@ class _Run:
     steps_per_epoch: int
     classes: list[str]
     provenance: dict[str, Any]  # dataset identity, training videos, how the data was prepared
+    criterion: nn.Module
     writer: Any = None
 
 
-def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict[str, float]:
-    """:func:`train_one_epoch`; a non-finite loss is reported with what is kept in the run folder."""
+def _train_epoch(run: _TrainingRun, epoch: int, progress: bool) -> EpochStats:
+    """:func:`train_one_epoch` with the run's settings, from the seeds of ``(train.seed, epoch, rank)``;
+    a non-finite loss is reported with what is kept in the run folder."""
+    tcfg = run.cfg.train
+    epoch_seed = tcfg.seed + 1_000_003 * (epoch + 1) + 7919 * run.info.rank
+    dist_utils.seed_everything(epoch_seed)
+    if getattr(run.loader, "generator", None) is not None:  # worker seeds: not from the global RNG
+        run.loader.generator.manual_seed(epoch_seed)
+    run.loader.sampler.set_epoch(epoch)
     try:
-        return train_one_epoch(run.net, run.loader, run.optimizer, run.scheduler, run.device, run.cfg, epoch=epoch,
-                               scaler=run.scaler, amp_dtype=run.amp_dtype, progress=progress, writer=run.writer,
+        return train_one_epoch(run.net, run.criterion, run.optimizer, run.scheduler, run.loader, run.device, epoch,
+                               run.scaler, amp_dtype=run.amp_dtype, accumulate=tcfg.accumulate,
+                               clip_grad=tcfg.clip_grad, partial_bn=tcfg.partial_bn, epochs=tcfg.epochs,
+                               progress=progress, writer=run.writer, log_every=tcfg.log_every,
                                global_step=epoch * run.steps_per_epoch)
     except NonFiniteLossError as e:
         last_path = run.out / "last.pt"
@@ -290,36 +220,32 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict[str, float]:
                                  "train.warmup_epochs or set train.clip_grad") from None
 
 
-def _fit_epoch(run: _Run, done: _Progress, epoch: int, progress: bool) -> tuple[dict[str, float], bool, bool]:
+def _train_evaluate_save(run: _TrainingRun, record: _RunRecord, epoch: int,
+                         progress: bool) -> tuple[dict[str, float], bool, bool]:
     """Train one epoch, evaluate when due, save (rank 0). Returns ``(stats, evaluated, is_best)``."""
     tcfg = run.cfg.train
-    epoch_seed = tcfg.seed + 1_000_003 * (epoch + 1) + 7919 * run.info.rank
-    dist_utils.seed_everything(epoch_seed)
-    if getattr(run.loader, "generator", None) is not None:  # worker seeds: not from the global RNG
-        run.loader.generator.manual_seed(epoch_seed)
-    run.loader.sampler.set_epoch(epoch)
-    stats = _train_epoch(run, epoch, progress)
+    stats = _train_epoch(run, epoch, progress).to_dict()
     evaluated = run.test_loader is not None and ((epoch + 1) % tcfg.eval_every == 0 or epoch + 1 == tcfg.epochs)
     if evaluated:
         dist_utils.sync_buffers(run.model)
-        done.last = evaluate(run.model, run.test_loader, run.device, amp_dtype=run.amp_dtype, progress=progress)
-    done.history.append(epoch_row(epoch, stats, done.last if evaluated else None))
-    is_best = evaluated and done.last["top1"] > done.best_top1
+        record.last = evaluate(run.model, run.test_loader, run.device, amp_dtype=run.amp_dtype, progress=progress)
+    record.history.append(epoch_row(epoch, stats, record.last if evaluated else None))
+    is_best = evaluated and record.last["top1"] > record.best_top1
     if is_best:
-        done.best, done.best_top1 = done.last, done.last["top1"]
+        record.best, record.best_top1 = record.last, record.last["top1"]
     if is_best or run.test_loader is None:
-        done.best_epoch = epoch + 1
+        record.best_epoch = epoch + 1
     if run.info.is_main:
         ckpt = ckpt_lib.make_checkpoint(run.model, run.cfg, run.classes, epoch + 1, optimizer=run.optimizer,
-                                        scheduler=run.scheduler, scaler=run.scaler, metrics=done.last,
-                                        history=done.history, best=done.best, best_epoch=done.best_epoch,
+                                        scheduler=run.scheduler, scaler=run.scaler, metrics=record.last,
+                                        history=record.history, best=record.best, best_epoch=record.best_epoch,
                                         **run.provenance)
-        save_epoch(run.out, ckpt, done.history, done.last if evaluated else None, is_best,
+        save_epoch(run.out, ckpt, record.history, record.last if evaluated else None, is_best,
                    run.test_loader is None, run.writer)
     return stats, evaluated, is_best
 
 
-def _setup(cfg: Config, out: Path, resume: bool) -> tuple[_Run, _Progress]:
+def _setup(cfg: Config, out: Path, resume: bool) -> tuple[_TrainingRun, _RunRecord]:
     """Data, model, optimiser and run folder of a training; restored from ``last.pt`` when resuming."""
     info, device = dist_utils.init_distributed(cfg.train.device)
     _configure_determinism(cfg.train.deterministic)
@@ -340,28 +266,30 @@ def _setup(cfg: Config, out: Path, resume: bool) -> tuple[_Run, _Progress]:
     optimizer = build_optimizer(model, tcfg)
     scheduler = build_scheduler(optimizer, tcfg, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    done = _Progress()
+    record = _RunRecord()
     if state is not None:
-        done = _restore(state, model, optimizer, scheduler, scaler, out, info)
-        _log(info, f"resuming '{out}' after epoch {done.start_epoch}")
+        record = _restore(state, model, optimizer, scheduler, scaler, out, info)
+        _log(info, f"resuming '{out}' after epoch {record.start_epoch}")
     del state
     provenance = {"dataset": identity, "train_videos": list(train_set.videos), "prepare": prepare_record(_frames_root(cfg)),
                   "inherited": inherited}
-    run = _Run(cfg, out, info, device, model, model, loader, test_loader, optimizer, scheduler, scaler, amp_dtype,
-               steps_per_epoch, classes, provenance)
+    run = _TrainingRun(cfg=cfg, out=out, info=info, device=device, model=model, net=model, loader=loader,
+                       test_loader=test_loader, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                       amp_dtype=amp_dtype, steps_per_epoch=steps_per_epoch, classes=classes, provenance=provenance,
+                       criterion=nn.CrossEntropyLoss(label_smoothing=tcfg.label_smoothing))
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
         from torch.utils.tensorboard import SummaryWriter  # lazy: tensorboard is slow to import
 
-        run.writer = SummaryWriter(str(out / "tb"), purge_step=done.start_epoch * steps_per_epoch or None)
-    frames = len(loader) * tcfg.batch_size * cfg.data.frames * max(0, tcfg.epochs - done.start_epoch)
-    run.net = _wrap(model, cfg, device, info, frames)
+        run.writer = SummaryWriter(str(out / "tb"), purge_step=record.start_epoch * steps_per_epoch or None)
+    frames = len(loader) * tcfg.batch_size * cfg.data.frames * max(0, tcfg.epochs - record.start_epoch)
+    run.net = _wrap_for_training(model, cfg, device, info, frames)
     _log(info, f"{cfg.name}: {len(train_set)} training / {len(test_set) if test_set else 0} test videos, "
                f"{len(classes)} classes, {info.world_size} process(es) on {device}, amp "
                f"{amp_dtype or 'off'}{', compiled' if hasattr(run.net, '_orig_mod') else ''}, "
                f"batch {tcfg.batch_size} x {info.world_size} x {tcfg.accumulate}")
-    return run, done
+    return run, record
 
 
 def _frames_root(cfg: Config) -> str:
@@ -384,15 +312,15 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
     with open_run_folder(out, is_main=int(os.environ.get("RANK", "0")) == 0) as stale:
         for path in stale:
             tqdm.write(f"removed '{path}', left by a write that was killed", file=sys.stdout)
-        run, done = _setup(cfg, out, resume)
+        run, record = _setup(cfg, out, resume)
         epochs, start = cfg.train.epochs, time.perf_counter()
         try:
-            for epoch in range(done.start_epoch, epochs):
-                stats, evaluated, is_best = _fit_epoch(run, done, epoch, progress)
-                left = (time.perf_counter() - start) / (epoch + 1 - done.start_epoch) * (epochs - epoch - 1)
-                _log(run.info, epoch_line(epoch, epochs, stats, done.last if evaluated else None, is_best, left))
+            for epoch in range(record.start_epoch, epochs):
+                stats, evaluated, is_best = _train_evaluate_save(run, record, epoch, progress)
+                left = (time.perf_counter() - start) / (epoch + 1 - record.start_epoch) * (epochs - epoch - 1)
+                _log(run.info, epoch_line(epoch, epochs, stats, record.last if evaluated else None, is_best, left))
                 dist_utils.barrier()
         finally:
             if run.writer is not None:
                 run.writer.close()
-    return run_result(out, done.best, done.last, done.history)
+    return run_result(out, record.best, record.last, record.history)

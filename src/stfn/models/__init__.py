@@ -4,6 +4,7 @@ and the STFN / TSN / Temporal-Inception / TS-LSTM / TLE / ST-ResNet networks. En
 from stfn.models.backbone import FrameBackbone, SmallCNN, adapt_stem, build_backbone, find_stem
 from stfn.models.fusion import FusionConnection
 from stfn.models.heads import Stage, STFNHead, TSNHead
+from stfn.models.network import VideoNetwork
 from stfn.models.st_resnet import STResNet
 from stfn.models.stfn import ARCHS, TSN, TwoStreamNet, build_model, check_model_config
 from stfn.models.temporal import ResidualInceptionBlock, TemporalPool
@@ -28,6 +29,7 @@ __all__ = [
     "TemporalPool",
     "TensorSketch",
     "TwoStreamNet",
+    "VideoNetwork",
     "adapt_stem",
     "build_backbone",
     "build_model",

@@ -58,6 +58,7 @@ from torch import nn
 from stfn.config import STREAMS, ConfigError, ModelConfig, STResNetConfig
 from stfn.errors import StfnError
 from stfn.models.backbone import FrameBackbone
+from stfn.models.network import VideoNetwork
 
 __all__ = [
     "RESNETS",
@@ -222,7 +223,7 @@ class ResNetStream(FrameBackbone):
         return pre, x
 
 
-class STResNet(nn.Module):
+class STResNet(VideoNetwork):
     """Spatiotemporal ResNet: two :class:`ResNetStream` s with motion -> appearance connections.
 
     The interface of :class:`~stfn.models.stfn.TwoStreamNet` (``forward``, ``forward_features``,
@@ -318,8 +319,3 @@ class STResNet(nn.Module):
         """``{stream: (B, K)}``: each stream's classifier, averaged over time."""
         return self.head.stream_logits(features)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.forward_head(self.forward_features(batch))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.head.reset_classifier(num_classes)

@@ -23,6 +23,7 @@ from stfn.errors import StfnError
 from stfn.models.backbone import FrameBackbone, adapt_stem, build_rgb_network
 from stfn.models.fusion import DIRECTIONS, FUSION_OPS, FUSION_RULES
 from stfn.models.heads import STFNHead, TSNHead
+from stfn.models.network import VideoNetwork
 from stfn.models.st_resnet import STResNet, check_st_resnet_config
 from stfn.models.temporal import POOLINGS
 from stfn.models.temporal_inception import TemporalInceptionHead
@@ -33,7 +34,7 @@ from stfn.models.ts_lstm import TSLSTMHead
 __all__ = ["ARCHS", "TSN", "TwoStreamNet", "build_model", "check_model_config"]
 
 
-class TwoStreamNet(nn.Module):
+class TwoStreamNet(VideoNetwork):
     """Backbones per stream + a head on the per-frame features.
 
     Attributes: ``backbones`` (``nn.ModuleDict`` keyed by stream; empty for a head-only model),
@@ -118,13 +119,6 @@ class TwoStreamNet(nn.Module):
             with torch.autocast("cpu", enabled=False):
                 return self.head({k: v.float() for k, v in features.items()})
         return self.head(features)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.forward_head(self.forward_features(batch))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier(s) with fresh ones for ``num_classes`` classes."""
-        self.head.reset_classifier(num_classes)
 
 
 class TSN(TwoStreamNet):
@@ -243,7 +237,7 @@ def check_model_config(cfg: ModelConfig) -> list[str]:
     return [s for s in STREAMS if s in cfg.streams]
 
 
-def build_model(cfg: ModelConfig, *, with_backbones: bool = True) -> TwoStreamNet:
+def build_model(cfg: ModelConfig, *, with_backbones: bool = True) -> VideoNetwork:
     """The network described by ``cfg`` (``model`` section of the config).
 
     The RGB-initialised backbone (ImageNet weights with ``cfg.pretrained``, else its own random
@@ -273,4 +267,6 @@ def build_model(cfg: ModelConfig, *, with_backbones: bool = True) -> TwoStreamNe
         backbones = {}
     head = head_builder(cfg, dim, streams)
     extra = {"options": cfg.st_resnet} if cfg.arch == "st_resnet" else {}
-    return net_cls(backbones, head, streams, dim, cfg.flow_length, cfg.freeze_backbone, **extra)
+    net = net_cls(backbones, head, streams, dim, cfg.flow_length, cfg.freeze_backbone, **extra)
+    net.config = copy.deepcopy(cfg)
+    return net

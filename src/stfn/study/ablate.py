@@ -286,7 +286,7 @@ def _run_seed(cfg: Config, combo: dict[str, Any], s: int, protocol: str, meta: d
         return res
     log(f"[ablate {counter}] {combo_name(combo)} seed {run_cfg.train.seed} ({protocol})")
     start = time.perf_counter()
-    result = train(run_cfg, run_dir, resume=True, progress=progress)
+    result = train(run_cfg, run_dir, resume=True, progress=progress).to_dict()
     return _record(result, combo, run_cfg, protocol, meta, time.perf_counter() - start, run_dir)
 
 

@@ -39,12 +39,12 @@ __all__ = ["build_features", "build_two_stream_checkpoint", "parallel_processes"
 
 
 def train_run(cfg: Config, run_dir: Path, progress: bool, threads: int = 0) -> dict[str, Any]:
-    """``train(..., resume=True)``, with ``threads`` torch CPU threads for its duration (0: unchanged)."""
+    """``train(..., resume=True).to_dict()``, with ``threads`` torch CPU threads for its duration (0: unchanged)."""
     before = torch.get_num_threads()
     if threads > 0:
         torch.set_num_threads(threads)
     try:
-        return train(cfg, run_dir, resume=True, progress=progress)
+        return train(cfg, run_dir, resume=True, progress=progress).to_dict()
     finally:
         torch.set_num_threads(before)
 
