@@ -5,7 +5,7 @@ Layers, lowest first (a module imports only from its own layer or below)::
     0  errors, fileio, config, runtime, machine
     1  data, models
     2  engine
-    3  predict, export, study
+    3  predict, export, api, study
     4  serve, commands, cli, __main__
 
 Inside ``data/`` the rooms have layers of their own (:data:`DATA_ROOMS`): ``video`` (one file: decode,
@@ -31,7 +31,7 @@ LAYERS = {
     "errors": 0, "fileio": 0, "config": 0, "runtime": 0, "machine": 0,
     "data": 1, "models": 1,
     "engine": 2,
-    "predict": 3, "export": 3, "study": 3,
+    "predict": 3, "export": 3, "api": 3, "study": 3,
     "serve": 4, "commands": 4, "cli": 4, "__main__": 4,
 }
 

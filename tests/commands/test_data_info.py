@@ -1,5 +1,9 @@
-"""`stfn data-info`'s leak warnings: videos on both sides of a split, and groups (UCF101's ``_gNN_``:
-an actor or setting) on both sides, on the real Weizmann footage and the official UCF101 lists."""
+"""`stfn data-info` on the command line: its report of a prepared folder (exit status 1 when a listed
+video is not usable), and its leak warnings: videos on both sides of a split, and groups (UCF101's
+``_gNN_``: an actor or setting) on both sides, on the real Weizmann footage and the official UCF101
+lists. The split readers: tests/data/test_splits.py; data-info on the official UCF101 and HMDB51
+lists, and on a prepared UCF101 tree with a failed video: tests/data/test_datasets.py (both read
+../shared)."""
 
 from __future__ import annotations
 
@@ -8,13 +12,49 @@ import shutil
 
 import pytest
 
+from dataset_helpers import video_key, write_tiny_prepared, write_tiny_splits
 from stfn.cli import main
 from stfn.data.splits import group_of, load_split
 from suite_helpers import DATASETS, REALDATA
 
+from .command_helpers import check_documented_usage, one_sentence
+
 WEIZMANN = REALDATA / "weizmann" / "splits"
 UCF = DATASETS / "ucf101" / "ucfTrainTestlist"
 needs_weizmann = pytest.mark.shared("realdata/weizmann/splits/trainlist01.txt")
+
+
+def test_a_user_mistake_is_one_sentence(tmp_path, capsys) -> None:
+    missing = str(tmp_path / "missing")
+    one_sentence(capsys, "data-info", ["--dataset", "ucf101", "--splits", missing, "--root", str(tmp_path)],
+                 f"split folder '{missing}' does not exist")
+
+
+def test_a_listed_video_that_is_not_prepared_is_named_and_exit_status_1(tmp_path, capsys) -> None:
+    root = write_tiny_prepared(tmp_path / "prepared")
+    args = ["data-info", "--dataset", "ucf101", "--splits", str(write_tiny_splits(tmp_path / "splits")),
+            "--root", str(root)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("dataset ucf101: 2 classes (Jump, Wave)")
+    assert f"prepared folder {root}: 12 videos (12 ok, 0 failed), flow dis bound 20.0" in text
+    assert [line.split()[:3] for line in text.splitlines() if line[:5].strip().isdigit()] == [
+        ["1", "8", "4"], ["2", "8", "4"], ["3", "8", "4"]]  # every split found: split, train, test
+    manifest = json.loads((root / "manifest.json").read_text())
+    gone = video_key("Wave", 1, 2)  # group 1: tested in split 1, trained on in splits 2 and 3
+    del manifest["videos"][gone]
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    assert main(args) == 1
+    text = capsys.readouterr().out
+    assert f"split 1 test: 3 of 4 usable; 1 missing: {gone}" in text and "split 1 train: 8 of 8 usable" in text
+    assert f"split 3 train: 7 of 8 usable; 1 missing: {gone}" in text
+    assert main([*args, "--split", "2", "--json"]) == 1
+    (entry,) = json.loads(capsys.readouterr().out)["splits"]
+    assert entry["prepared"]["train"] == {"listed": 8, "usable": 7, "missing": [gone], "failed": []}
+
+
+def test_help_lists_the_documented_flags(capsys) -> None:
+    assert "exit status 1 if any are" in " ".join(check_documented_usage("data-info", capsys).split())
 
 
 def test_group_of_reads_ucf101_names() -> None:

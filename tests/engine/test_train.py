@@ -322,3 +322,17 @@ def test_a_second_training_into_a_folder_in_use_is_refused(tmp_path, fake_data) 
         holder.kill()
         holder.wait()
     assert train(tiny_config(epochs=1), run, progress=False).history[-1]["epoch"] == 1
+
+
+def test_a_refused_config_leaves_no_run_folder_behind(tmp_path, fake_data) -> None:
+    """A run refused before it wrote anything (here ``train.epochs: 0``) leaves no folder holding only
+    its lock; a folder that was there before stays."""
+    cfg = tiny_config(epochs=1)
+    cfg.train.epochs = 0
+    with pytest.raises(StfnError, match="train.epochs"):
+        train(cfg, tmp_path / "runs" / "new", progress=False)
+    assert not (tmp_path / "runs" / "new").exists()
+    (tmp_path / "old").mkdir()
+    with pytest.raises(StfnError, match="train.epochs"):
+        train(cfg, tmp_path / "old", progress=False)
+    assert (tmp_path / "old").is_dir() and list((tmp_path / "old").iterdir()) == []

@@ -33,7 +33,10 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"'{text}' must be a positive integer")
     return value

@@ -46,6 +46,7 @@ def open_run_folder(out: Path, is_main: bool = True) -> Iterator[list[Path]]:
         yield []
         return
     check_writable(out, "run folder", folder=True)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     with open(out / LOCK_FILE, "a") as lock:
         try:
@@ -58,7 +59,19 @@ def open_run_folder(out: Path, is_main: bool = True) -> Iterator[list[Path]]:
             except OSError:
                 raise StfnError(f"another stfn train is using run folder '{out}' (it holds '{out / LOCK_FILE}'); "
                                 "wait for it to end or choose another --out") from None
-        yield remove_stale_temps(out, RUN_FILES)
+        try:
+            yield remove_stale_temps(out, RUN_FILES)
+        except BaseException:
+            _forget_empty(out, created)  # refused before it wrote anything: leave no folder behind
+            raise
+
+
+def _forget_empty(out: Path, created: bool) -> None:
+    """Remove the lock of a run that wrote nothing, and ``out`` itself when this run created it."""
+    if [p.name for p in out.iterdir()] == [LOCK_FILE]:
+        (out / LOCK_FILE).unlink(missing_ok=True)
+        if created:
+            out.rmdir()
 
 
 def write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
