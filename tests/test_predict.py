@@ -298,7 +298,7 @@ def test_autocast_precisions(two_stream_ckpt):
         a, b = fp32.scores(views), bf16.scores(views)
         assert a.dtype == b.dtype == torch.float32 and not torch.equal(a, b)  # bf16 really ran
         torch.testing.assert_close(b, a, atol=0.05, rtol=0.05)
-    with pytest.raises(StfnError, match="--amp is fp16, which needs a CUDA device"):
+    with pytest.raises(StfnError, match="^amp is fp16, which needs a CUDA device"):
         Predictor.from_checkpoint(two_stream_ckpt, device="cpu", amp="fp16")
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from stfn import predict as predict_mod
-from stfn.errors import StfnError
+from stfn.commands import flag_names
+from stfn.errors import ParameterError, StfnError
 from stfn.predict import BACKENDS, Predictor
 from suite_helpers import save_tiny_checkpoint
 from test_predict import CLASSES, tiny_config
@@ -46,14 +47,16 @@ def test_compile_backend_scores_like_eager(ckpt: Path) -> None:
 
 def test_bad_backend_choices_are_one_sentence(ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert BACKENDS == ("eager", "compile", "onnx")
-    with pytest.raises(StfnError, match=r"^backend='tensorrt' is not a backend \(choose eager, compile, onnx\)$"):
+    with pytest.raises(ParameterError, match=r"^backend must be one of eager, compile, onnx, got 'tensorrt'$"):
         Predictor.from_checkpoint(ckpt, device="cpu", backend="tensorrt")
-    with pytest.raises(StfnError, match=r"^device must be auto, cpu, cuda or cuda:N, got 'tpu'$"):
+    with pytest.raises(ParameterError, match=r"^device must be auto, cpu, cuda or cuda:N, got 'tpu'$"):
         Predictor.from_checkpoint(ckpt, device="tpu")
     with pytest.raises(StfnError, match=r"^--device must be auto, cpu, cuda or cuda:N, got 'tpu'$"):
-        predict_mod.check_options("tpu", names=predict_mod.CLI_FLAGS)  # what stfn predict says
+        with flag_names(**predict_mod.PREDICT_FLAGS):  # what stfn predict says
+            predict_mod.check_options("tpu")
     monkeypatch.setattr(predict_mod, "resolve_device", lambda *a, **k: torch.device("cuda"))
-    with pytest.raises(StfnError, match=r"^backend='onnx' runs on the CPU .*use device='cpu'"):
+    with pytest.raises(ParameterError, match=r"^backend and device must be onnx and cpu together .*got onnx and 'cuda'"):
         Predictor.from_checkpoint(ckpt, backend="onnx")
-    with pytest.raises(StfnError, match=r"^--backend 'onnx' runs on the CPU .*use --device 'cpu'"):
-        predict_mod.check_options("cuda", backend="onnx", names=predict_mod.CLI_FLAGS)
+    with pytest.raises(StfnError, match=r"^--backend and --device must be onnx and cpu together"):
+        with flag_names(**predict_mod.PREDICT_FLAGS):
+            predict_mod.check_options("cuda", backend="onnx")

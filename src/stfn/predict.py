@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from stfn.config import STREAMS, Config
+from stfn.config import STREAMS, Config, ConfigError
 from stfn.data.clip_reader import ClipReader
 from stfn.data.prepare.manifest import VIDEO_EXTENSIONS
 from stfn.data.prepare.record import PrepareSettings, resolve_prepare_settings
@@ -50,29 +50,32 @@ from stfn.data.transforms import build_transform
 from stfn.data.video.decode import probe, read_frames, resize_shape
 from stfn.data.video.flow import dequantize_flow, flow_to_color
 from stfn.engine.checkpoint import load_model
-from stfn.errors import StfnError
+from stfn.errors import ParameterError, StfnError
 from stfn.export import export_model, require_onnxruntime
 from stfn.runtime import compile_backbones, describe_dtype, resolve_amp, resolve_device, score_clips, sync
 
-__all__ = ["BACKENDS", "CLI_FLAGS", "Predictor", "check_options", "expand_inputs", "model_card", "window_starts"]
+__all__ = ["BACKENDS", "PREDICT_FLAGS", "Predictor", "check_options", "expand_inputs", "model_card", "window_starts"]
 
 BACKENDS = ("eager", "compile", "onnx")
-CLI_FLAGS = {"device": "--device", "amp": "--amp", "backend": "--backend"}  # how stfn predict / serve spell them
+PREDICT_FLAGS = {"device": "--device", "amp": "--amp", "backend": "--backend", "frames": "--frames"}  # stfn predict/serve
 
 
-def check_options(device: str = "auto", amp: str = "auto", backend: str = "eager", channels_last: bool = True,
-                  names: dict[str, str] | None = None) -> tuple[torch.device, torch.dtype | None]:
-    """``(device, autocast dtype)`` of a :class:`Predictor` with these options, or one sentence saying
-    which is wrong. Errors name the Python parameter (``backend=``); a command passes ``names``
-    (:data:`CLI_FLAGS`) to name its flags instead, and calls this before it loads anything."""
-    name = {k: f"{k}=" for k in CLI_FLAGS} | {k: f"{v} " for k, v in (names or {}).items()}
+def check_options(device: str = "auto", amp: str = "auto", backend: str = "eager",
+                  channels_last: bool = True) -> tuple[torch.device, torch.dtype | None]:
+    """``(device, autocast dtype)`` of a :class:`Predictor` with these options, or a
+    :class:`~stfn.errors.ParameterError` naming the parameter that is wrong (a command re-raises it with
+    its flag, :func:`stfn.commands.flag_names`, and calls this before it loads anything)."""
     if backend not in BACKENDS:
-        raise StfnError(f"{name['backend']}'{backend}' is not a backend (choose {', '.join(BACKENDS)})")
-    dev = resolve_device(device, what=name["device"].rstrip("= "))
+        raise ParameterError("backend", f"must be one of {', '.join(BACKENDS)}, got '{backend}'")
+    try:
+        dev = resolve_device(device, what="device")
+        dtype = resolve_amp(amp, dev, channels_last, what="amp")[0] if backend != "onnx" else None
+    except ConfigError as e:  # resolve_* say "device ..." / "amp ...": the parameter, first
+        name, _, problem = str(e).partition(" ")
+        raise ParameterError(name, problem) from None
     if backend == "onnx" and dev.type != "cpu":
-        raise StfnError(f"{name['backend']}'onnx' runs on the CPU (ONNX Runtime's CPU provider); use "
-                        f"{name['device']}'cpu', not '{dev}'")
-    dtype = resolve_amp(amp, dev, channels_last, what=name["amp"].rstrip("= "))[0] if backend != "onnx" else None
+        raise ParameterError(("backend", "device"), f"must be onnx and cpu together (ONNX Runtime's CPU "
+                                                    f"provider), got onnx and '{dev}'")
     return dev, dtype
 
 

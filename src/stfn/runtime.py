@@ -13,8 +13,9 @@ answer:
 - :func:`autocast_context`, :func:`bare_model`, :func:`sync`;
 - :func:`score_clips`: logits of many clips in memory-bounded chunks (evaluation and prediction).
 
-It sits at the bottom layer (it imports only torch, :mod:`stfn.config` and :mod:`stfn.errors`), so
-the data code may use it too.
+It sits at the bottom layer (it imports only torch and :mod:`stfn.config`, for its ``ConfigError``;
+of stfn, that module imports only :mod:`stfn.errors` and :mod:`stfn.fileio`), so the data code may
+use it too.
 """
 
 from __future__ import annotations

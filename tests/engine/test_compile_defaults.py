@@ -38,7 +38,7 @@ def test_train_wrap_compiles_as_resolve_compile_says(setting, frames: int, compi
     monkeypatch.setattr(torch, "compile", Compiled)
     cfg = Config()
     cfg.train.compile = setting
-    net = train_mod._wrap(tiny_model(), cfg, CPU, DistInfo(), frames)
+    net = train_mod._wrap_for_training(tiny_model(), cfg, CPU, DistInfo(), frames)
     assert isinstance(net, Compiled) is compiled
 
 
@@ -92,7 +92,8 @@ def test_extract_features_runs_bf16_and_asks_compile_auto(fake_data, monkeypatch
     assert seen and set(seen) == {torch.bfloat16}  # amp auto on a bf16 CPU with channels_last
     assert asked == [("auto", 8 * cfg.data.frames, "infer")]  # 8 fake test videos x T frames
     asked.clear()
-    features.extract_features(cfg, tmp_path / "g", subsets=["test"], device="cpu", progress=False, compile="false")
+    features.extract_features(cfg, tmp_path / "g", subsets=["test"], device="cpu", progress=False,
+                              torch_compile="false")
     assert asked[0][0] == "false"
 
 
@@ -130,12 +131,13 @@ def test_a_compiled_cpu_extraction_sends_one_video_per_forward(fake_data, monkey
     cfg.train.batch_size = 3
     torch.manual_seed(0)  # the same fresh model both times
     features.extract_features(cfg, tmp_path / "whole", subsets=["test"], device="cpu", progress=False,
-                              compile="false")
+                              torch_compile="false")
     assert sizes == [3, 3, 2]  # 8 fake test videos in loader batches of 3
     sizes.clear()
     monkeypatch.setattr(features, "compile_backbones", lambda model: ["rgb", "flow"])  # "compiled", in eager
     torch.manual_seed(0)
-    features.extract_features(cfg, tmp_path / "one", subsets=["test"], device="cpu", progress=False, compile="true")
+    features.extract_features(cfg, tmp_path / "one", subsets=["test"], device="cpu", progress=False,
+                              torch_compile="true")
     assert sizes == [1] * 8
     for s in ("rgb", "flow"):
         a, b = (np.load(tmp_path / d / f"test_{s}.npy").astype(np.float32) for d in ("whole", "one"))

@@ -39,7 +39,7 @@ def test_eval_and_extract_where_the_data_is_now(tmp_path, tiny, capsys) -> None:
     assert main(["eval", str(run / "last.pt"), "--data", str(moved / "prepared"), "--splits", str(moved / "splits"),
                  "--no-progress", "--json", str(tmp_path / "eval.json")]) == 0
     (result,) = json.loads((tmp_path / "eval.json").read_text())["results"]
-    assert result["n"] == before["n"] == 4 and result["top1"] == pytest.approx(before["top1"])
+    assert result["n"] == before.n == 4 and result["top1"] == pytest.approx(before.top1)
     feats = tmp_path / "feats"
     assert main(["extract-features", str(run / "last.pt"), "--out", str(feats), "--data", str(moved / "prepared"),
                  "--splits", str(moved / "splits"), "--no-progress"]) == 0
@@ -59,7 +59,7 @@ def test_a_head_on_moved_features_is_evaluated_with_features(tmp_path, tiny, cap
     assert main(["eval", str(tmp_path / "head" / "last.pt"), "--data", str(root), "--no-progress"]) == 2
     assert "was trained on cached features" in capsys.readouterr().err
     r = evaluate_checkpoint(tmp_path / "head" / "last.pt", features_dir=tmp_path / "moved", progress=False)
-    assert r["n"] == 4
+    assert r.n == 4
 
 
 def test_another_data_set_is_refused_naming_the_list(tmp_path, tiny, capsys) -> None:

@@ -49,8 +49,8 @@ def test_torchrun_two_processes_train_and_evaluate_exactly_once(tmp_path, tiny_d
     assert not set(videos) & set(ckpt["train_videos"]) and len(ckpt["train_videos"]) == 24
 
     single = evaluate_checkpoint(run / "last.pt", progress=False)
-    assert [p["video"] for p in single["predictions"]] == videos
-    assert single["top1"] == pytest.approx(history[-1]["val_top1"])
-    assert single["mean_class_acc"] == pytest.approx(history[-1]["val_mean_class_acc"])
-    for a, b in zip(preds, single["predictions"], strict=True):
+    assert [p["video"] for p in single.predictions] == videos
+    assert single.top1 == pytest.approx(history[-1]["val_top1"])
+    assert single.mean_class_acc == pytest.approx(history[-1]["val_mean_class_acc"])
+    for a, b in zip(preds, single.predictions, strict=True):
         assert a["scores"] == pytest.approx(b["scores"], abs=1e-4)

@@ -14,7 +14,7 @@ from torch import nn
 from stfn.cli import main
 from stfn.data.datasets import build_loader
 from stfn.engine.checkpoint import CheckpointError
-from stfn.engine.evaluate import evaluate, evaluate_checkpoint, evaluate_many, fuse_predictions
+from stfn.engine.evaluate import EvalResult, evaluate, evaluate_checkpoint, evaluate_many, fuse_predictions
 from stfn.engine.metrics import compute_metrics
 from stfn.engine.train import train
 from stfn.errors import StfnError
@@ -85,13 +85,14 @@ def test_overlap_refusal_and_output_files(tmp_path, fake_data) -> None:
         evaluate_checkpoint(ckpt, split=2)
     out = tmp_path / "eval"
     r = evaluate_checkpoint(ckpt, views=3, out_dir=out, progress=False)
-    assert r["split"] == 1 and r["views"] == 3 and r["n"] == 8
-    assert sorted(p["video"] for p in r["predictions"]) == sorted(fake_data()(cfg, "test").videos)
+    assert isinstance(r, EvalResult) and r.split == 1 and r.views == 3 and r.n == 8
+    assert sorted(p["video"] for p in r.predictions) == sorted(fake_data()(cfg, "test").videos)
     summary = json.loads((out / "metrics.json").read_text())
-    assert summary["top1"] == r["top1"] and "predictions" not in summary
+    assert summary == {k: v for k, v in r.to_dict().items() if k != "predictions"}  # metrics.json: to_dict()
+    assert summary["top1"] == r.top1 and "predictions" not in summary
     assert len(list(csv.DictReader((out / "per_class.csv").open()))) == 4
     rows = list(csv.DictReader((out / "predictions.csv").open()))
-    assert len(rows) == 8 and sum(int(x["correct"]) for x in rows) == round(r["top1"] * 8 / 100)
+    assert len(rows) == 8 and sum(int(x["correct"]) for x in rows) == round(r.top1 * 8 / 100)
     assert (out / "confusion.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -133,8 +134,8 @@ def test_tsn_streams_fusion_of_two_checkpoints_and_mean_over_splits(tmp_path, fa
     two.train.eval_every = 0
     train(two, tmp_path / "two", progress=False)
     r = evaluate_checkpoint(tmp_path / "two" / "last.pt", progress=False)
-    assert set(r["streams"]) == {"rgb", "flow"}
-    p = r["predictions"][0]
+    assert set(r.streams) == {"rgb", "flow"}
+    p = r.predictions[0]
     refused = late_fusion([torch.tensor([p["stream_scores"]["rgb"]]), torch.tensor([p["stream_scores"]["flow"]])],
                           [1.0, 1.5])
     assert torch.allclose(refused[0], torch.tensor(p["scores"]), atol=1e-4)  # the model fuses like TSN

@@ -50,7 +50,7 @@ def test_head_trains_on_cached_features(tmp_path) -> None:
     trainable = [k for k in ckpt["model"] if k.startswith("head.")]
     assert trainable and ckpt["train_videos"][0] == "class0/v_train_000"
     again = evaluate_checkpoint(tmp_path / "run" / "best.pt", progress=False)
-    assert again["top1"] == result.best["top1"] and again["n"] == 16
+    assert again.top1 == result.best["top1"] and again.n == 16
 
 
 def test_extract_features_from_a_checkpoint(tmp_path, fake_data) -> None:

@@ -16,7 +16,7 @@ from stfn.config import ConfigError, config_to_dict, load_config
 from stfn.data.prepare.run import prepare_dataset
 from stfn.data.synthetic.generate import generate
 from stfn.engine.features import extract_features
-from stfn.errors import StfnError
+from stfn.errors import ParameterError, StfnError
 from stfn.study.ablate import ablation_markdown, run_ablation, write_table
 from stfn.study.demo import base_config, head_config
 from stfn.study.grid import combo_name, combo_overrides, combo_slug, expand_grid, parse_grid, split_values
@@ -217,7 +217,7 @@ def test_runner_jobs_train_side_by_side_with_the_numbers_of_one_thread(tiny_feat
     lines.clear()
     run_ablation(cfg, axes, tmp_path / "two", seeds=2, features=feats, jobs=2, progress=False, log=lines.append)
     assert lines == ["ablate: 4 runs, 4 done before, 0 to train"]
-    with pytest.raises(ConfigError, match="--jobs"):
+    with pytest.raises(ParameterError, match=r"^seeds and jobs must be >= 1, got 1 and 0$"):
         run_ablation(cfg, axes, tmp_path / "x", features=feats, jobs=0, log=lambda _: None)
 
 

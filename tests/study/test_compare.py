@@ -9,7 +9,7 @@ import pytest
 
 from dataset_helpers import write_tiny_prepared, write_tiny_splits
 from stfn.cli import main
-from stfn.errors import StfnError
+from stfn.errors import ParameterError, StfnError
 from stfn.study.compare import run_compare
 from stfn.study.presets import HEADS, MODELS
 
@@ -62,7 +62,7 @@ def test_the_users_mistakes_are_one_sentence(tmp_path, tiny) -> None:
     with pytest.raises(StfnError, match=r"has 8 training videos; preset 'quick' trains in batches of 8 and needs "
                                         r"at least 16"):
         run_compare(root, splits, tmp_path / "c", preset="quick", log=_quiet)
-    with pytest.raises(StfnError, match="unknown --models 'resnet' "):
+    with pytest.raises(ParameterError, match="^models names an unknown head 'resnet' "):
         run_compare(root, splits, tmp_path / "d", preset="tiny", models=["resnet"], log=_quiet)
     with pytest.raises(StfnError, match="unknown compare preset 'huge'"):
         run_compare(root, splits, tmp_path / "e", preset="huge", log=_quiet)

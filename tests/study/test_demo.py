@@ -106,7 +106,7 @@ def test_tiny_demo_two_stream_checkpoint(tiny_demo):
 
     fused = fuse_predictions({s: json.loads((runs / f"tsn_{s}" / "predictions_last.json").read_text())
                               for s in ("rgb", "flow")}, [1.0, 1.5])
-    direct = evaluate_checkpoint(runs / "tsn_two_stream" / "last.pt", progress=False)["predictions"]
+    direct = evaluate_checkpoint(runs / "tsn_two_stream" / "last.pt", progress=False).predictions
     assert [p["video"] for p in fused] == [p["video"] for p in direct]
     for a, b in zip(fused, direct, strict=True):
         assert torch.allclose(torch.tensor(a["scores"]), torch.tensor(b["scores"]), atol=1e-4)

@@ -56,7 +56,7 @@ def test_a_few_weizmann_clips_prepare_and_train_one_epoch(tmp_path) -> None:
     assert summary is not None
     result = train(_tiny(tmp_path / "prepared", splits), tmp_path / "run", progress=False)
     assert len(result.history) == 1 and result.last["n"] == 2
-    assert evaluate_checkpoint(tmp_path / "run" / "last.pt", progress=False)["n"] == 2
+    assert evaluate_checkpoint(tmp_path / "run" / "last.pt", progress=False).n == 2
 
 
 @needs_real

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from stfn.commands import flag_names
 from stfn.errors import StfnError
 
 HELP = ("Run a grid of design choices (every combination, or one axis at a time) over several seeds and "
@@ -43,9 +44,10 @@ def run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     axes = parse_grid(args.grid)
-    table = run_ablation(args.config, axes, args.out, seeds=args.seeds, features=args.features,
-                         overrides=args.overrides, one_at_a_time=args.one_at_a_time, jobs=args.jobs,
-                         progress=not args.no_progress)
+    with flag_names(seeds="--seeds", jobs="--jobs"):
+        table = run_ablation(args.config, axes, args.out, seeds=args.seeds, features=args.features,
+                             overrides=args.overrides, one_at_a_time=args.one_at_a_time, jobs=args.jobs,
+                             progress=not args.no_progress)
     print()
     print(ablation_markdown(table))
     print(f"table written to {args.out}/ablation.md and ablation.json")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from stfn.commands import add_threads_and_progress, flag_names, set_threads
 from stfn.study.presets import COMPARE_PRESETS, HEADS, MODELS  # light: no torch import
 
 HELP = ("Compare TSN, Temporal-Inception, TS-LSTM, TLE and STFN on your own videos and splits (prepare, "
@@ -33,23 +34,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="heads to train (default all: " + ", ".join(MODELS[h] for h in HEADS) + "); the TSN "
                              "streams and their fusion always run")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first training run (default 0)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads of the backbones, and how many heads train at once, one thread "
-                             "each (default: torch's choice, one per core)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (step and epoch lines only)")
+    add_threads_and_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch  # heavy imports inside run (see stfn.cli)
-
-    from stfn.study.compare import run_compare
+    from stfn.study.compare import run_compare  # heavy imports inside run (see stfn.cli)
     from stfn.study.compare_report import compare_table
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    summary = run_compare(args.source, args.splits, args.out, split=args.split, dataset=args.dataset,
-                          preset=args.preset, backbone=args.backbone, seeds=args.seeds, models=args.models,
-                          seed=args.seed, progress=not args.no_progress)
+    set_threads(args)
+    with flag_names(seeds="--seeds", models="--models"):
+        summary = run_compare(args.source, args.splits, args.out, split=args.split, dataset=args.dataset,
+                              preset=args.preset, backbone=args.backbone, seeds=args.seeds, models=args.models,
+                              seed=args.seed, progress=not args.no_progress)
     print()
     print(compare_table(summary["models"]))
     return 0

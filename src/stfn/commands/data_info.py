@@ -29,14 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
 
 
-def _side(records, videos) -> dict:
+def _prepared_counts(records, videos) -> dict:
+    """How many of one list's ``records`` the manifest's ``videos`` hold prepared: ``listed``, ``usable``
+    (their count), the ``missing`` keys and the ``failed`` ones with their error."""
     usable, missing, failed = check_prepared(records, videos)
     return {"listed": len(records), "usable": len(usable), "missing": missing,
             "failed": [{"video": k, "error": videos[k].get("error")} for k in failed]}
 
 
-def collect(args: argparse.Namespace) -> dict:
-    """The report as one JSON-ready dict."""
+def build_report(args: argparse.Namespace) -> dict:
+    """The report as one JSON-ready dict (what ``--json`` prints; :func:`format_report` writes it as text)."""
     numbers = [args.split] if args.split is not None else available_splits(args.dataset, args.splits)
     manifest = load_prepared_manifest(args.root) if args.root else None
     report: dict = {"dataset": args.dataset, "splits_dir": args.splits, "root": args.root or None, "splits": []}
@@ -49,7 +51,8 @@ def collect(args: argparse.Namespace) -> dict:
                  "per_class": {side: [Counter(r.label for r in split.records(side))[i]
                                       for i in range(len(split.classes))] for side in ("train", "test")}}
         if manifest is not None:
-            entry["prepared"] = {side: _side(split.records(side), manifest.videos) for side in ("train", "test")}
+            entry["prepared"] = {side: _prepared_counts(split.records(side), manifest.videos)
+                                 for side in ("train", "test")}
         report["splits"].append(entry)
     if manifest is not None:
         statuses = Counter(v.get("status", "ok") for v in manifest.videos.values())
@@ -100,7 +103,7 @@ def format_report(report: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = collect(args)
+    report = build_report(args)
     print(json.dumps(report, indent=1) if args.json else format_report(report))
     unusable = any(p["missing"] or p["failed"] for s in report["splits"] for p in s.get("prepared", {}).values())
     return 1 if unusable else 0

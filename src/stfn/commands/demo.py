@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from stfn.commands import add_threads_and_progress, set_threads
 from stfn.study.presets import PRESETS  # light: no torch import
 
 HELP = ("Generate the synthetic benchmark, prepare it, train and compare TSN, Temporal-Inception, TS-LSTM, "
@@ -21,20 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--end-to-end", action="store_true",
                         help="also fine-tune STFN end to end from the TSN backbones (small preset: 20 epochs, "
                              "about 2 more minutes on 2 CPU cores)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads of the backbones, and how many heads train at once, one thread "
-                             "each (default: torch's choice, one per core)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (step and epoch lines only)")
+    add_threads_and_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch  # heavy imports inside run (see stfn.cli)
-
-    from stfn.study.demo import run_demo
+    from stfn.study.demo import run_demo  # heavy imports inside run (see stfn.cli)
     from stfn.study.report import demo_table
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     summary = run_demo(args.out, preset=args.preset, seed=args.seed, end_to_end=args.end_to_end,
                        progress=not args.no_progress)
     print()

@@ -107,13 +107,11 @@ def split_numbers(split: list[int] | None, checkpoints: int) -> list[int] | None
 def run(args: argparse.Namespace) -> int:
     from stfn.engine import distributed
     from stfn.engine.evaluate import evaluate_many
-    from stfn.errors import StfnError
     from stfn.fileio import atomic_write_json, check_writable
+    from stfn.models.stfn import check_fusion_weights
 
-    w = args.fusion_weights
-    if w is not None and (len(w) != 2 or any(x < 0 for x in w) or sum(w) <= 0):
-        raise StfnError(f"--fusion-weights must be two weights >= 0 (rgb, flow) with a positive sum, got "
-                        f"{' '.join(f'{x:g}' for x in w)}")
+    if args.fusion_weights is not None:
+        check_fusion_weights(args.fusion_weights, what="--fusion-weights")
     splits = split_numbers(args.split, len(args.checkpoints))
     if args.json and args.json != "-":  # before the evaluation, which an unwritable --json would lose
         check_writable(args.json, "--json")
@@ -122,10 +120,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = evaluate_many(args.checkpoints, splits=splits, views=args.crops, frames=args.frames,
                                data_root=args.data, splits_dir=split_folder(args.splits),
-                               features_dir=args.features,
-                               out_dir=args.out, fusion_weights=args.fusion_weights, fusion_rule=args.fusion_rule,
-                               batch_size=args.batch_size,
-                               device=args.device, progress=not args.no_progress, compile=args.compile)
+                               features_dir=args.features, out_dir=args.out, fusion_weights=args.fusion_weights,
+                               fusion_rule=args.fusion_rule, batch_size=args.batch_size, device=args.device,
+                               progress=not args.no_progress, torch_compile=args.compile)
         if distributed.get_info().is_main:
             if args.json == "-":
                 print(json.dumps(report, indent=2))

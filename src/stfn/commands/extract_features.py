@@ -33,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
     from stfn.config import load_config
     from stfn.engine.features import extract_features
     from stfn.errors import StfnError
+    from stfn.runtime import resolve_device
 
+    resolve_device(args.device)  # a bad one named as the flag (the library names its parameter)
     source = Path(args.source)
     data = {"data_root": args.data, "splits_dir": args.splits, "split": args.split}
     if source.suffix in (".yaml", ".yml"):
@@ -48,6 +50,6 @@ def run(args: argparse.Namespace) -> int:
                             "(--data, --splits and --split say where its data is now)")
         src = source
     out = extract_features(src, args.out, tuple(args.subsets), frames=args.frames, batch_size=args.batch_size,
-                           device=args.device, progress=not args.no_progress, compile=args.compile, **data)
+                           device=args.device, progress=not args.no_progress, torch_compile=args.compile, **data)
     print(f"features written to {out} (train a head on them with --set data.features={out})")
     return 0

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from stfn.commands import flag_names
+
 HELP = "Classify videos with a trained checkpoint: top-k classes per video (flow computed on the fly)."
 
 
@@ -51,20 +53,22 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from stfn.errors import StfnError
-    from stfn.predict import CLI_FLAGS, Predictor, check_options, expand_inputs
+    from stfn.predict import PREDICT_FLAGS, Predictor, check_options, expand_inputs
 
     if args.top_k < 1:
         raise StfnError(f"--top-k must be at least 1, got {args.top_k}")
     if args.threads < 0:
         raise StfnError(f"--threads must be 0 (default) or more, got {args.threads}")
-    check_options(args.device, args.amp, args.backend, names=CLI_FLAGS)  # before the checkpoint loads
+    with flag_names(**PREDICT_FLAGS):
+        check_options(args.device, args.amp, args.backend)  # before the checkpoint loads
     if args.threads:
         import cv2
 
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)
-    predictor = Predictor.from_checkpoint(args.checkpoint, flow=args.flow, frames=args.frames, crops=args.crops,
-                                          device=args.device, amp=args.amp, backend=args.backend)
+    with flag_names(**PREDICT_FLAGS):
+        predictor = Predictor.from_checkpoint(args.checkpoint, flow=args.flow, frames=args.frames, crops=args.crops,
+                                              device=args.device, amp=args.amp, backend=args.backend)
     settings = predictor.settings()
     if args.verbose and not args.json:
         print(f"checkpoint {args.checkpoint}: " + ", ".join(f"{k}={v}" for k, v in settings.items()), file=sys.stderr)

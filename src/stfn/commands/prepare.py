@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from stfn.commands import flag_names
 from stfn.data.prepare.manifest import VIDEO_EXTENSIONS
 from stfn.data.prepare.run import prepare_dataset
 from stfn.data.video.flow import (
@@ -84,21 +85,22 @@ def run(args: argparse.Namespace) -> int:
         opts = {"model": args.raft_model, "weights": args.raft_weights, "iters": args.raft_iters,
                 "batch_size": args.batch_size, "device": args.device}
     exts = tuple(e.strip() for e in args.ext.split(",") if e.strip()) if args.ext else VIDEO_EXTENSIONS
-    summary = prepare_dataset(
-        args.video_root,
-        args.out_dir,
-        flow=args.flow,
-        flow_opts=opts,
-        bound=args.bound,
-        workers=args.workers,
-        short_side=args.short_side,
-        size=args.size,
-        shard=args.shard,
-        list_file=args.list_file,
-        extensions=exts,
-        jpeg_quality=args.jpeg_quality,
-        retry_failed=args.retry_failed,
-        progress=not args.quiet,
-    )
+    with flag_names(workers="--workers", jpeg_quality="--jpeg-quality"):
+        summary = prepare_dataset(
+            args.video_root,
+            args.out_dir,
+            flow=args.flow,
+            flow_opts=opts,
+            bound=args.bound,
+            workers=args.workers,
+            short_side=args.short_side,
+            size=args.size,
+            shard=args.shard,
+            list_file=args.list_file,
+            extensions=exts,
+            jpeg_quality=args.jpeg_quality,
+            retry_failed=args.retry_failed,
+            progress=not args.quiet,
+        )
     print(summary)
     return 1 if summary.failed else 0

@@ -88,9 +88,11 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     import torch
 
-    from stfn.predict import CLI_FLAGS, check_options
+    from stfn.commands import flag_names
+    from stfn.predict import PREDICT_FLAGS, check_options
 
-    check_options(args.device, args.amp, names=CLI_FLAGS)  # --backend auto is serve's own: checked by load_models
+    with flag_names(**PREDICT_FLAGS):  # --backend auto is serve's own: load_models checks it
+        check_options(args.device, args.amp)
     threads = args.threads or threads_per_worker(args.workers)
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)

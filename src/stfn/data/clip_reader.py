@@ -26,13 +26,14 @@ from stfn.data.prepare.record import PrepareSettings
 from stfn.data.sampling import ClipIndices, sample_clip
 from stfn.data.video.decode import count_packets, probe, read_frames, read_video, resize_shape
 from stfn.data.video.flow import FlowEstimator, create_estimator, quantize_flow
-from stfn.errors import StfnError
+from stfn.errors import ParameterError, StfnError
 
 __all__ = ["ClipReader"]
 
 
-def _runs(fields: list[int]) -> list[tuple[int, int]]:
-    """Sorted unique field indices -> maximal runs ``(first, last)`` of consecutive indices."""
+def _consecutive_runs(fields: list[int]) -> list[tuple[int, int]]:
+    """Sorted unique field indices -> the maximal runs ``(first, last)`` of consecutive indices (each
+    run's flow is estimated in one call, on frames ``first .. last + 1``)."""
     runs: list[tuple[int, int]] = []
     for k in fields:
         if runs and k == runs[-1][1] + 1:
@@ -57,7 +58,7 @@ class ClipReader:
     def __init__(self, prepare: PrepareSettings, streams: Sequence[str], frames: int, flow_length: int,
                  video_backend: str = "pyav", device: torch.device | str = "cpu") -> None:
         if frames < 1:
-            raise StfnError(f"--frames must be at least 1, got {frames}")
+            raise ParameterError("frames", f"must be at least 1, got {frames}")
         self.prepare, self.streams = prepare, list(streams)
         self.frames, self.flow_length = int(frames), int(flow_length)
         self.video_backend, self.device = video_backend, str(device)
@@ -137,7 +138,7 @@ class ClipReader:
             return torch.full((len(stacks), 2 * L, h, w), 128, dtype=torch.uint8)
         estimator = self.flow_estimator()
         fields: dict[int, np.ndarray] = {}
-        for first, last in _runs(sorted({k for s in stacks for k in s})):
+        for first, last in _consecutive_runs(sorted({k for s in stacks for k in s})):
             run = frames[[at[i] for i in range(first, last + 2)]]  # frames first .. last + 1
             flow = quantize_flow(estimator(run), self.prepare.bound)  # (last - first + 1, H, W, 2)
             for j in range(len(flow)):

@@ -42,10 +42,10 @@ __all__ = [
     "load_model",
     "load_state",
     "make_checkpoint",
-    "plain",
     "save_checkpoint",
     "seen_videos",
     "set_rng_state",
+    "to_plain_types",
 ]
 
 REQUIRED_KEYS = ("model", "config", "classes")
@@ -55,12 +55,14 @@ class CheckpointError(StfnError):
     """A checkpoint file is missing, unreadable, or does not fit the model it should load into."""
 
 
-def plain(obj: Any) -> Any:
-    """``obj`` with numpy scalars/arrays, paths and tuples turned into plain Python types."""
+def to_plain_types(obj: Any) -> Any:
+    """``obj`` (nested dicts, lists, tuples) rebuilt from plain Python types, as a checkpoint and JSON
+    hold them: keys as strings, tuples as lists, numpy arrays and scalars as lists and numbers, paths
+    as strings; anything else as it is."""
     if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
+        return {str(k): to_plain_types(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
+        return [to_plain_types(v) for v in obj]
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     if isinstance(obj, np.generic):
@@ -140,13 +142,13 @@ def make_checkpoint(
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         "rng": get_rng_state(),
-        "dataset": plain(dataset or {}),
+        "dataset": to_plain_types(dataset or {}),
         "train_videos": list(train_videos or []),
-        "metrics": plain(metrics),
-        "history": plain(history or []),
-        "prepare": plain(prepare or {}),
-        "inherited": plain(inherited or {"sources": [], "videos": []}),
-        "best": plain(best),
+        "metrics": to_plain_types(metrics),
+        "history": to_plain_types(history or []),
+        "prepare": to_plain_types(prepare or {}),
+        "inherited": to_plain_types(inherited or {"sources": [], "videos": []}),
+        "best": to_plain_types(best),
         "best_epoch": int(best_epoch),
         "stfn_version": __version__,
     }

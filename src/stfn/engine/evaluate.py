@@ -10,12 +10,9 @@ every rank returns the metrics of the whole test set.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +26,14 @@ from stfn.data.features import build_run_dataset
 from stfn.engine import distributed as dist_utils
 from stfn.engine.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, load_model
 from stfn.engine.data_identity import check_dataset, check_overlap, relocate
-from stfn.engine.metrics import compute_metrics, write_confusion_png, write_per_class_csv
-from stfn.errors import StfnError
-from stfn.fileio import atomic_write_json, atomic_write_text
+from stfn.engine.eval_result import EvalResult, write_eval_outputs
+from stfn.engine.metrics import compute_metrics
+from stfn.errors import ParameterError, StfnError
 from stfn.models.fusion import late_fusion
 from stfn.runtime import INPUT_KEYS, bare_model, compile_backbones, resolve_amp, score_clips, should_compile
 
 __all__ = [
+    "EvalResult",
     "evaluate",
     "evaluate_checkpoint",
     "evaluate_many",
@@ -67,9 +65,10 @@ def _score_batch(
     return scores, {s: v.view(B, V, -1).mean(dim=1) for s, v in streams.items()}
 
 
-def _fuse_again(model: nn.Module, streams: dict[str, torch.Tensor], weights: list[float] | None,
-            rule: str | None) -> torch.Tensor:
-    """Per-stream scores ``{stream: (B, K)}`` fused with ``weights`` / ``rule`` (default: the TSN head's)."""
+def _fuse_stream_scores(model: nn.Module, streams: dict[str, torch.Tensor], weights: list[float] | None,
+                        rule: str | None) -> torch.Tensor:
+    """Video scores ``(B, K)`` of per-stream scores ``{stream: (B, K)}`` fused anew with ``weights`` /
+    ``rule`` (each defaults to the TSN head's own)."""
     names, head = list(streams), getattr(model, "head", None)
     weights = list(weights) if weights is not None else [head.fusion_weights[s] for s in names]
     if len(names) != len(weights):
@@ -116,42 +115,58 @@ def evaluate(
     was_training = model.training
     model.eval()
     start = time.perf_counter()
+    fuse_anew = fusion_weights is not None or fusion_rule is not None
     rows: list[dict[str, Any]] = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(loader), desc="eval", unit="batch", leave=False, dynamic_ncols=True)
-    for batch in loader:
+    for batch in _with_progress_bar(loader, progress):
         scores, streams = _score_batch(model, batch, device, amp_dtype, chunk_frames)
-        if (fusion_weights is not None or fusion_rule is not None) and len(streams) > 1:
-            scores = _fuse_again(model, streams, fusion_weights, fusion_rule)
-        for i in range(scores.shape[0]):
-            row = {
-                "index": int(batch["index"][i]),
-                "video": batch["video"][i],
-                "label": int(batch["label"][i]),
-                "pred": int(scores[i].argmax()),
-                "scores": scores[i].tolist(),
-            }
-            if streams:
-                row["stream_scores"] = {s: v[i].tolist() for s, v in streams.items()}
-            rows.append(row)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        if fuse_anew and len(streams) > 1:
+            scores = _fuse_stream_scores(model, streams, fusion_weights, fusion_rule)
+        rows += _prediction_rows(batch, scores, streams)
     model.train(was_training)
-    merged: dict[int, dict[str, Any]] = {}
-    for part in dist_utils.gather_objects(rows):
-        for row in part:
-            merged.setdefault(row["index"], row)  # a duplicate (padded) index is scored once
-    predictions = [merged[i] for i in sorted(merged)]
+    predictions = _gather_predictions(rows)
     num_classes = len(predictions[0]["scores"]) if predictions else 0
     out = metrics_from_predictions(predictions, num_classes) if predictions else {"n": 0}
     out["predictions"] = predictions
     out["seconds"] = time.perf_counter() - start
     return out
+
+
+def _with_progress_bar(loader: DataLoader, progress: bool) -> Iterable[dict[str, Any]]:
+    """``loader``'s batches, counted by a progress bar on stderr when ``progress``."""
+    if not progress:
+        return loader
+    from tqdm import tqdm  # lazy: only an evaluation that shows progress needs it
+
+    return tqdm(loader, total=len(loader), desc="eval", unit="batch", leave=False, dynamic_ncols=True)
+
+
+def _prediction_rows(batch: dict[str, Any], scores: torch.Tensor,
+                     streams: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+    """One prediction row per video of ``batch`` (``index``, ``video``, ``label``, ``pred``, ``scores``
+    and, for TSN, ``stream_scores``) from its video scores ``(B, K)`` and per-stream scores."""
+    rows = []
+    for i in range(scores.shape[0]):
+        row = {
+            "index": int(batch["index"][i]),
+            "video": batch["video"][i],
+            "label": int(batch["label"][i]),
+            "pred": int(scores[i].argmax()),
+            "scores": scores[i].tolist(),
+        }
+        if streams:
+            row["stream_scores"] = {s: v[i].tolist() for s, v in streams.items()}
+        rows.append(row)
+    return rows
+
+
+def _gather_predictions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every rank's prediction rows (under ``torchrun``; else this process's), one per video, in
+    dataset order."""
+    merged: dict[int, dict[str, Any]] = {}
+    for part in dist_utils.gather_objects(rows):
+        for row in part:
+            merged.setdefault(row["index"], row)  # a duplicate (padded) index is scored once
+    return [merged[i] for i in sorted(merged)]
 
 
 def make_test_loader(test_set: Dataset, cfg: Config, distributed: bool, batch_size: int | None = None) -> DataLoader:
@@ -160,28 +175,6 @@ def make_test_loader(test_set: Dataset, cfg: Config, distributed: bool, batch_si
     per_video = max(1, cfg.data.test_crops * cfg.data.frames) if not cfg.data.features else cfg.data.frames
     bs = batch_size or max(1, (cfg.train.batch_size * cfg.data.frames) // per_video)
     return build_loader(test_set, bs, train=False, workers=cfg.data.num_workers, distributed=distributed)
-
-
-def write_eval_outputs(out_dir: str | os.PathLike, result: dict[str, Any], classes: list[str], title: str = "") -> None:
-    """``metrics.json``, ``per_class.csv``, ``confusion.png`` and ``predictions.csv`` in ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {k: v for k, v in result.items() if k != "predictions"}
-    atomic_write_json(out_dir / "metrics.json", summary)
-    write_per_class_csv(out_dir / "per_class.csv", result, classes)
-    write_confusion_png(out_dir / "confusion.png", result["confusion"], classes, title=title)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    streams = list(result["predictions"][0].get("stream_scores", {})) if result["predictions"] else []
-    w.writerow(["video", "label", "label_name", "pred", "pred_name", "correct", "score"]
-               + [f"pred_{s}" for s in streams] + ["scores"])
-    for p in result["predictions"]:
-        row = [p["video"], p["label"], classes[p["label"]], p["pred"], classes[p["pred"]],
-               int(p["pred"] == p["label"]), f"{p['scores'][p['pred']]:.5f}"]
-        row += [int(torch.tensor(p["stream_scores"][s]).argmax()) for s in streams]
-        row.append(json.dumps([round(x, 5) for x in p["scores"]]))
-        w.writerow(row)
-    atomic_write_text(out_dir / "predictions.csv", buf.getvalue())
 
 
 def evaluate_checkpoint(
@@ -200,12 +193,13 @@ def evaluate_checkpoint(
     data_root: str | os.PathLike | None = None,
     splits_dir: str | os.PathLike | None = None,
     features_dir: str | os.PathLike | None = None,
-    compile: bool | str | None = None,
-) -> dict[str, Any]:
+    torch_compile: bool | str | None = None,
+) -> EvalResult:
     """Load a checkpoint, score its test set (``split``/``views``/``frames`` override the
     checkpoint's data settings) and, when ``out_dir`` is given, write the files of
-    :func:`write_eval_outputs` there (rank 0). Returns :func:`evaluate`'s dict plus ``checkpoint``,
-    ``split``, ``views`` and ``frames``.
+    :func:`write_eval_outputs` there (rank 0). Returns an :class:`EvalResult` (the metrics, the
+    predictions and the settings tested with). ``torch_compile`` (``auto | true | false``; default the
+    checkpoint's ``train.compile``) compiles the backbones (:func:`~stfn.runtime.should_compile`).
 
     ``data_root`` / ``splits_dir`` (a checkpoint trained on frames) or ``features_dir`` (one trained on
     cached features) say where the data is now, when it has moved since training. Refuses data whose
@@ -215,14 +209,36 @@ def evaluate_checkpoint(
     info, dev = dist_utils.init_distributed(device)
     model, cfg, ckpt = load_model(path)
     relocate(cfg, path, data_root, splits_dir, features_dir)
+    _override_test_settings(cfg, split, views, frames)
+    test_set, classes = _checked_test_set(path, cfg, ckpt)
+    amp_dtype = _ready_for_inference(model, cfg, dev, len(test_set), torch_compile)
+    loader = make_test_loader(test_set, cfg, info.distributed, batch_size)
+    metrics = evaluate(model, loader, dev, amp_dtype=amp_dtype, chunk_frames=chunk_frames,
+                       fusion_weights=fusion_weights, fusion_rule=fusion_rule, progress=progress and info.is_main)
+    result = EvalResult.from_metrics(
+        metrics, checkpoint=str(path), split=cfg.data.split, views=cfg.data.test_crops, frames=cfg.data.frames,
+        classes=classes, arch=cfg.model.arch, model_streams=list(cfg.model.streams),
+        fusion_weights=list(cfg.model.fusion_weights), fusion_rule=fusion_rule or cfg.model.fusion_rule)
+    if out_dir is not None and info.is_main:
+        write_eval_outputs(out_dir, result.to_dict(), classes, title=f"{Path(path).name}, split {cfg.data.split}")
+    return result
+
+
+def _override_test_settings(cfg: Config, split: int | None, views: int | None, frames: int | None) -> None:
+    """:func:`evaluate_checkpoint`'s ``split`` / ``views`` / ``frames`` over the checkpoint's data settings."""
     if split is not None:
         cfg.data.split = split
     if views is not None:
         if views not in (1, 3, 10):
-            raise StfnError(f"--crops must be 1, 3 or 10, got {views}")
+            raise ParameterError("views", f"must be 1, 3 or 10, got {views}")
         cfg.data.test_crops = views
     if frames is not None:
         cfg.data.frames = frames
+
+
+def _checked_test_set(path: str | os.PathLike, cfg: Config, ckpt: dict[str, Any]) -> tuple[Dataset, list[str]]:
+    """The test set of ``cfg`` and the checkpoint's classes, refused when its lists are not those the
+    checkpoint trained with, its classes differ, or it holds videos the checkpoint has seen."""
     test_set = build_run_dataset(cfg, "test")
     check_dataset(ckpt, path, cfg, dict(getattr(test_set, "identity", {})))
     classes = list(ckpt["classes"])
@@ -232,25 +248,23 @@ def evaluate_checkpoint(
             f"has {len(test_set.classes)} different ones (is it the same dataset?)"
         )
     check_overlap(ckpt, list(test_set.videos), f"checkpoint '{path}'", cfg.data.split)
+    return test_set, classes
+
+
+def _ready_for_inference(model: nn.Module, cfg: Config, dev: torch.device, videos: int,
+                         torch_compile: bool | str | None) -> torch.dtype | None:
+    """Move ``model`` to ``dev`` (channels_last per ``train.channels_last``) and compile its backbones
+    when ``torch_compile`` (default ``train.compile``) says so for ``videos`` test videos; returns the
+    autocast dtype of ``train.amp`` there."""
     model.to(dev)
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
     amp_dtype, _ = resolve_amp(cfg.train.amp, dev, cfg.train.channels_last)
-    loader = make_test_loader(test_set, cfg, info.distributed, batch_size)
-    frames = len(test_set) * max(1, cfg.data.test_crops) * cfg.data.frames  # through each backbone
-    setting, what = (cfg.train.compile, "config key 'train.compile'") if compile is None else (compile, "--compile")
+    frames = videos * max(1, cfg.data.test_crops) * cfg.data.frames  # through each backbone
+    setting, what = (cfg.train.compile, "config key 'train.compile'") if torch_compile is None else (torch_compile, "torch_compile")
     if should_compile(setting, model, dev, frames, cfg.data.crop_size, "infer", what):
         compile_backbones(model)
-    result = evaluate(
-        model, loader, dev, amp_dtype=amp_dtype, chunk_frames=chunk_frames,
-        fusion_weights=fusion_weights, fusion_rule=fusion_rule, progress=progress and info.is_main,
-    )
-    result.update(checkpoint=str(path), split=cfg.data.split, views=cfg.data.test_crops, frames=cfg.data.frames,
-                  classes=classes, arch=cfg.model.arch, model_streams=list(cfg.model.streams),
-                  fusion_weights=list(cfg.model.fusion_weights), fusion_rule=fusion_rule or cfg.model.fusion_rule)
-    if out_dir is not None and info.is_main:
-        write_eval_outputs(out_dir, result, classes, title=f"{Path(path).name}, split {cfg.data.split}")
-    return result
+    return amp_dtype
 
 
 SUMMARY_KEYS = ("top1", "top5", "mean_class_acc", "n")
@@ -324,8 +338,8 @@ def evaluate_many(
     "splits": {N: final metrics}, "mean"}`` (summaries, without per-video rows).
     """
     if splits and len(splits) != len(paths):
-        raise StfnError(f"--splits lists {len(splits)} splits for {len(paths)} checkpoints: give one checkpoint "
-                        "per split, in the same order")
+        raise ParameterError("splits", f"lists {len(splits)} splits for {len(paths)} checkpoints: give one "
+                             "checkpoint per split, in the same order")
     results = []
     for i, path in enumerate(paths):
         split = splits[i] if splits else checkpoint_config(load_checkpoint(path), path).data.split
@@ -335,8 +349,7 @@ def evaluate_many(
             sub = Path(out_dir) if len(paths) == 1 else Path(out_dir) / f"{Path(path).parent.name}_{Path(path).stem}_split{split}"
         r = evaluate_checkpoint(path, split=split, views=views, frames=frames, out_dir=sub,
                                 fusion_weights=fusion_weights, **kwargs)
-        r["out_dir"] = str(sub)
-        results.append(r)
+        results.append({**r.to_dict(), "out_dir": str(sub)})
     groups: dict[int, list[dict[str, Any]]] = {}
     for r in results:
         groups.setdefault(r["split"], []).append(r)

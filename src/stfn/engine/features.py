@@ -26,7 +26,7 @@ from stfn.config import Config, config_to_dict
 from stfn.data.datasets import build_dataset
 from stfn.data.features import META, load_features_meta
 from stfn.data.transforms import build_transform
-from stfn.engine.checkpoint import load_model, plain, seen_videos
+from stfn.engine.checkpoint import load_model, seen_videos, to_plain_types
 from stfn.engine.data_identity import check_dataset, check_overlap
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json
@@ -106,13 +106,13 @@ def extract_features(
     data_root: str | os.PathLike | None = None,
     splits_dir: str | os.PathLike | None = None,
     split: int | None = None,
-    compile: bool | str | None = None,
+    torch_compile: bool | str | None = None,
 ) -> Path:
     """Write per-video ``(T, C)`` backbone features per stream of ``subsets`` to ``out_dir``.
 
     ``source`` is a checkpoint (its backbones and data settings) or a :class:`Config` (a fresh model:
     random or ImageNet backbones, per ``model.pretrained``). ``frames`` overrides ``data.frames``.
-    ``compile`` (``auto | true | false``; default ``train.compile``) compiles the backbones, with
+    ``torch_compile`` (``auto | true | false``; default ``train.compile``) compiles the backbones, with
     ``auto`` for a subset long enough to repay it (:func:`~stfn.runtime.should_compile`).
     ``data_root`` / ``splits_dir`` / ``split`` point a checkpoint at its data where it is now (or at
     another split); its dataset identity is checked as ``stfn eval`` checks it, and test videos the
@@ -121,54 +121,79 @@ def extract_features(
     head trained on the features inherits them (its leak check). Returns ``out_dir``.
     """
     model, cfg, ckpt = _load_source(source, data_root, splits_dir, split)
-    source_ckpt = "" if ckpt is None else str(Path(source).resolve())
-    source_videos = None if ckpt is None else sorted(set().union(*seen_videos(ckpt)))
-    if cfg.data.features:
-        raise StfnError(f"cannot extract features with a model trained on cached features ('{cfg.data.features}')")
+    _check_request(cfg, subsets)
     if frames is not None:
         cfg.data.frames = frames
-    for subset in subsets:
-        if subset not in SUBSETS:
-            raise StfnError(f"unknown subset '{subset}' (choose from {', '.join(SUBSETS)})")
-    dev = resolve_device(device)
-    amp_dtype, _ = resolve_amp(cfg.train.amp, dev, cfg.train.channels_last)
-    model.to(dev).eval()
-    if cfg.train.channels_last:
-        model.to(memory_format=torch.channels_last)
+    dev, amp_dtype = _place_model(model, cfg, device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"source": str(source) if not isinstance(source, Config) else "config",
-                "source_checkpoint": source_ckpt, "streams": list(cfg.model.streams), "frames": cfg.data.frames,
-                "feature_dim": int(model.feature_dim), "model": config_to_dict(cfg)["model"],
-                "data": config_to_dict(cfg)["data"], "source_videos": source_videos}
-    meta = _resume_meta(out, settings)
+    meta = _resume_meta(out, _source_settings(source, cfg, ckpt, model))
+    setting, what = (cfg.train.compile, "config key 'train.compile'") if torch_compile is None else (torch_compile, "torch_compile")
     compiled = False
-    setting, what = (cfg.train.compile, "config key 'train.compile'") if compile is None else (compile, "--compile")
     for subset in subsets:
         paths = {s: out / f"{subset}_{s}.npy" for s in cfg.model.streams}
         if subset in meta["subsets"] and all(p.is_file() for p in paths.values()):
             continue
-        dataset = _extraction_dataset(cfg, subset)
-        if ckpt is not None:
-            check_dataset(ckpt, source, cfg, dict(getattr(dataset, "identity", {})))
-            if subset == "test":
-                check_overlap(ckpt, list(dataset.videos), f"checkpoint '{source}'", cfg.data.split)
+        dataset = _checked_dataset(cfg, subset, source, ckpt)
         if not compiled and should_compile(setting, model, dev, len(dataset) * cfg.data.frames, cfg.data.crop_size,
                                            "infer", what):
             compiled = bool(compile_backbones(model))
-        bs = batch_size or max(1, cfg.train.batch_size)
         # A compiled backbone on the CPU sees one video (T frames) at a time: a fixed shape (no
         # recompiles), and CPU throughput falls with the batch (compiled bf16 resnet50, 2-core Zen 4:
         # 39.8 images/s at 16 frames per call, 35.4 at 400 = 16 videos x 25 frames).
         per_forward = 1 if compiled and dev.type == "cpu" else 0
-        labels = _extract_subset(model, dataset, list(cfg.model.streams), paths, dev, amp_dtype, bs,
-                                 cfg.data.num_workers, progress, per_forward)
+        labels = _extract_subset(model, dataset, list(cfg.model.streams), paths, dev, amp_dtype,
+                                 batch_size or max(1, cfg.train.batch_size), cfg.data.num_workers, progress,
+                                 per_forward)
         meta["classes"] = list(dataset.classes)
-        meta["subsets"][subset] = {"videos": list(dataset.videos),
-                                   "labels": labels,
-                                   "identity": plain(getattr(dataset, "identity", {}))}
+        meta["subsets"][subset] = {"videos": list(dataset.videos), "labels": labels,
+                                   "identity": to_plain_types(getattr(dataset, "identity", {}))}
         atomic_write_json(out / META, meta)
     return out
+
+
+def _check_request(cfg: Config, subsets: tuple[str, ...] | list[str]) -> None:
+    """Refuse a source that holds no backbones (a head trained on cached features) and unknown subsets."""
+    if cfg.data.features:
+        raise StfnError(f"cannot extract features with a model trained on cached features ('{cfg.data.features}')")
+    for subset in subsets:
+        if subset not in SUBSETS:
+            raise StfnError(f"unknown subset '{subset}' (choose from {', '.join(SUBSETS)})")
+
+
+def _place_model(model: torch.nn.Module, cfg: Config, device: str) -> tuple[torch.device, torch.dtype | None]:
+    """Move ``model`` to ``device`` in eval mode (channels_last per ``train.channels_last``); returns the
+    device and the autocast dtype of ``train.amp`` there."""
+    dev = resolve_device(device, what="device")
+    amp_dtype, _ = resolve_amp(cfg.train.amp, dev, cfg.train.channels_last)
+    model.to(dev).eval()
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return dev, amp_dtype
+
+
+def _source_settings(source: str | os.PathLike | Config, cfg: Config, ckpt: dict[str, Any] | None,
+                     model: torch.nn.Module) -> dict[str, Any]:
+    """What the features depend on, as ``features.json`` records it: the source (and the videos its
+    checkpoint has seen), the streams, frames, feature size and the model and data settings."""
+    return {"source": str(source) if not isinstance(source, Config) else "config",
+            "source_checkpoint": "" if ckpt is None else str(Path(source).resolve()),
+            "streams": list(cfg.model.streams), "frames": cfg.data.frames,
+            "feature_dim": int(model.feature_dim), "model": config_to_dict(cfg)["model"],
+            "data": config_to_dict(cfg)["data"],
+            "source_videos": None if ckpt is None else sorted(set().union(*seen_videos(ckpt)))}
+
+
+def _checked_dataset(cfg: Config, subset: str, source: str | os.PathLike | Config,
+                     ckpt: dict[str, Any] | None) -> Dataset:
+    """``subset``'s extraction dataset; for a checkpoint, refused when its lists are not those the
+    checkpoint trained with, or (the test subset) when it holds videos the checkpoint has seen."""
+    dataset = _extraction_dataset(cfg, subset)
+    if ckpt is not None:
+        check_dataset(ckpt, source, cfg, dict(getattr(dataset, "identity", {})))
+        if subset == "test":
+            check_overlap(ckpt, list(dataset.videos), f"checkpoint '{source}'", cfg.data.split)
+    return dataset
 
 
 def _load_source(

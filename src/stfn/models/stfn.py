@@ -14,6 +14,7 @@ flattened into the batch dimension ``(B*V, T, ...)``.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -31,7 +32,7 @@ from stfn.models.tle import TLEHead, check_tle_config
 from stfn.models.ts_lstm import POOLINGS as TS_LSTM_POOLINGS
 from stfn.models.ts_lstm import TSLSTMHead
 
-__all__ = ["ARCHS", "TSN", "TwoStreamNet", "build_model", "check_model_config"]
+__all__ = ["ARCHS", "TSN", "TwoStreamNet", "build_model", "check_fusion_weights", "check_model_config"]
 
 
 class TwoStreamNet(VideoNetwork):
@@ -207,6 +208,17 @@ def _check_ts_lstm(c: TSLSTMConfig) -> None:
         raise ConfigError(f"config key 'model.ts_lstm.init_uniform' must be >= 0, got {c.init_uniform}")
 
 
+def check_fusion_weights(weights: Sequence[float], streams: Sequence[str] = STREAMS,
+                         what: str = "config key 'model.fusion_weights'") -> None:
+    """Late-fusion weights (TSN, TLE, ``stfn eval --fusion-weights``): two, rgb then flow, each >= 0,
+    with a positive sum over ``streams`` (a model's; default both). ``what`` names the setting in the
+    error."""
+    w = list(weights)
+    if len(w) != 2 or any(x < 0 for x in w) or sum(w[STREAMS.index(s)] for s in set(streams)) <= 0:
+        raise ConfigError(f"{what} must be two weights >= 0 (rgb, flow) with a positive sum, got "
+                          f"{' '.join(f'{x:g}' for x in w)}")
+
+
 def check_model_config(cfg: ModelConfig) -> list[str]:
     """Validate ``cfg``; return its streams in canonical order (rgb, flow). Errors name the key."""
     if cfg.arch not in ARCHS:
@@ -221,11 +233,7 @@ def check_model_config(cfg: ModelConfig) -> list[str]:
         raise ConfigError("config key 'model.backbone' is empty")
     if not 0.0 <= cfg.tsn_dropout < 1.0:
         raise ConfigError(f"config key 'model.tsn_dropout' must be in [0, 1), got {cfg.tsn_dropout}")
-    w = cfg.fusion_weights
-    if len(w) != 2 or any(x < 0 for x in w) or sum(w[STREAMS.index(s)] for s in set(cfg.streams)) <= 0:
-        raise ConfigError(
-            f"config key 'model.fusion_weights' must be two weights >= 0 (rgb, flow) with a positive sum, got {w}"
-        )
+    check_fusion_weights(cfg.fusion_weights, cfg.streams)
     if cfg.fusion_rule not in FUSION_RULES:
         raise ConfigError(f"config key 'model.fusion_rule' must be one of {', '.join(FUSION_RULES)}, "
                           f"got {cfg.fusion_rule!r}")

@@ -40,11 +40,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from stfn.config import Config, ConfigError, apply_overrides, config_from_dict, config_to_dict, load_config
+from stfn.config import Config, apply_overrides, config_from_dict, config_to_dict, load_config
 from stfn.engine.checkpoint import checkpoint_config, load_checkpoint
 from stfn.engine.features import extract_features, load_features_meta
 from stfn.engine.train import train
-from stfn.errors import StfnError
+from stfn.errors import ParameterError, StfnError
 from stfn.fileio import atomic_write_json, atomic_write_text
 from stfn.models import check_model_config
 from stfn.study.analysis import class_groups, group_accuracy, load_classes_meta, temporal_pairs
@@ -191,7 +191,7 @@ def run_ablation(
     Returns the table as a dict (``rows`` with per-metric ``summarize`` results).
     """
     if seeds < 1 or jobs < 1:
-        raise ConfigError(f"--seeds and --jobs must be >= 1, got {seeds} and {jobs}")
+        raise ParameterError(("seeds", "jobs"), f"must be >= 1, got {seeds} and {jobs}")
     base = _base_config(config, overrides, features)
     out = Path(out_dir)
     combos, cfgs = _combo_configs(base, axes, one_at_a_time)

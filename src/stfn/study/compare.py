@@ -32,7 +32,7 @@ from stfn.config import Config, config_from_dict
 from stfn.data.prepare.manifest import VIDEO_EXTENSIONS, load_manifest
 from stfn.data.prepare.run import prepare_dataset
 from stfn.data.splits import Split, check_prepared, load_split
-from stfn.errors import StfnError
+from stfn.errors import ParameterError, StfnError
 from stfn.fileio import atomic_write_json
 from stfn.machine import loadavg, machine_info
 from stfn.models.backbone import BUILTIN_BACKBONES, build_rgb_network
@@ -117,7 +117,7 @@ def _preset(preset: str, backbone: str | None, seeds: int | None) -> ComparePres
     p = COMPARE_PRESETS[preset]
     if seeds is not None:
         if seeds < 1:
-            raise StfnError(f"--seeds must be at least 1, got {seeds}")
+            raise ParameterError("seeds", f"must be at least 1, got {seeds}")
         p = dataclasses.replace(p, head_seeds=seeds)
     if backbone:
         p = dataclasses.replace(p, backbone=backbone, pretrained=backbone not in BUILTIN_BACKBONES)
@@ -129,9 +129,29 @@ def _heads(models: list[str] | None) -> dict[str, tuple[str, str]]:
         return dict(HEADS)
     unknown = [m for m in models if m not in HEAD_CHOICES]
     if unknown:
-        raise StfnError(f"unknown --models '{unknown[0]}' (choose from {', '.join(HEAD_CHOICES)}; the TSN "
-                        "streams and their fusion always run)")
+        raise ParameterError("models", f"names an unknown head '{unknown[0]}' (choose from "
+                             f"{', '.join(HEAD_CHOICES)}; the TSN streams and their fusion always run)")
     return {HEAD_CHOICES[m]: HEADS[HEAD_CHOICES[m]] for m in HEAD_CHOICES if m in models}
+
+
+def _warn_shared_groups(split: Split, log: Any) -> list[dict[str, str]]:
+    """The groups (UCF101's ``_gNN_``) with videos on both sides of ``split``, logged as a warning
+    when there are any: such a test set is not leave-groups-out."""
+    shared = split.shared_groups()
+    if shared:
+        log(f"stfn compare: warning: {len(shared)} group(s) (_gNN_) have videos on both sides of split "
+            f"{split.split} (e.g. {shared[0]['group']}: train '{shared[0]['train']}', test '{shared[0]['test']}'): "
+            "the test set is not leave-groups-out")
+    return shared
+
+
+def _command_line(source: Path, splits: Path, out: Path, split: int, dataset: str, preset: str,
+                  backbone: str | None, seeds: int | None, models: list[str] | None) -> str:
+    """The ``stfn compare`` command line of a :func:`run_compare` call (``results.json``'s ``command``)."""
+    return (f"stfn compare {source} --splits {splits} --split {split} --dataset {dataset} --out {out} "
+            f"--preset {preset}" + (f" --backbone {backbone}" if backbone else "")
+            + (f" --seeds {seeds}" if seeds is not None else "")
+            + (f" --models {' '.join(models)}" if models else ""))
 
 
 def run_compare(source: str | Path, splits: str | Path, out_dir: str | Path = "runs/compare", *, split: int = 1,
@@ -159,11 +179,7 @@ def run_compare(source: str | Path, splits: str | Path, out_dir: str | Path = "r
         steps.start("prepare", f"stfn prepare: decoding, short side {p.size}, DIS optical flow into {prepared}")
         prepare_dataset(source, prepared, flow="dis", short_side=p.size, progress=progress)
     _check_split(the_split, prepared, source, preset, p)
-    shared = the_split.shared_groups()
-    if shared:
-        log(f"stfn compare: warning: {len(shared)} group(s) (_gNN_) have videos on both sides of split {split} "
-            f"(e.g. {shared[0]['group']}: train '{shared[0]['train']}', test '{shared[0]['test']}'): the test set "
-            "is not leave-groups-out")
+    shared = _warn_shared_groups(the_split, log)
 
     base = compare_config(p, dataset, prepared, splits, split, seed)
     done = run_protocol(base, p, out, steps, seed, progress, heads=heads)
@@ -176,10 +192,7 @@ def run_compare(source: str | Path, splits: str | Path, out_dir: str | Path = "r
     manifest = load_manifest(prepared)
     summary = {
         "stfn_compare": 1,
-        "command": (f"stfn compare {source} --splits {splits} --split {split} --dataset {dataset} --out {out} "
-                    f"--preset {preset}" + (f" --backbone {backbone}" if backbone else "")
-                    + (f" --seeds {seeds}" if seeds is not None else "")
-                    + (f" --models {' '.join(models)}" if models else "")),
+        "command": _command_line(source, splits, out, split, dataset, preset, backbone, seeds, models),
         "input": str(source), "prepared": str(prepared), "splits": str(splits), "split": split, "dataset": dataset,
         "identity": the_split.identity, "preset": preset,
         "settings": {**dataclasses.asdict(p), "hflip": base.data.hflip, "backbone_amp": backbone_amp(base)},

@@ -41,7 +41,7 @@ from stfn.data.prepare.pool import run_pool
 from stfn.data.prepare.state import STATE_DIR, plan, save_settings, shard_lock
 from stfn.data.video import decode as videolib
 from stfn.data.video import flow as flowlib
-from stfn.errors import StfnError
+from stfn.errors import ParameterError, StfnError
 from stfn.fileio import atomic_write_json, check_writable
 
 __all__ = ["OutputWriteError", "PrepareSummary", "parse_shard", "prepare_dataset"]
@@ -148,16 +148,27 @@ def prepare_dataset(
     """
     flow_opts = dict(flow_opts or {})
     if workers is not None and workers < 0:
-        raise StfnError(f"--workers must be 0 (prepare in this process) or more, got {workers}")
+        raise ParameterError("workers", f"must be 0 (prepare in this process) or more, got {workers}")
     settings = _settings(flow, flow_opts, bound, short_side, size, jpeg_quality)
     runtime = {**settings, "flow_opts": flow_opts, **_check_flow(flow, flow_opts)}
     i, n = parse_shard(shard)
-    suffix = _suffix((i, n))
     out = Path(out_dir)
     check_writable(out, "output folder", folder=True)
     root, videos = find_videos(video_root, extensions, list_file, exclude=out)
-    mine = videos[i::n]
     out.mkdir(parents=True, exist_ok=True)
+    return _prepare_shard(videos[i::n], root, out, (i, n), settings, runtime, workers=workers,
+                          retry_failed=retry_failed, progress=progress)
+
+
+def _prepare_shard(
+    mine: list[tuple[str, str]], root: Path, out: Path, shard: tuple[int, int], settings: dict[str, Any],
+    runtime: dict[str, Any], *, workers: int | None, retry_failed: bool, progress: bool,
+) -> PrepareSummary:
+    """Prepare the videos ``mine`` of ``shard`` into ``out`` under the shard's lock: the videos not
+    journalled yet (or failed, with ``retry_failed``) in the pool, then the manifest and the list
+    files (module docstring); returns what the call did."""
+    i, n = shard
+    suffix = _suffix(shard)
     state = out / STATE_DIR
     state.mkdir(exist_ok=True)
     t0 = time.monotonic()
@@ -174,19 +185,10 @@ def prepare_dataset(
         shutil.rmtree(tmp_root, ignore_errors=True)
         unlisted = write_lists(out)
     failures = [(k, records[k]["error"]) for k, _ in mine if records[k]["status"] != "ok"]
-    return PrepareSummary(
-        out_dir=str(out),
-        manifest=str(manifest_path),
-        total=len(mine),
-        done_before=len(mine) - len(tasks),
-        processed=len(tasks),
-        ok=len(mine) - len(failures),
-        failed=len(failures),
-        frames=frames,
-        seconds=time.monotonic() - t0,
-        failures=failures,
-        unlisted=unlisted,
-    )
+    return PrepareSummary(out_dir=str(out), manifest=str(manifest_path), total=len(mine),
+                          done_before=len(mine) - len(tasks), processed=len(tasks), ok=len(mine) - len(failures),
+                          failed=len(failures), frames=frames, seconds=time.monotonic() - t0, failures=failures,
+                          unlisted=unlisted)
 
 
 def _settings(flow: str, flow_opts: dict[str, Any], bound: float, short_side, size, quality: int) -> dict[str, Any]:
@@ -196,7 +198,7 @@ def _settings(flow: str, flow_opts: dict[str, Any], bound: float, short_side, si
     if short_side is not None and size is not None:
         raise StfnError("give either a short side or a size (WxH) to resize to, not both")
     if not 1 <= int(quality) <= 100:
-        raise StfnError(f"--jpeg-quality must be from 1 to 100, got {quality}")
+        raise ParameterError("jpeg_quality", f"must be from 1 to 100, got {quality}")
     resize = {"short_side": int(short_side)} if short_side else {"size": [int(size[0]), int(size[1])]} if size else {}
     return {"flow": flowlib.flow_settings(flow, flow_opts, bound), "resize": resize, "jpeg_quality": int(quality)}
 
@@ -225,7 +227,8 @@ def _run(
     with open(journal_path, "a") as journal:
         t0 = last_save = time.monotonic()
 
-        def done(task: dict[str, Any], rec: dict[str, Any]) -> None:
+        def record_finished_video(task: dict[str, Any], rec: dict[str, Any]) -> None:
+            """A video's result from the pool: journalled, counted, shown; the manifest saved once a minute."""
             nonlocal frames, failed, last_save
             if rec.pop("cause", None) == "write":  # not journalled: the next run redoes this video
                 out = journal_path.parent.parent
@@ -248,7 +251,7 @@ def _run(
             bar.set_postfix_str(f"{rate:.0f} frames/s, {failed} failed", refresh=False)
 
         try:
-            run_pool(_prepare_video, tasks, done, _crashed, workers=workers, setup=_setup, setup_arg=runtime,
+            run_pool(_prepare_video, tasks, record_finished_video, _crashed, workers=workers, setup=_setup, setup_arg=runtime,
                      workers_lock=workers_lock)
         except BaseException:
             bar.close()
