@@ -7,6 +7,7 @@ The public Python API (README, "Python API"), loaded on first use so that ``impo
     stfn.Predictor                                                        one video in, top-k classes out
     stfn.prepare_dataset(video_root, out_dir, ...)                        videos -> frames + optical flow
     stfn.train(config, out_dir) / stfn.evaluate_checkpoint(path, ...)    a configured run, on prepared data
+                                                                          (TrainResult, EvalResult)
     stfn.train_one_epoch(...) / stfn.evaluate(model, loader, device)     your own loop, your own Dataset
     stfn.Config / stfn.load_config(path, overrides)                       the run configuration
 """
@@ -34,6 +35,7 @@ _API = {
     "EpochStats": "stfn.engine.epoch",
     "evaluate": "stfn.engine.evaluate",
     "evaluate_checkpoint": "stfn.engine.evaluate",
+    "EvalResult": "stfn.engine.eval_result",
     "Config": "stfn.config",
     "load_config": "stfn.config",
     "StfnError": "stfn.errors",
@@ -42,6 +44,7 @@ _API = {
 __all__ = [
     "Config",
     "EpochStats",
+    "EvalResult",
     "LoadedModel",
     "Predictor",
     "StfnError",
@@ -65,6 +68,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from stfn.config import Config, load_config
     from stfn.data.prepare.run import prepare_dataset
     from stfn.engine.epoch import EpochStats, train_one_epoch
+    from stfn.engine.eval_result import EvalResult
     from stfn.engine.evaluate import evaluate, evaluate_checkpoint
     from stfn.engine.run_folder import TrainResult
     from stfn.engine.train import train

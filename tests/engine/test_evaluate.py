@@ -14,7 +14,8 @@ from torch import nn
 from stfn.cli import main
 from stfn.data.datasets import build_loader
 from stfn.engine.checkpoint import CheckpointError
-from stfn.engine.evaluate import EvalResult, evaluate, evaluate_checkpoint, evaluate_many, fuse_predictions
+from stfn.engine.eval_result import EvalResult
+from stfn.engine.evaluate import evaluate, evaluate_checkpoint, evaluate_many, fuse_predictions
 from stfn.engine.metrics import compute_metrics
 from stfn.engine.train import train
 from stfn.errors import StfnError

@@ -10,7 +10,7 @@ import argparse
 import contextlib
 from collections.abc import Iterator
 
-from stfn.errors import ParameterError
+from stfn.errors import ParameterError, StfnError
 
 
 def add_threads_and_progress(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,9 @@ def add_threads_and_progress(parser: argparse.ArgumentParser) -> None:
 
 
 def set_threads(args: argparse.Namespace) -> None:
-    """``--threads N`` > 0: torch's CPU threads; 0 leaves torch's choice."""
+    """``--threads N`` > 0: torch's CPU threads; 0 leaves torch's choice; below 0 is refused."""
+    if args.threads < 0:
+        raise StfnError(f"--threads must be 0 (torch's choice) or more, got {args.threads}")
     if args.threads > 0:
         import torch  # heavy: only when a command runs (see stfn.cli)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from stfn.commands import flag_names
+from stfn.commands import flag_names, set_threads
 from stfn.errors import StfnError
 
 HELP = ("Run a grid of design choices (every combination, or one axis at a time) over several seeds and "
@@ -34,15 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch  # heavy imports inside run (see stfn.cli)
-
-    from stfn.study.ablate import ablation_markdown, run_ablation
+    from stfn.study.ablate import ablation_markdown, run_ablation  # heavy: inside run (see stfn.cli)
     from stfn.study.grid import parse_grid
 
     if not args.grid:
         raise StfnError("give at least one --grid key=value1,value2")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     axes = parse_grid(args.grid)
     with flag_names(seeds="--seeds", jobs="--jobs"):
         table = run_ablation(args.config, axes, args.out, seeds=args.seeds, features=args.features,

@@ -33,7 +33,6 @@ from stfn.models.fusion import late_fusion
 from stfn.runtime import INPUT_KEYS, bare_model, compile_backbones, resolve_amp, score_clips, should_compile
 
 __all__ = [
-    "EvalResult",
     "evaluate",
     "evaluate_checkpoint",
     "evaluate_many",
@@ -41,7 +40,6 @@ __all__ = [
     "fuse_results",
     "make_test_loader",
     "metrics_from_predictions",
-    "write_eval_outputs",
 ]
 
 _NDIM_NO_VIEWS = {"rgb": 5, "flow": 5, "rgb_feat": 3, "flow_feat": 3}  # batched, without a views axis
