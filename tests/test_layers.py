@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module imports only from its own layer or below)::
 
-    0  errors, fileio, config, runtime, machine
+    0  version, errors, fileio, config, runtime, machine
     1  data, models
     2  engine
     3  predict, export, api, study
@@ -28,7 +28,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "stfn"
 LAYERS = {
-    "errors": 0, "fileio": 0, "config": 0, "runtime": 0, "machine": 0,
+    "version": 0, "errors": 0, "fileio": 0, "config": 0, "runtime": 0, "machine": 0,
     "data": 1, "models": 1,
     "engine": 2,
     "predict": 3, "export": 3, "api": 3, "study": 3,

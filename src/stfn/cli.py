@@ -11,8 +11,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from stfn import __version__
 from stfn.errors import StfnError
+from stfn.version import __version__
 
 # subcommand -> module; a reader finds the code behind any subcommand with one search.
 COMMANDS: dict[str, str] = {

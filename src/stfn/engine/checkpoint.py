@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from stfn import __version__
 from stfn.config import Config, ConfigError, config_from_dict, config_to_dict
 from stfn.data.features import load_features_meta
 from stfn.errors import StfnError
 from stfn.fileio import atomic_torch_save
 from stfn.models import build_model
+from stfn.version import __version__
 
 __all__ = [
     "CheckpointError",
