@@ -5,17 +5,23 @@ The suite is hermetic: every test runs in its own empty working directory (``tmp
 ``runs/`` left by ``make demo`` or a relative path in a test cannot reach the clone, and the tests
 that read the real files in ``../shared`` carry the ``shared`` marker and skip, naming the missing
 path, when they are absent (``STFN_SHARED=/nonexistent make test`` runs the suite as a new user's
-clone does).
+clone does). The Hugging Face Hub is offline (``HF_HUB_OFFLINE=1``, its cache in a temporary folder):
+no test reaches the network or a user's cache.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 from suite_helpers import missing_shared
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: it reads these once
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="stfn-tests-hf-")
 
 #: Fixtures that hand a test the real files of ../shared: a test using one is marked ``shared``.
 SHARED_FIXTURES = {"video_shared": ("videos/test.avi",)}

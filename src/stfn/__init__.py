@@ -4,6 +4,7 @@ The public Python API (README, "Python API"), loaded on first use so that ``impo
 
     stfn.list_models() / stfn.create_model(arch, num_classes=..., ...)   build a network by name
     stfn.save_model(model, path, classes=...) / stfn.load_model(path)    checkpoints (weights_only)
+    stfn.save_pretrained(checkpoint, folder)                             a Hub folder (load_model reads it, or ORG/NAME)
     stfn.Predictor                                                        one video in, top-k classes out
     stfn.prepare_dataset(video_root, out_dir, ...)                        videos -> frames + optical flow
     stfn.train(config, out_dir) / stfn.evaluate_checkpoint(path, ...)    a configured run, on prepared data
@@ -25,6 +26,7 @@ _API = {
     "list_models": "stfn.api",
     "load_model": "stfn.api",
     "save_model": "stfn.api",
+    "save_pretrained": "stfn.sharing",
     "LoadedModel": "stfn.api",
     "VideoNetwork": "stfn.models.network",
     "Predictor": "stfn.predict",
@@ -59,6 +61,7 @@ __all__ = [
     "load_model",
     "prepare_dataset",
     "save_model",
+    "save_pretrained",
     "train",
     "train_one_epoch",
 ]  # the _API names and the version (tests/test_api.py checks they agree)
@@ -75,6 +78,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from stfn.errors import StfnError
     from stfn.models.network import VideoNetwork
     from stfn.predict import Predictor
+    from stfn.sharing import save_pretrained
 
 
 def __getattr__(name: str) -> Any:

@@ -380,8 +380,10 @@ def _thumbnail(image: np.ndarray, height: int) -> np.ndarray:
 
 
 def model_card(cfg: Config, checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint is, for people: architecture, inputs, classes, the data it was trained on and
-    the accuracy recorded at training time (the last validation metrics; ``None`` when not recorded)."""
+    """What a checkpoint is, for people: architecture, inputs, classes, the data it was trained on, the
+    accuracy recorded at training time (the last validation metrics; ``None`` when not recorded), where
+    it came from (``source``: ``{"format": "stfn"}``, a Hub folder or repo, an MMAction2 conversion) and
+    the command that trained it."""
     metrics = checkpoint.get("metrics") or {}
     dataset = checkpoint.get("dataset") or {}
     return {
@@ -401,4 +403,6 @@ def model_card(cfg: Config, checkpoint: dict[str, Any]) -> dict[str, Any]:
         or None,
         "config_name": cfg.name,
         "stfn_version": checkpoint.get("stfn_version"),
+        "source": dict(checkpoint.get("source") or {"format": "stfn"}),  # hub folder / repo, mmaction2, ...
+        "command": checkpoint.get("command") or None,  # what trained it, when recorded
     }

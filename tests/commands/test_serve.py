@@ -14,8 +14,11 @@ def test_a_user_mistake_is_one_sentence(tmp_path, capsys) -> None:
     one_sentence(capsys, "serve", [missing], f"checkpoint '{missing}' does not exist")
 
 
-def test_a_folder_given_as_checkpoint_is_one_sentence(tmp_path, tiny_checkpoint, capsys) -> None:
-    one_sentence(capsys, "serve", [str(tiny_checkpoint), str(tmp_path)], f"checkpoint '{tmp_path}' is not a file")
+def test_a_missing_second_checkpoint_is_one_sentence(tmp_path, tiny_checkpoint, capsys) -> None:
+    """Every CHECKPOINT is checked before anything starts (a folder is a Hub model folder, an ORG/NAME a
+    Hub repo id: both are read when the models load, tests/engine/test_hub.py)."""
+    missing = str(tmp_path / "runs" / "best.pt")
+    one_sentence(capsys, "serve", [str(tiny_checkpoint), missing], f"checkpoint '{missing}' does not exist")
 
 
 def test_help_lists_the_documented_flags(capsys) -> None:

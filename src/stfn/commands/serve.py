@@ -72,10 +72,11 @@ def run(args: argparse.Namespace) -> int:
         raise StfnError(f"--threads must be 0 (default) or more, got {args.threads}")
     if args.max_upload_mb <= 0:
         raise StfnError(f"--max-upload-mb must be positive, got {args.max_upload_mb:g}")
+    from stfn.engine.hub import is_repo_id  # torch-free
+
     for path in args.checkpoints:  # before the imports: a typo is one sentence even without the extra
-        if not Path(path).is_file():
-            raise StfnError(f"checkpoint '{path}' does not exist" if not Path(path).exists()
-                            else f"checkpoint '{path}' is not a file")
+        if not Path(path).exists() and not is_repo_id(path):
+            raise StfnError(f"checkpoint '{path}' does not exist")
     _check_address(args.host, args.port)
     try:
         import uvicorn

@@ -25,6 +25,7 @@ from torch import nn
 
 from stfn.config import Config, ConfigError, config_from_dict, config_to_dict
 from stfn.data.features import load_features_meta
+from stfn.engine import hub
 from stfn.errors import StfnError
 from stfn.fileio import atomic_torch_save
 from stfn.models import build_model
@@ -120,6 +121,7 @@ def make_checkpoint(
     inherited: dict | None = None,
     best: dict | None = None,
     best_epoch: int = 0,
+    command: str = "",
 ) -> dict[str, Any]:
     """The checkpoint dict; ``model`` must be the bare module (not DDP-wrapped or compiled).
 
@@ -130,6 +132,7 @@ def make_checkpoint(
     ``stfn eval`` refuses them too (:func:`seen_videos`).
     ``best`` / ``best_epoch``: the best validation of the run so far and the epoch (1-based) whose
     weights ``best.pt`` holds, so that a resume knows the true best whatever became of ``best.pt``.
+    ``command``: the command line that trained it (for the model card of ``stfn export --format hub``).
     """
     metrics = {k: v for k, v in (metrics or {}).items() if k != "predictions"}
     best = {k: v for k, v in (best or {}).items() if k != "predictions"}
@@ -150,6 +153,7 @@ def make_checkpoint(
         "inherited": to_plain_types(inherited or {"sources": [], "videos": []}),
         "best": to_plain_types(best),
         "best_epoch": int(best_epoch),
+        "command": str(command),
         "stfn_version": __version__,
     }
 
@@ -160,8 +164,14 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; a clear :class:`CheckpointError` otherwise."""
-    path = Path(path)
+    """Read a checkpoint with ``weights_only=True``, or a Hub folder or repo id (:mod:`stfn.engine.hub`:
+    safetensors only); a clear :class:`CheckpointError` otherwise."""
+    given, path = str(path), hub.resolve_source(path)
+    if path.is_dir():
+        ckpt = _checked(hub.load_folder(path, map_location), path)
+        if hub.is_repo_id(given):
+            ckpt["source"] = {"format": "hub", "repo": given, "path": str(path)}
+        return ckpt
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     try:
@@ -172,6 +182,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"checkpoint '{path}' cannot be read: {e.strerror or e}") from None
     except Exception as e:  # unpickling errors come in many types: say what the file is instead
         raise CheckpointError(f"{_what_is_wrong(path, str(e))}") from None
+    return _checked(ckpt, path)
+
+
+def _checked(ckpt: Any, path: Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
         raise CheckpointError(
             f"'{path}' is not an stfn checkpoint (it lacks the keys {', '.join(REQUIRED_KEYS)})"

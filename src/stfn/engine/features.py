@@ -28,6 +28,7 @@ from stfn.data.features import META, load_features_meta
 from stfn.data.transforms import build_transform
 from stfn.engine.checkpoint import load_model, seen_videos, to_plain_types
 from stfn.engine.data_identity import check_dataset, check_overlap
+from stfn.engine.hub import is_repo_id
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json
 from stfn.models import build_model
@@ -177,7 +178,8 @@ def _source_settings(source: str | os.PathLike | Config, cfg: Config, ckpt: dict
     """What the features depend on, as ``features.json`` records it: the source (and the videos its
     checkpoint has seen), the streams, frames, feature size and the model and data settings."""
     return {"source": str(source) if not isinstance(source, Config) else "config",
-            "source_checkpoint": "" if ckpt is None else str(Path(source).resolve()),
+            "source_checkpoint": "" if ckpt is None else str(source) if is_repo_id(str(source))
+            else str(Path(source).resolve()),
             "streams": list(cfg.model.streams), "frames": cfg.data.frames,
             "feature_dim": int(model.feature_dim), "model": config_to_dict(cfg)["model"],
             "data": config_to_dict(cfg)["data"],

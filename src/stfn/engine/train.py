@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from stfn.engine import distributed as dist_utils
 from stfn.engine.data_identity import check_split_disjoint
 from stfn.engine.epoch import EpochStats, NonFiniteLossError, train_one_epoch
 from stfn.engine.evaluate import evaluate, make_test_loader
+from stfn.engine.hub import is_repo_id
 from stfn.engine.meter import epoch_line, epoch_row
 from stfn.engine.optim import build_optimizer, build_scheduler, freeze_layers
 from stfn.engine.run_folder import (
@@ -89,7 +91,7 @@ def _init_backbones(model: nn.Module, cfg: Config, info: dist_utils.DistInfo) ->
             raise ConfigError(f"the features in '{cfg.data.features}' have {meta['feature_dim']} channels but "
                               f"model.backbone '{cfg.model.backbone}' gives {model.feature_dim}")
         source = meta.get("source_checkpoint") or ""
-        if source and Path(source).is_file():
+        if source and (Path(source).exists() or is_repo_id(source)):
             for stream in cfg.model.streams:
                 if not getattr(cfg.train, f"init_{stream}"):
                     ckpt_lib.load_backbone(model, stream, source)
@@ -272,7 +274,7 @@ def _setup(cfg: Config, out: Path, resume: bool) -> tuple[_TrainingRun, _RunReco
         _log(info, f"resuming '{out}' after epoch {record.start_epoch}")
     del state
     provenance = {"dataset": identity, "train_videos": list(train_set.videos), "prepare": prepare_record(_frames_root(cfg)),
-                  "inherited": inherited}
+                  "inherited": inherited, "command": _command_line()}
     run = _TrainingRun(cfg=cfg, out=out, info=info, device=device, model=model, net=model, loader=loader,
                        test_loader=test_loader, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                        amp_dtype=amp_dtype, steps_per_epoch=steps_per_epoch, classes=classes, provenance=provenance,
@@ -290,6 +292,12 @@ def _setup(cfg: Config, out: Path, resume: bool) -> tuple[_TrainingRun, _RunReco
                f"{amp_dtype or 'off'}{', compiled' if hasattr(run.net, '_orig_mod') else ''}, "
                f"batch {tcfg.batch_size} x {info.world_size} x {tcfg.accumulate}")
     return run, record
+
+
+def _command_line() -> str:
+    """How this process was started, ``stfn train --config ...`` for the CLI (the model card's recipe)."""
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    return shlex.join(["stfn" if program in ("stfn", "__main__.py") else program, *sys.argv[1:]])
 
 
 def _frames_root(cfg: Config) -> str:

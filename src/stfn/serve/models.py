@@ -21,6 +21,7 @@ from torch import nn
 
 from stfn.data.prepare.record import resolve_prepare_settings
 from stfn.engine.checkpoint import load_model
+from stfn.engine.hub import is_repo_id
 from stfn.errors import StfnError
 from stfn.predict import BACKENDS, Predictor, model_card
 from stfn.runtime import resolve_device, should_compile
@@ -152,9 +153,9 @@ def load_models(paths: list[str | os.PathLike], *, backend: str = "auto", flow: 
     if backend not in SERVE_BACKENDS:
         raise StfnError(f"--backend must be one of {', '.join(SERVE_BACKENDS)}, got '{backend}'")
     files = [Path(p) for p in paths]
-    for p in files:
-        if not p.is_file():
-            raise StfnError(f"checkpoint '{p}' does not exist" if not p.exists() else f"checkpoint '{p}' is not a file")
+    for given, p in zip(paths, files, strict=True):
+        if not p.exists() and not is_repo_id(str(given)):
+            raise StfnError(f"checkpoint '{p}' does not exist")
     out: dict[str, ModelEntry] = {}
     for name, p in zip(model_names(files), files, strict=True):
         predictor, seconds = _load(p, backend, flow, threads, kwargs)

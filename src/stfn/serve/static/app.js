@@ -36,6 +36,13 @@ async function loadModels() {
   showCard();
 }
 
+function sourceText(s) {
+  if (!s || s.format === "stfn") return "an stfn checkpoint";
+  if (s.format === "hub") return s.repo ? `Hugging Face Hub ${s.repo}` : `Hub folder ${s.path}`;
+  if (s.format === "mmaction2") return `converted from MMAction2 (${s.path})`;
+  return JSON.stringify(s);
+}
+
 function showCard() {
   const m = cards[$("model").value];
   if (!m) return;
@@ -46,6 +53,7 @@ function showCard() {
     ["input", `${c.frames} positions, ${c.flow_length} flow fields each, ${c.crop_size} px crops`],
     ["trained on", `${c.dataset}, split ${c.split} (${c.train_videos} videos, ${c.epoch} epochs)`],
     ["accuracy at training time", acc], ["classes", `${c.num_classes}: ${(c.classes || []).join(", ")}`],
+    ["came from", sourceText(c.source)], ["trained with", c.command || "not recorded"],
     ["runs on", `${m.settings.device}, ${m.settings.amp}, flow ${m.settings.flow ? m.settings.flow.algorithm : "none"}`],
     ["backend", `${m.settings.backend} (--backend ${m.settings.backend_setting || m.settings.backend})`],
   ];
