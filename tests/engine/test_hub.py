@@ -165,3 +165,10 @@ def test_tiny_run_exported_as_a_folder_evaluates_predicts_and_serves_like_best_p
     (entry,) = served.values()
     assert entry.predictor.card["source"]["format"] == "hub"
     assert entry.predictor.predict(video)["top"][0]["class"] == tops[0][0]["class"]
+
+
+def test_eval_of_a_repo_id_writes_beside_the_working_folder_not_into_an_org_folder() -> None:
+    from stfn.engine.evaluate import _default_out
+
+    assert _default_out("lab/stfn-ucf101", 1, 10, None) == Path("eval_lab_stfn-ucf101_split1_10crops")
+    assert _default_out("runs/a/best.pt", 2, None, None) == Path("runs/a/eval_best_split2")

@@ -27,6 +27,7 @@ from stfn.engine import distributed as dist_utils
 from stfn.engine.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, load_model
 from stfn.engine.data_identity import check_dataset, check_overlap, relocate
 from stfn.engine.eval_result import EvalResult, write_eval_outputs
+from stfn.engine.hub import is_repo_id
 from stfn.engine.metrics import compute_metrics
 from stfn.errors import ParameterError, StfnError
 from stfn.models.fusion import late_fusion
@@ -313,8 +314,11 @@ def fuse_results(results: list[dict[str, Any]], weights: list[float] | None = No
 
 
 def _default_out(path: str | os.PathLike, split: int, views: int | None, frames: int | None) -> Path:
+    """Beside the checkpoint (or folder); for a Hub repo id ``org/name``, ``eval_org_name_...`` here."""
     p = Path(path)
     tag = f"split{split}" + (f"_{views}crops" if views else "") + (f"_{frames}f" if frames else "")
+    if is_repo_id(str(path)):
+        return Path(f"eval_{str(path).replace('/', '_')}_{tag}")
     return p.parent / f"eval_{p.stem}_{tag}"
 
 
