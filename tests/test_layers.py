@@ -31,7 +31,7 @@ LAYERS = {
     "version": 0, "errors": 0, "fileio": 0, "config": 0, "runtime": 0, "machine": 0,
     "data": 1, "models": 1,
     "engine": 2,
-    "predict": 3, "export": 3, "api": 3, "study": 3,
+    "predict": 3, "export": 3, "api": 3, "study": 3, "sharing": 3, "mmaction": 3,
     "serve": 4, "commands": 4, "cli": 4, "__main__": 4,
 }
 

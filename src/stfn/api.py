@@ -76,7 +76,7 @@ def create_model(
 ) -> VideoNetwork:
     """The network ``arch`` (one of :func:`list_models`) with ``num_classes`` outputs, in training mode.
 
-    ``backbone``: a torchvision classifier name (``resnet18``, ``resnet50``, ``bninception``, ...),
+    ``backbone``: a torchvision classifier name (``resnet18``, ``resnet50``, ``mobilenet_v3_large``, ...),
     ``timm:<name>`` or ``cnn_small``; ``pretrained`` loads its ImageNet weights (torchvision weights API /
     timm; needs the network once). ``streams``: any non-empty subset of ``("rgb", "flow")``.
     ``checkpoint_path``: an stfn checkpoint whose weights replace the initial ones (``weights_only``

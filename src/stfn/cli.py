@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "extract-features": "stfn.commands.extract_features",
     "predict": "stfn.commands.predict",
     "export": "stfn.commands.export",
+    "import-mmaction": "stfn.commands.import_mmaction",
     "ablate": "stfn.commands.ablate",
     "serve": "stfn.commands.serve",
 }

@@ -33,6 +33,7 @@ from stfn.version import __version__
 
 __all__ = [
     "CheckpointError",
+    "what_is_wrong",
     "check_resume_identity",
     "get_rng_state",
     "identity_difference",
@@ -181,7 +182,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except OSError as e:
         raise CheckpointError(f"checkpoint '{path}' cannot be read: {e.strerror or e}") from None
     except Exception as e:  # unpickling errors come in many types: say what the file is instead
-        raise CheckpointError(f"{_what_is_wrong(path, str(e))}") from None
+        raise CheckpointError(f"{what_is_wrong(path, str(e))}") from None
     return _checked(ckpt, path)
 
 
@@ -217,7 +218,7 @@ def _pickle_globals(data: bytes) -> tuple[list[str], bool]:
     return names, False
 
 
-def _what_is_wrong(path: Path, error: str) -> str:
+def what_is_wrong(path: Path, error: str) -> str:
     """One sentence on why ``torch.load(path, weights_only=True)`` failed with ``error``: the file
     is empty, truncated, not a checkpoint, or a pickle with code in it (never advice to load it
     without the safety check)."""
