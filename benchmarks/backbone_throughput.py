@@ -10,9 +10,13 @@ bf16               channels_last + ``torch.autocast("cpu", bfloat16)`` (the engi
 compile            channels_last + ``torch.compile`` (inductor)
 compile_freeze     the same with inductor ``freezing`` (weights folded as constants; inference only)
 compile_bf16       compile_freeze under bf16 autocast
+openvino           the backbone on OpenVINO (``stfn.engine.openvino``: ``convert_model`` of the module,
+                   batch axis dynamic), ``INFERENCE_PRECISION_HINT=f32``, torch's thread count
+openvino_bf16      the same with ``INFERENCE_PRECISION_HINT=bf16`` (``--backend openvino`` under ``amp: auto``
+                   on a CPU with native bf16)
 extract_features   what ``stfn extract-features`` runs by default: a TwoStreamNet's
                    ``forward_features`` under ``torch.no_grad`` with the engine's own choices
-                   (channels_last, ``amp: auto``, ``compile: auto`` for a UCF101-sized run) on
+                   (channels_last, ``amp: auto``, ``--backend auto`` for a UCF101-sized run) on
                    one clip of ``--batch`` frames: compiled on the CPU, the command sends one video
                    (T frames) per call; its ratio to the fastest variant is the "within 10%" target
 =================  ==========================================================================
@@ -48,9 +52,10 @@ import torch
 
 from stfn.runtime import cpu_supports_bf16, resolve_device
 
-VARIANTS = ("fp32", "channels_last", "bf16", "compile", "compile_freeze", "compile_bf16", "extract_features")
+VARIANTS = ("fp32", "channels_last", "bf16", "compile", "compile_freeze", "compile_bf16", "openvino", "openvino_bf16",
+            "extract_features")
 UCF101_FRAMES = 13320 * 25  # what `stfn extract-features` sends through a backbone for UCF101 (train + test)
-BF16_VARIANTS = ("bf16", "compile_bf16")
+BF16_VARIANTS = ("bf16", "compile_bf16", "openvino_bf16")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 PEAK_SIZES = (512, 1024, 2048)
 
@@ -73,6 +78,14 @@ def make_variant(name: str, backbone: str, device: torch.device) -> tuple[Any, b
     model = build_backbone(backbone).eval().to(device)
     if name == "fp32":
         return model, False, torch.float32
+    if name.startswith("openvino"):
+        from stfn.engine.openvino import openvino_backbones
+
+        holder = torch.nn.Module()
+        holder.backbones = torch.nn.ModuleDict({"rgb": model})
+        dtype = torch.bfloat16 if name in BF16_VARIANTS else torch.float32
+        openvino_backbones(holder, dtype)  # converted at the first call; OpenVINO reads NCHW numpy
+        return model, False, dtype
     model = model.to(memory_format=torch.channels_last)
     dtype = torch.bfloat16 if name in BF16_VARIANTS else torch.float32
     if not name.startswith("compile"):
@@ -84,23 +97,23 @@ def extract_features_fn(backbone: str, x: torch.Tensor, device: torch.device) ->
     """``stfn extract-features``'s network path on ``x (N, 3, S, S)`` as one clip of N frames: the
     callable, the autocast dtype it resolved, and what it chose."""
     from stfn.config import ModelConfig
+    from stfn.engine.backends import apply_backend, choose_backend
     from stfn.models import build_model
-    from stfn.runtime import autocast_context, compile_backbones, resolve_amp, should_compile
+    from stfn.runtime import autocast_context, resolve_amp
 
     model = build_model(ModelConfig(arch="stfn", backbone=backbone, streams=["rgb"], num_classes=101,
                                     pretrained=False)).to(device).eval()
     model.to(memory_format=torch.channels_last)  # train.channels_last: true (the default)
     amp, _ = resolve_amp("auto", device, True)
-    compiled = should_compile("auto", model, device, UCF101_FRAMES, x.shape[-1], "infer")
-    if compiled:
-        compile_backbones(model)
+    chosen = choose_backend("auto", model, device, UCF101_FRAMES, x.shape[-1])
+    ran = apply_backend(model, chosen, amp)
     clip = {"rgb": x.unsqueeze(0)}
 
     def fn() -> None:
         with torch.no_grad(), autocast_context(device, amp):
             model.forward_features(clip)
 
-    return fn, amp or torch.float32, {"amp": str(amp).replace("torch.", ""), "compiled": compiled}
+    return fn, amp or torch.float32, {"amp": str(amp).replace("torch.", ""), "backend": ran}
 
 
 def peak_fns(sizes: tuple[int, ...], device: torch.device, target_s: float) -> dict[str, Any]:
@@ -215,7 +228,7 @@ def tables(rows: list[dict[str, Any]], peak: dict[str, Any], clock: tuple[float 
         bound = peak[r["dtype"]]["bound"]
         note = f"first call {r['first_call_s']:.1f} s"
         if r["variant"] == "extract_features":
-            note += f"; amp {r['amp']}, {'compiled' if r['compiled'] else 'eager'}"
+            note += f"; amp {r['amp']}, backend {r['backend']}"
         table.append([r["backbone"], r["variant"], f"{r['images_per_s']:.1f}", f"{r['speedup_vs_fp32']:.2f}x" if "speedup_vs_fp32" in r else "-",
                       f"{100 * r['vs_fastest_variant']:.0f}%" if "vs_fastest_variant" in r else "-",
                       f"{r['gflops']:.1f} / {r['best_gflops']:.1f}",
@@ -240,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = PEAK_SIZES
     if args.quick:  # smoke test: the whole path at toy sizes, no compilation
         args.backbones, args.size, args.batch, args.rounds, sizes = ["resnet18"], 32, 2, 2, (128, 256)
-        args.variants = [v for v in args.variants if not v.startswith("compile") and v != "extract_features"]
+        args.variants = [v for v in args.variants if not v.startswith(("compile", "openvino")) and v != "extract_features"]
         args.threads = args.threads or 1
     threads = common.setup_torch(args.threads)
     device = resolve_device(args.device)

@@ -9,10 +9,11 @@ stacks + quantisation, crops + normalisation, network) and the total, plus, as t
 the same run, the flow of the *whole* clip that a predictor without sparse sampling would compute.
 
 Each preset runs on every ``--backends`` network runtime of :class:`~stfn.predict.Predictor` (``eager``,
-``compile``: torch.compile with freezing, ``onnx``: ONNX Runtime, fp32), side by side in the same
+``compile``: torch.compile with freezing, ``onnx``: ONNX Runtime, fp32, ``openvino``: the backbones on
+OpenVINO in the autocast dtype), side by side in the same
 rounds; ``start-up s`` is construction (ONNX export) plus the first prediction (compilation) less a
 warm prediction: what one-shot use pays on top. For repeated use (``stfn serve``) the fastest warm
-network time wins; one-shot ``stfn predict`` keeps ``eager`` (no start-up cost).
+network time wins; one-shot ``stfn predict`` (``--backend auto``, one video) stays ``eager``.
 
 Usage::
 
@@ -126,8 +127,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per variant (medians reported)")
     parser.add_argument("--seconds", type=float, default=10.0, help="clip length")
     parser.add_argument("--amp", default="auto", choices=["auto", "none", "bf16", "fp16"])
-    parser.add_argument("--backends", nargs="+", default=["eager", "compile", "onnx"],
-                        choices=["eager", "compile", "onnx"], help="Predictor network runtimes to compare")
+    parser.add_argument("--backends", nargs="+", default=["eager", "compile", "onnx", "openvino"],
+                        choices=["eager", "compile", "onnx", "openvino"], help="Predictor network runtimes to compare")
     args = parser.parse_args()
     if args.quick:  # no compilation in the smoke test; ONNX only where onnxruntime is installed
         import importlib.util
@@ -135,7 +136,7 @@ def main() -> int:
         args.rounds, args.seconds = 1, 2.0
         args.presets = [p for p in args.presets if p == "tiny"] or args.presets[:1]
         args.backends = [b for b in args.backends if b == "eager" or (b == "onnx" and importlib.util.find_spec(
-            "onnxruntime"))]
+            "onnxruntime")) or (b == "openvino" and importlib.util.find_spec("openvino"))]
     threads = setup_torch(args.threads)
     if args.threads:
         import cv2

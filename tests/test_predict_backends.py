@@ -1,4 +1,5 @@
-"""`Predictor(backend=...)`: eager, compiled and ONNX Runtime give the same scores; bad choices are one sentence."""
+"""`Predictor(backend=...)`: eager, compiled and ONNX Runtime give the same scores; bad choices are one
+sentence (OpenVINO: tests/engine/test_openvino.py)."""
 
 from __future__ import annotations
 
@@ -46,8 +47,8 @@ def test_compile_backend_scores_like_eager(ckpt: Path) -> None:
 
 
 def test_bad_backend_choices_are_one_sentence(ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert BACKENDS == ("eager", "compile", "onnx")
-    with pytest.raises(ParameterError, match=r"^backend must be one of eager, compile, onnx, got 'tensorrt'$"):
+    assert BACKENDS == ("auto", "eager", "compile", "onnx", "openvino")
+    with pytest.raises(ParameterError, match=r"^backend must be one of auto, eager, compile, onnx, openvino, got 'tensorrt'$"):
         Predictor.from_checkpoint(ckpt, device="cpu", backend="tensorrt")
     with pytest.raises(ParameterError, match=r"^device must be auto, cpu, cuda or cuda:N, got 'tpu'$"):
         Predictor.from_checkpoint(ckpt, device="tpu")

@@ -10,12 +10,14 @@ For each video, :class:`Predictor` does what training saw, in the same order and
 5. the network under ``torch.inference_mode`` (bf16 autocast where the CPU does bf16 natively), the
    logits averaged over views as :mod:`stfn.engine.evaluate` does, then softmax.
 
-The network runs on one of :data:`BACKENDS` (``backend=``): ``eager`` (the default: no start-up cost,
-right for one-shot ``stfn predict``), ``compile`` (the backbones compiled with ``torch.compile`` and
-inductor freezing: tens of seconds at the first prediction, then faster) or ``onnx`` (the network
-exported to ONNX and run by ONNX Runtime on the CPU, fp32: a few seconds of export at construction).
-For repeated use (a server) pick the fastest on the machine: ``benchmarks/predict_latency.py``
-measures all three side by side.
+The network runs on one of :data:`BACKENDS` (``backend=``): ``eager`` (the default: no start-up cost),
+``compile`` (the backbones compiled with ``torch.compile`` and inductor freezing: tens of seconds at
+the first prediction, then faster), ``openvino`` (the backbones converted to OpenVINO, about 1.5-2 s
+each, then the fastest measured on a CPU with native bf16: :mod:`stfn.engine.openvino`), ``onnx``
+(the network exported to ONNX and run by ONNX Runtime on the CPU, fp32: a few seconds of export) or
+``auto`` (``stfn predict``'s default: ``openvino`` where :func:`stfn.engine.backends.choose_backend`
+finds it measured and repaid by the ``videos`` to predict, else ``eager``).
+``benchmarks/predict_latency.py`` measures them side by side.
 
 Example::
 
@@ -49,14 +51,16 @@ from stfn.data.sampling import sample_clip
 from stfn.data.transforms import build_transform
 from stfn.data.video.decode import probe, read_frames, resize_shape
 from stfn.data.video.flow import dequantize_flow, flow_to_color
+from stfn.engine.backends import apply_backend, choose_backend
 from stfn.engine.checkpoint import load_model
+from stfn.engine.openvino import OPENVINO_HINT, openvino_available
 from stfn.errors import ParameterError, StfnError
 from stfn.export import export_model, require_onnxruntime
-from stfn.runtime import compile_backbones, describe_dtype, resolve_amp, resolve_device, score_clips, sync
+from stfn.runtime import describe_dtype, resolve_amp, resolve_device, score_clips, sync
 
 __all__ = ["BACKENDS", "PREDICT_FLAGS", "Predictor", "check_options", "expand_inputs", "model_card", "window_starts"]
 
-BACKENDS = ("eager", "compile", "onnx")
+BACKENDS = ("auto", "eager", "compile", "onnx", "openvino")
 PREDICT_FLAGS = {"device": "--device", "amp": "--amp", "backend": "--backend", "frames": "--frames"}  # stfn predict/serve
 
 
@@ -73,9 +77,11 @@ def check_options(device: str = "auto", amp: str = "auto", backend: str = "eager
     except ConfigError as e:  # resolve_* say "device ..." / "amp ...": the parameter, first
         name, _, problem = str(e).partition(" ")
         raise ParameterError(name, problem) from None
-    if backend == "onnx" and dev.type != "cpu":
-        raise ParameterError(("backend", "device"), f"must be onnx and cpu together (ONNX Runtime's CPU "
-                                                    f"provider), got onnx and '{dev}'")
+    if backend in ("onnx", "openvino") and dev.type != "cpu":
+        raise ParameterError(("backend", "device"), f"must be {backend} and cpu together ({backend} runs on the "
+                                                    f"CPU), got {backend} and '{dev}'")
+    if backend == "openvino" and not openvino_available():
+        raise ParameterError("backend", f"is openvino, but the openvino package is not installed; {OPENVINO_HINT}")
     return dev, dtype
 
 
@@ -111,7 +117,9 @@ class Predictor:
         video_backend: decoder for :mod:`stfn.data.video.decode` (default: ``$STFN_VIDEO_BACKEND``, else
             ``pyav``: importing torchcodec costs seconds, more than a whole prediction of a short clip).
         chunk_frames: frames per network call; views are batched up to this many (memory bound).
-        backend: ``eager | compile | onnx`` (module docstring); ``onnx`` runs on the CPU in fp32.
+        backend: ``auto | eager | compile | onnx | openvino`` (module docstring); ``onnx`` runs on the CPU
+            in fp32, ``openvino`` on the CPU in the autocast dtype; ``self.backend`` is the one chosen.
+        videos: how many videos the predictor will see, for ``auto`` (its conversion must pay).
     """
 
     def __init__(
@@ -129,6 +137,7 @@ class Predictor:
         video_backend: str | None = None,
         chunk_frames: int = 256,
         backend: str = "eager",
+        videos: int = 1,
     ) -> None:
         self.channels_last = cfg.train.channels_last if channels_last is None else bool(channels_last)
         self.device, self.amp_dtype = check_options(device, amp, backend, self.channels_last)
@@ -147,10 +156,12 @@ class Predictor:
         if len(self.classes) != cfg.model.num_classes:
             raise StfnError(f"the checkpoint names {len(self.classes)} classes but its model has {cfg.model.num_classes} outputs")
         self._session: Any = None
-        if backend == "compile":
-            compile_backbones(self.model)
-        elif backend == "onnx":
+        if backend == "onnx":
             self._session = self._onnx_session()
+        else:  # auto: OpenVINO where it was measured fastest and `videos` repay its conversion, else eager
+            work = max(1, int(videos)) * self.crops * self.reader.frames
+            chosen = choose_backend(backend, self.model, self.device, work, cfg.data.crop_size, False)
+            self.backend = apply_backend(self.model, chosen, self.amp_dtype)
 
     def _onnx_session(self) -> Any:
         """The network exported to ONNX for this predictor's ``T`` and crop size, in an ONNX Runtime

@@ -78,14 +78,14 @@ def test_commands_resolve_bf16_and_channels_last_where_native(monkeypatch: pytes
 def test_extract_features_runs_bf16_and_asks_compile_auto(fake_data, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     from engine_helpers import tiny_config
 
-    from stfn.engine import features
+    from stfn.engine import backends, features
 
     monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: True)
     seen: list = []
     real = features.autocast_context
     monkeypatch.setattr(features, "autocast_context", lambda device, dtype: seen.append(dtype) or real(device, dtype))
     asked: list = []
-    monkeypatch.setattr(features, "should_compile", lambda setting, model, device, frames, size, workload, what:
+    monkeypatch.setattr(backends, "should_compile", lambda setting, model, device, frames, size, workload, what:
                         asked.append((setting, frames, workload)) or False)
     cfg = tiny_config(amp="auto", channels_last=True)
     features.extract_features(cfg, tmp_path / "f", subsets=["test"], device="cpu", progress=False)
@@ -121,7 +121,7 @@ def test_a_compiled_cpu_extraction_sends_one_video_per_forward(fake_data, monkey
     import numpy as np
     from engine_helpers import tiny_config
 
-    from stfn.engine import features
+    from stfn.engine import backends, features
     from stfn.models.stfn import TwoStreamNet
 
     sizes: list[int] = []
@@ -134,7 +134,7 @@ def test_a_compiled_cpu_extraction_sends_one_video_per_forward(fake_data, monkey
                               torch_compile="false")
     assert sizes == [3, 3, 2]  # 8 fake test videos in loader batches of 3
     sizes.clear()
-    monkeypatch.setattr(features, "compile_backbones", lambda model: ["rgb", "flow"])  # "compiled", in eager
+    monkeypatch.setattr(backends, "compile_backbones", lambda model: ["rgb", "flow"])  # "compiled", in eager
     torch.manual_seed(0)
     features.extract_features(cfg, tmp_path / "one", subsets=["test"], device="cpu", progress=False,
                               torch_compile="true")

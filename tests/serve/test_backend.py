@@ -12,6 +12,7 @@ from serve_helpers import VIDEOS, free_port, upload
 from stfn import runtime
 from stfn.cli import main
 from stfn.config import ModelConfig
+from stfn.engine import backends
 from stfn.errors import StfnError
 from stfn.models import build_backbone, build_model
 from stfn.serve import models as serve_models
@@ -28,7 +29,8 @@ def resnet18_rgb() -> torch.nn.Module:
     return net
 
 
-def test_auto_compiles_a_resnet18_backbone_and_not_a_tiny_one() -> None:
+def test_auto_compiles_a_resnet18_backbone_and_not_a_tiny_one(monkeypatch) -> None:
+    monkeypatch.setattr(backends, "openvino_measured_here", lambda device: False)  # an AVX2 CPU, or no openvino
     tiny = build_model(ModelConfig(backbone="cnn_small", num_classes=3, pretrained=False))
     assert serve_backend("auto", tiny, CPU, 32) == "eager"  # cnn_small: under 1% of resnet18's work per frame
     resnet = resnet18_rgb()
@@ -39,11 +41,23 @@ def test_auto_compiles_a_resnet18_backbone_and_not_a_tiny_one() -> None:
     assert 0.2 < threshold < 0.25  # the fraction of REFERENCE_GFLOPS the docstring and --help state
 
 
+def test_auto_picks_openvino_where_it_was_measured_fastest(monkeypatch) -> None:
+    monkeypatch.setattr(backends, "openvino_measured_here", lambda device: device.type == "cpu")
+    tiny = build_model(ModelConfig(backbone="cnn_small", num_classes=3, pretrained=False))
+    assert serve_backend("auto", tiny, CPU, 32) == "eager"  # cnn_small at 32 px: too little work to repay it
+    resnet = resnet18_rgb()
+    assert serve_backend("auto", resnet, CPU, 224) == "openvino"
+    assert serve_backend("auto", resnet, CPU, 96) == "openvino"  # no compile time to repay: conversion is ~1.5 s
+    assert serve_backend("auto", resnet, CUDA, 224) == "eager"
+    threshold = runtime.COMPILE_MARGIN * backends.OPENVINO_BREAK_EVEN / SERVER_LIFE_FRAMES
+    assert 0.01 < threshold < 0.015  # the 1.2% of serve_backend's docstring
+
+
 def test_explicit_backends_pass_through_and_a_bad_one_is_one_sentence() -> None:
     tiny = build_model(ModelConfig(backbone="cnn_small", num_classes=3, pretrained=False))
-    for backend in ("eager", "compile", "onnx"):
+    for backend in ("eager", "compile", "onnx", "openvino"):
         assert serve_backend(backend, tiny, CPU, 32) == backend
-    with pytest.raises(StfnError, match=r"^--backend must be one of auto, eager, compile, onnx, got 'tvm'$"):
+    with pytest.raises(StfnError, match=r"^--backend must be one of auto, eager, compile, onnx, openvino, got 'tvm'$"):
         serve_backend("tvm", tiny, CPU, 32)
 
 
@@ -75,8 +89,8 @@ def test_help_tells_the_backend_default_and_why() -> None:
 
     sub = build_parser()._subparsers._group_actions[0].choices["serve"]
     text = " ".join(sub.format_help().split())
-    assert "--backend {auto,eager,compile,onnx}" in text and "default auto" in text
-    assert "resnet18" in text and "never onnx" in text
+    assert "--backend {auto,eager,compile,onnx,openvino}" in text and "default auto" in text
+    assert "resnet18" in text and "never onnx" in text and "openvino on a CPU with native bf16" in text
 
 
 @needs_videos

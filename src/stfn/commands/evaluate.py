@@ -45,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--compile", choices=["auto", "true", "false"],
                         help="torch.compile the backbones: auto (when the run is long enough to repay the compile time), true or false (default: train.compile of the checkpoint; `false` turns it off)")
+    parser.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "openvino"],
+                        help="runtime of the backbones: auto (default: openvino on a CPU with native bf16 when the run "
+                             "repays its conversion and stfn[openvino] is installed, else as --compile says), eager, "
+                             "compile or openvino; the choice is printed")
 
 
 def _fmt(x: float | None) -> str:
@@ -122,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
                                data_root=args.data, splits_dir=split_folder(args.splits),
                                features_dir=args.features, out_dir=args.out, fusion_weights=args.fusion_weights,
                                fusion_rule=args.fusion_rule, batch_size=args.batch_size, device=args.device,
-                               progress=not args.no_progress, torch_compile=args.compile)
+                               progress=not args.no_progress, torch_compile=args.compile, backend=args.backend)
         if distributed.get_info().is_main:
             if args.json == "-":
                 print(json.dumps(report, indent=2))

@@ -27,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--compile", choices=["auto", "true", "false"],
                         help="torch.compile the backbones: auto (when the run is long enough to repay the compile time), true or false (default: train.compile of the checkpoint or config; `false` turns it off)")
+    parser.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "openvino"],
+                        help="runtime of the backbones: auto (default: openvino on a CPU with native bf16 when the run "
+                             "repays its conversion and stfn[openvino] is installed, else as --compile says), eager, "
+                             "compile or openvino; the choice is printed")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +54,6 @@ def run(args: argparse.Namespace) -> int:
                             "(--data, --splits and --split say where its data is now)")
         src = source
     out = extract_features(src, args.out, tuple(args.subsets), frames=args.frames, batch_size=args.batch_size,
-                           device=args.device, progress=not args.no_progress, torch_compile=args.compile, **data)
+                           device=args.device, progress=not args.no_progress, torch_compile=args.compile, backend=args.backend, **data)
     print(f"features written to {out} (train a head on them with --set data.features={out})")
     return 0

@@ -26,9 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--amp", default="auto", choices=["auto", "none", "bf16", "fp16"],
                         help="autocast: auto = bf16 where the hardware does it natively, else fp32")
-    parser.add_argument("--backend", default="eager", choices=["eager", "compile", "onnx"],
-                        help="network runtime: eager (default, no start-up cost), compile (torch.compile: slow first "
-                             "video, faster after), onnx (ONNX Runtime on the CPU, fp32; needs stfn[onnx])")
+    parser.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "onnx", "openvino"],
+                        help="network runtime: auto (default: openvino on a CPU with native bf16 when the videos repay "
+                             "its 1.5-2 s conversion per backbone and stfn[openvino] is installed, else eager), eager "
+                             "(no start-up cost), compile (torch.compile: slow first video, faster after), onnx (ONNX "
+                             "Runtime on the CPU, fp32; needs stfn[onnx]), openvino (needs stfn[openvino])")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch and OpenCV (default 0: their defaults, all cores)")
     parser.add_argument("--verbose", "-v", action="store_true",
@@ -66,14 +68,18 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)
+    videos = expand_inputs(args.inputs)
     with flag_names(**PREDICT_FLAGS):
         predictor = Predictor.from_checkpoint(args.checkpoint, flow=args.flow, frames=args.frames, crops=args.crops,
-                                              device=args.device, amp=args.amp, backend=args.backend)
+                                              device=args.device, amp=args.amp, backend=args.backend,
+                                              videos=len(videos))
     settings = predictor.settings()
+    if predictor.backend != "eager" and not args.verbose:
+        print(f"stfn predict: network on {predictor.backend} (--backend {args.backend})", file=sys.stderr)
     if args.verbose and not args.json:
         print(f"checkpoint {args.checkpoint}: " + ", ".join(f"{k}={v}" for k, v in settings.items()), file=sys.stderr)
     results, failed = [], 0
-    for result in predictor.predict_many(expand_inputs(args.inputs), top_k=args.top_k):
+    for result in predictor.predict_many(videos, top_k=args.top_k):
         if not result["ok"]:
             failed += 1
             print(f"stfn predict: error: {result['error']}", file=sys.stderr)

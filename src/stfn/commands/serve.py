@@ -33,13 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--amp", default="auto", choices=["auto", "none", "bf16", "fp16"],
                         help="autocast: auto = bf16 where the hardware does it natively, else fp32")
-    parser.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "onnx"],
-                        help="how the networks run (default auto: compile, with inductor freezing, a backbone of at "
-                             "least 0.23x resnet18's work per frame on the CPU, since its compile "
-                             "(20-60 s for a resnet18 STFN on 2 cores, done at start-up before the server answers) pays over a server's life "
-                             "and a resnet18 STFN then runs 1.14-1.72x eager; eager for small networks such as "
-                             "cnn_small, which gain nothing, and on CUDA until measured; never onnx, fp32 ONNX "
-                             "Runtime being 0.62x of eager bf16 on a bf16 CPU)")
+    parser.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "onnx", "openvino"],
+                        help="how the networks run (default auto: openvino on a CPU with native bf16 where "
+                             "stfn[openvino] is installed, the fastest measured there, 1.1-1.4x inductor freezing; "
+                             "else compile, with inductor freezing, for a backbone of at least 0.23x resnet18's work "
+                             "per frame on the CPU (its 20-60 s compile is done at start-up and pays over a "
+                             "server's life); eager for small networks such as cnn_small, and on CUDA until "
+                             "measured; never onnx, fp32 ONNX Runtime being 0.62x of eager bf16 on a bf16 CPU)")
 
 
 def _check_address(host: str, port: int) -> None:
@@ -92,18 +92,18 @@ def run(args: argparse.Namespace) -> int:
     from stfn.commands import flag_names
     from stfn.predict import PREDICT_FLAGS, check_options
 
-    with flag_names(**PREDICT_FLAGS):  # --backend auto is serve's own: load_models checks it
-        check_options(args.device, args.amp)
+    with flag_names(**PREDICT_FLAGS):  # before any checkpoint loads
+        check_options(args.device, args.amp, args.backend)
     threads = args.threads or threads_per_worker(args.workers)
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     if args.checkpoints:
-        print(f"stfn serve: loading {len(args.checkpoints)} model(s), --backend {args.backend} (compiled ones are "
+        print(f"stfn serve: loading {len(args.checkpoints)} model(s), --backend {args.backend} (compiled and converted ones are "
               "warmed up before the server answers)", file=sys.stderr, flush=True)
     models = load_models(args.checkpoints, backend=args.backend, flow=args.flow, threads=threads,
                          frames=args.frames, crops=args.crops, device=args.device, amp=args.amp)
     for name, entry in models.items():
-        warm = f", compiled and warmed up in {entry.warm_up_s:.1f} s" if entry.warm_up_s else ""
+        warm = f", warmed up in {entry.warm_up_s:.1f} s" if entry.warm_up_s else ""
         print(f"stfn serve: model {name}: backend {entry.predictor.backend}{warm}", file=sys.stderr, flush=True)
     app = create_app(models, workers=args.workers, queue=args.queue, threads=threads,
                      max_upload_mb=args.max_upload_mb, prepared=args.prepared)

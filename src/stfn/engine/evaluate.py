@@ -11,6 +11,7 @@ every rank returns the metrics of the whole test set.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from stfn.config import Config
 from stfn.data.datasets import build_loader
 from stfn.data.features import build_run_dataset
 from stfn.engine import distributed as dist_utils
+from stfn.engine.backends import apply_backend, choose_backend, describe_backend
 from stfn.engine.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, load_model
 from stfn.engine.data_identity import check_dataset, check_overlap, relocate
 from stfn.engine.eval_result import EvalResult, write_eval_outputs
@@ -31,7 +33,7 @@ from stfn.engine.hub import is_repo_id
 from stfn.engine.metrics import compute_metrics
 from stfn.errors import ParameterError, StfnError
 from stfn.models.fusion import late_fusion
-from stfn.runtime import INPUT_KEYS, bare_model, compile_backbones, resolve_amp, score_clips, should_compile
+from stfn.runtime import INPUT_KEYS, bare_model, resolve_amp, score_clips
 
 __all__ = [
     "evaluate",
@@ -193,12 +195,15 @@ def evaluate_checkpoint(
     splits_dir: str | os.PathLike | None = None,
     features_dir: str | os.PathLike | None = None,
     torch_compile: bool | str | None = None,
+    backend: str = "auto",
 ) -> EvalResult:
     """Load a checkpoint, score its test set (``split``/``views``/``frames`` override the
     checkpoint's data settings) and, when ``out_dir`` is given, write the files of
     :func:`write_eval_outputs` there (rank 0). Returns an :class:`EvalResult` (the metrics, the
     predictions and the settings tested with). ``torch_compile`` (``auto | true | false``; default the
-    checkpoint's ``train.compile``) compiles the backbones (:func:`~stfn.runtime.should_compile`).
+    checkpoint's ``train.compile``) compiles the backbones (:func:`~stfn.runtime.should_compile`);
+    ``backend`` (``auto | eager | compile | openvino``, :func:`stfn.engine.backends.choose_backend`) is
+    the runtime of the backbones, ``auto`` OpenVINO where measured fastest, else ``torch_compile``'s choice.
 
     ``data_root`` / ``splits_dir`` (a checkpoint trained on frames) or ``features_dir`` (one trained on
     cached features) say where the data is now, when it has moved since training. Refuses data whose
@@ -210,7 +215,7 @@ def evaluate_checkpoint(
     relocate(cfg, path, data_root, splits_dir, features_dir)
     _override_test_settings(cfg, split, views, frames)
     test_set, classes = _checked_test_set(path, cfg, ckpt)
-    amp_dtype = _ready_for_inference(model, cfg, dev, len(test_set), torch_compile)
+    amp_dtype = _ready_for_inference(model, cfg, dev, len(test_set), torch_compile, backend, progress and info.is_main)
     loader = make_test_loader(test_set, cfg, info.distributed, batch_size)
     metrics = evaluate(model, loader, dev, amp_dtype=amp_dtype, chunk_frames=chunk_frames,
                        fusion_weights=fusion_weights, fusion_rule=fusion_rule, progress=progress and info.is_main)
@@ -251,18 +256,23 @@ def _checked_test_set(path: str | os.PathLike, cfg: Config, ckpt: dict[str, Any]
 
 
 def _ready_for_inference(model: nn.Module, cfg: Config, dev: torch.device, videos: int,
-                         torch_compile: bool | str | None) -> torch.dtype | None:
-    """Move ``model`` to ``dev`` (channels_last per ``train.channels_last``) and compile its backbones
-    when ``torch_compile`` (default ``train.compile``) says so for ``videos`` test videos; returns the
-    autocast dtype of ``train.amp`` there."""
-    model.to(dev)
+                         torch_compile: bool | str | None, backend: str = "auto",
+                         say: bool = False) -> torch.dtype | None:
+    """Move ``model`` to ``dev`` (channels_last per ``train.channels_last``) and put its backbones on
+    ``backend`` (:func:`~stfn.engine.backends.choose_backend` for ``videos`` test videos; ``auto`` falls
+    back to ``torch_compile``, default ``train.compile``), saying which on stderr when ``say``; returns
+    the autocast dtype of ``train.amp`` there."""
+    model.to(dev).eval()
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
     amp_dtype, _ = resolve_amp(cfg.train.amp, dev, cfg.train.channels_last)
     frames = videos * max(1, cfg.data.test_crops) * cfg.data.frames  # through each backbone
     setting, what = (cfg.train.compile, "config key 'train.compile'") if torch_compile is None else (torch_compile, "torch_compile")
-    if should_compile(setting, model, dev, frames, cfg.data.crop_size, "infer", what):
-        compile_backbones(model)
+    chosen = choose_backend(backend, model, dev, frames, cfg.data.crop_size, setting, compile_what=what)
+    ran = apply_backend(model, chosen, amp_dtype)
+    if say:
+        print(f"backbones: {describe_backend(model, ran, amp_dtype)}"
+              + (" (--backend auto)" if backend == "auto" else ""), file=sys.stderr, flush=True)
     return amp_dtype
 
 

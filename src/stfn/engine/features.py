@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,14 @@ from stfn.config import Config, config_to_dict
 from stfn.data.datasets import build_dataset
 from stfn.data.features import META, load_features_meta
 from stfn.data.transforms import build_transform
+from stfn.engine.backends import apply_backend, choose_backend, describe_backend
 from stfn.engine.checkpoint import load_model, seen_videos, to_plain_types
 from stfn.engine.data_identity import check_dataset, check_overlap
 from stfn.engine.hub import is_repo_id
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json
 from stfn.models import build_model
-from stfn.runtime import autocast_context, compile_backbones, resolve_amp, resolve_device, should_compile
+from stfn.runtime import autocast_context, resolve_amp, resolve_device
 
 __all__ = ["extract_features"]
 
@@ -108,13 +110,17 @@ def extract_features(
     splits_dir: str | os.PathLike | None = None,
     split: int | None = None,
     torch_compile: bool | str | None = None,
+    backend: str = "auto",
 ) -> Path:
     """Write per-video ``(T, C)`` backbone features per stream of ``subsets`` to ``out_dir``.
 
     ``source`` is a checkpoint (its backbones and data settings) or a :class:`Config` (a fresh model:
     random or ImageNet backbones, per ``model.pretrained``). ``frames`` overrides ``data.frames``.
     ``torch_compile`` (``auto | true | false``; default ``train.compile``) compiles the backbones, with
-    ``auto`` for a subset long enough to repay it (:func:`~stfn.runtime.should_compile`).
+    ``auto`` for a subset long enough to repay it (:func:`~stfn.runtime.should_compile`); ``backend``
+    (``auto | eager | compile | openvino``) the runtime of the backbones, ``auto`` OpenVINO where it was
+    measured fastest and the subset repays its conversion, else ``torch_compile``'s choice
+    (:func:`stfn.engine.backends.choose_backend`; said on stderr with ``progress``).
     ``data_root`` / ``splits_dir`` / ``split`` point a checkpoint at its data where it is now (or at
     another split); its dataset identity is checked as ``stfn eval`` checks it, and test videos the
     checkpoint has seen are refused. A subset already extracted with the same settings is skipped.
@@ -130,19 +136,22 @@ def extract_features(
     out.mkdir(parents=True, exist_ok=True)
     meta = _resume_meta(out, _source_settings(source, cfg, ckpt, model))
     setting, what = (cfg.train.compile, "config key 'train.compile'") if torch_compile is None else (torch_compile, "torch_compile")
-    compiled = False
+    ran = None
     for subset in subsets:
         paths = {s: out / f"{subset}_{s}.npy" for s in cfg.model.streams}
         if subset in meta["subsets"] and all(p.is_file() for p in paths.values()):
             continue
         dataset = _checked_dataset(cfg, subset, source, ckpt)
-        if not compiled and should_compile(setting, model, dev, len(dataset) * cfg.data.frames, cfg.data.crop_size,
-                                           "infer", what):
-            compiled = bool(compile_backbones(model))
+        if ran is None:
+            chosen = choose_backend(backend, model, dev, len(dataset) * cfg.data.frames, cfg.data.crop_size,
+                                    setting, compile_what=what)
+            ran = apply_backend(model, chosen, amp_dtype)
+            if progress:
+                print(f"backbones: {describe_backend(model, ran, amp_dtype)}", file=sys.stderr, flush=True)
         # A compiled backbone on the CPU sees one video (T frames) at a time: a fixed shape (no
         # recompiles), and CPU throughput falls with the batch (compiled bf16 resnet50, 2-core Zen 4:
         # 39.8 images/s at 16 frames per call, 35.4 at 400 = 16 videos x 25 frames).
-        per_forward = 1 if compiled and dev.type == "cpu" else 0
+        per_forward = 1 if ran == "compile" and dev.type == "cpu" else 0
         labels = _extract_subset(model, dataset, list(cfg.model.streams), paths, dev, amp_dtype,
                                  batch_size or max(1, cfg.train.batch_size), cfg.data.num_workers, progress,
                                  per_forward)

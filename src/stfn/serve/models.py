@@ -20,17 +20,18 @@ import torch
 from torch import nn
 
 from stfn.data.prepare.record import resolve_prepare_settings
+from stfn.engine.backends import choose_backend
 from stfn.engine.checkpoint import load_model
 from stfn.engine.hub import is_repo_id
 from stfn.errors import StfnError
 from stfn.predict import BACKENDS, Predictor, model_card
-from stfn.runtime import resolve_device, should_compile
+from stfn.runtime import resolve_device
 
 __all__ = ["SERVE_BACKENDS", "SERVER_LIFE_FRAMES", "ModelEntry", "load_models", "model_names", "serve_backend",
            "warm_up"]
 
 CROPS = (1, 3, 10)
-SERVE_BACKENDS = ("auto", *BACKENDS)
+SERVE_BACKENDS = BACKENDS
 # Frames a server is assumed to send through each backbone over its life, for the `auto` choice: about
 # 500 /v1/explain requests of a two-stream T=8 network at 1 crop (13 clips: the video and 12 windows,
 # x 8 frames x 2 backbones = 208 frames each), or 6000 /v1/predict requests.
@@ -38,26 +39,25 @@ SERVER_LIFE_FRAMES = 100_000
 
 
 def serve_backend(setting: str, model: nn.Module, device: torch.device, size: int) -> str:
-    """``auto | eager | compile | onnx`` -> the backend ``stfn serve`` runs ``model`` on (``size``: crop px).
+    """``auto | eager | compile | onnx | openvino`` -> the backend ``stfn serve`` runs ``model`` on (``size``: crop px).
 
-    ``auto`` is ``compile`` when :data:`SERVER_LIFE_FRAMES` frames of this backbone at ``size`` px repay
-    the measured compile time, by the rule ``stfn eval`` uses (:func:`stfn.runtime.should_compile` for
-    an ``infer`` run: work in resnet18-224 frames, ``frames x backbone_gflops / REFERENCE_GFLOPS``, at
-    least ``COMPILE_MARGIN x`` the break-even of :data:`stfn.runtime.COMPILE_BREAK_EVEN`), else
-    ``eager``. On the CPU (break-even 11 300 frames, margin 2) that is a backbone of at least
-    ``2 x 11 300 / 100 000 = 0.23 x`` resnet18's work per 224 px frame (``REFERENCE_GFLOPS``):
-    resnet18 (1.08x eager idle, 1.72x under load, BENCHMARKS.md sections 6 and 0) and larger
-    compile, resnet18 at 112 px (0.25x) just does, cnn_small and other tiny networks (under 1%: a
-    compiled step gains nothing there) stay eager. On CUDA (an estimated break-even of 1.3M frames)
-    nothing compiles under ``auto`` until ``make gpu-check`` measures it. The compile itself (10-20 s
-    for resnet18 on 2 cores) is paid at start-up by :func:`warm_up`, not by a request. ``auto`` never
-    picks ``onnx``: ONNX Runtime runs fp32, 0.62x of eager bf16 where the CPU does bf16 natively.
+    ``auto`` is :func:`stfn.engine.backends.choose_backend` for :data:`SERVER_LIFE_FRAMES` frames:
+    ``openvino`` on a CPU with native bf16 where ``stfn[openvino]`` is installed and the backbone's work
+    repays the conversion (1.12x / 1.44x inductor freezing for resnet18 / resnet50 in bf16 on a 2-core
+    AVX512-BF16 EPYC, BENCHMARKS.md; a backbone of at least ``2 x 600 / 100 000 = 1.2%`` of resnet18's
+    work per 224 px frame), else ``compile`` when those frames repay the measured compile time, by the
+    rule ``stfn eval`` uses (:func:`stfn.runtime.should_compile` for an ``infer`` run: work in
+    resnet18-224 frames at least ``COMPILE_MARGIN x`` the break-even of
+    :data:`stfn.runtime.COMPILE_BREAK_EVEN`; on the CPU a backbone of at least 0.23x resnet18's work per
+    frame), else ``eager`` (cnn_small and other tiny networks; CUDA until ``make gpu-check`` measures
+    it). The conversion or compile is paid at start-up by :func:`warm_up`, not by a request. ``auto``
+    never picks ``onnx``: ONNX Runtime runs fp32, 0.62x of eager bf16 where the CPU does bf16 natively.
     """
     if setting not in SERVE_BACKENDS:
         raise StfnError(f"--backend must be one of {', '.join(SERVE_BACKENDS)}, got '{setting}'")
-    if setting != "auto":
-        return setting
-    return "compile" if should_compile("auto", model, device, SERVER_LIFE_FRAMES, size, "infer", "--backend") else "eager"
+    if setting in ("auto", "openvino"):
+        return choose_backend(setting, model, device, SERVER_LIFE_FRAMES, size, "auto", "--backend", "--backend")
+    return setting
 
 
 def warm_up(predictor: Predictor, threads: int | None = None) -> float:
@@ -142,7 +142,7 @@ def _load(path: Path, backend: str, flow: str | None, threads: int | None,
     predictor = Predictor(model, cfg, list(ckpt["classes"]), resolve_prepare_settings(cfg, ckpt, flow),
                           **{**kwargs, "backend": chosen})
     predictor.card = model_card(cfg, ckpt)
-    return predictor, warm_up(predictor, threads) if chosen == "compile" else 0.0
+    return predictor, warm_up(predictor, threads) if chosen in ("compile", "openvino") else 0.0
 
 
 def load_models(paths: list[str | os.PathLike], *, backend: str = "auto", flow: str | None = None,
