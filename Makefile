@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,onnx,openvino,timm,serve,hub
+EXTRAS ?= dev,onnx,timm,serve,hub
 
 .PHONY: demo test test-slow bench gpu-check lint clean
 

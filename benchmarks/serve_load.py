@@ -1,7 +1,9 @@
 """Load test of ``stfn serve`` on loopback: N requests from C concurrent clients, bounded in count and time.
 
 Starts ``stfn serve`` in a subprocess on a free 127.0.0.1 port with a random-weight checkpoint of the
-``tiny`` preset (``--workers W --queue Q``, one CPU thread per worker by default), then C client
+``--preset`` (``tiny`` by default, or ``resnet18``: a two-stream STFN at 224 px) and ``--backend``
+(default ``auto``, as a user runs it; the backend it chose is reported), ``--workers W --queue Q``, one
+CPU thread per worker by default, then C client
 threads post ``../shared/videos/test.avi`` (a 10 s synthetic AVI when absent) to ``/v1/predict``
 until N have been answered. A 503 (every worker and queue place taken) is the server's back-pressure:
 the client waits ``Retry-After`` and sends again; the run counts those answers. Checked: no request is
@@ -13,6 +15,7 @@ Usage::
 
     python benchmarks/serve_load.py                     # 50 requests, 8 clients, 2 workers, queue 4
     python benchmarks/serve_load.py --requests 200 --clients 16 --workers 1 --queue 8
+    python benchmarks/serve_load.py --preset resnet18 --backend eager --workers 1 --threads 2
     python benchmarks/serve_load.py --quick             # 8 requests, 4 clients: a smoke test
 
 Results: a markdown table on stdout and ``bench_results/serve_load.json``.
@@ -57,9 +60,10 @@ def multipart(video: Path) -> bytes:
 def start_server(ckpt: Path, port: int, args: Any, tmp: Path) -> subprocess.Popen:
     env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO / "src")}
     cmd = [sys.executable, "-m", "stfn", "serve", str(ckpt), "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(args.workers), "--queue", str(args.queue), "--threads", str(args.threads or 1)]
+           "--workers", str(args.workers), "--queue", str(args.queue), "--threads", str(args.threads or 1),
+           "--backend", args.backend]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(tmp / "server.log", "w"), env=env)  # noqa: SIM115
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a compiled resnet18 STFN warms up for 20-60 s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"stfn serve exited: {(tmp / 'server.log').read_text()[-2000:]}")
@@ -69,7 +73,7 @@ def start_server(ckpt: Path, port: int, args: Any, tmp: Path) -> subprocess.Pope
         except OSError:
             time.sleep(0.2)
     proc.kill()
-    raise RuntimeError("stfn serve did not answer /healthz within 120 s")
+    raise RuntimeError("stfn serve did not answer /healthz within 600 s")
 
 
 def post(port: int, body: bytes, timeout: float) -> tuple[int, float, int]:
@@ -139,6 +143,9 @@ def main() -> int:
     parser.add_argument("--queue", type=int, default=4, help="stfn serve --queue")
     parser.add_argument("--time-limit", type=float, default=300.0, help="seconds after which a 503 is not retried")
     parser.add_argument("--request-timeout", type=float, default=120.0, help="seconds per HTTP request")
+    parser.add_argument("--preset", choices=["tiny", "resnet18"], default="tiny", help="the served checkpoint")
+    parser.add_argument("--backend", choices=["auto", "eager", "compile", "onnx", "openvino"], default="auto",
+                        help="stfn serve --backend")
     args = parser.parse_args()
     if args.quick:
         args.requests, args.clients = 8, 4
@@ -149,13 +156,15 @@ def main() -> int:
         if not SHARED_AVI.is_file():
             make_clip(video, 10.0)
         video_bytes = video.stat().st_size  # the clip goes with the temporary folder
-        ckpt = make_checkpoint("tiny", tmp)
+        ckpt = make_checkpoint(args.preset, tmp)
         port = free_port()
         server = start_server(ckpt, port, args, tmp)
         try:
             results, wall = run_clients(port, multipart(video), args)
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
                 pool = json.loads(r.read())["pool"]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=10) as r:
+                chosen = json.loads(r.read())["models"][0]["settings"]["backend"]
             uploads_left = [str(p.name) for p in tmp.glob("stfn-serve-*/*")]
         finally:
             server.terminate()
@@ -167,13 +176,14 @@ def main() -> int:
     lat, e2e = percentiles([r["seconds"] for r in ok]), percentiles([r["end_to_end"] for r in ok])
     refused = sum(r["refused"] for r in results)
     summary = {"requests": args.requests, "clients": args.clients, "workers": args.workers, "queue": args.queue,
-               "threads_per_worker": args.threads or 1, "video": video.name, "video_bytes": video_bytes,
+               "threads_per_worker": args.threads or 1, "preset": args.preset, "backend_setting": args.backend,
+               "backend": chosen, "video": video.name, "video_bytes": video_bytes,
                "answered_200": len(ok), "lost": lost, "server_errors_other_than_503": server_errors,
                "refused_503": refused, "wall_seconds": wall, "throughput_per_s": len(ok) / wall if wall else 0.0,
                "latency_seconds": lat, "end_to_end_seconds": e2e, "pool_after": pool, "uploads_left": uploads_left}
     print(f"stfn serve under load: {args.requests} requests of {video.name} ({video_bytes / 1e3:.0f} KB) "
-          f"from {args.clients} clients, tiny preset, --workers {args.workers} --queue {args.queue}, "
-          f"{args.threads or 1} thread per worker")
+          f"from {args.clients} clients, {args.preset} preset, --backend {args.backend} (ran {chosen}), "
+          f"--workers {args.workers} --queue {args.queue}, {args.threads or 1} thread(s) per worker")
     print(md_table(["answered", "lost", "other 5xx", "503 (retried)", "wall s", "req/s",
                     "p50 s", "p90 s", "p99 s", "max s", "end-to-end p50 s", "end-to-end p99 s"],
                    [[len(ok), lost, len(server_errors), refused, wall, summary["throughput_per_s"],

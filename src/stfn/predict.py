@@ -120,6 +120,8 @@ class Predictor:
         backend: ``auto | eager | compile | onnx | openvino`` (module docstring); ``onnx`` runs on the CPU
             in fp32, ``openvino`` on the CPU in the autocast dtype; ``self.backend`` is the one chosen.
         videos: how many videos the predictor will see, for ``auto`` (its conversion must pay).
+        parallel: how many threads will call it at once (``stfn serve``'s workers; OpenVINO gives each
+            its own stream).
     """
 
     def __init__(
@@ -138,6 +140,7 @@ class Predictor:
         chunk_frames: int = 256,
         backend: str = "eager",
         videos: int = 1,
+        parallel: int = 1,
     ) -> None:
         self.channels_last = cfg.train.channels_last if channels_last is None else bool(channels_last)
         self.device, self.amp_dtype = check_options(device, amp, backend, self.channels_last)
@@ -161,7 +164,7 @@ class Predictor:
         else:  # auto: OpenVINO where it was measured fastest and `videos` repay its conversion, else eager
             work = max(1, int(videos)) * self.crops * self.reader.frames
             chosen = choose_backend(backend, self.model, self.device, work, cfg.data.crop_size, False)
-            self.backend = apply_backend(self.model, chosen, self.amp_dtype)
+            self.backend = apply_backend(self.model, chosen, self.amp_dtype, parallel)
 
     def _onnx_session(self) -> Any:
         """The network exported to ONNX for this predictor's ``T`` and crop size, in an ONNX Runtime

@@ -25,7 +25,7 @@ from test_predict import CLASSES, tiny_config
 
 CPU = torch.device("cpu")
 needs_openvino = pytest.mark.skipif(not backends.openvino_available(), reason="openvino is not installed "
-                                    '(pip install "stfn[openvino]", part of make\'s install)')
+                                    '(pip install "stfn[openvino]"; not in make\'s install yet)')
 
 
 def two_stream(backbone: str = "cnn_small") -> torch.nn.Module:
@@ -132,3 +132,29 @@ def test_without_the_package_it_is_one_sentence(ckpt: Path, monkeypatch: pytest.
         predict_mod.check_options("cuda", backend="openvino")
     with pytest.raises(StfnError, match=r"^the openvino backend needs the openvino package, which is not installed"):
         openvino_backbones(two_stream())
+
+
+@needs_openvino
+def test_eval_and_extract_features_on_openvino_match_eager(tmp_path, fake_data, capsys) -> None:
+    import numpy as np
+    from engine_helpers import tiny_config as engine_config
+
+    from stfn.engine.evaluate import evaluate_checkpoint
+    from stfn.engine.features import extract_features
+    from stfn.engine.train import train
+
+    cfg = engine_config(epochs=1, amp="none")
+    cfg.train.eval_every = 0
+    train(cfg, tmp_path / "run", progress=False)
+    ckpt = tmp_path / "run" / "last.pt"
+    eager = evaluate_checkpoint(ckpt, progress=False, backend="eager")
+    ov = evaluate_checkpoint(ckpt, progress=True, backend="openvino")
+    assert "backbones: openvino (fp32; rgb, flow)" in capsys.readouterr().err  # the choice, said
+    assert [p["pred"] for p in ov.predictions] == [p["pred"] for p in eager.predictions] and ov.top1 == eager.top1
+    for p, q in zip(ov.predictions, eager.predictions, strict=True):
+        assert np.allclose(p["scores"], q["scores"], atol=1e-4)
+    for backend in ("eager", "openvino"):
+        extract_features(ckpt, tmp_path / backend, subsets=["test"], progress=False, backend=backend)
+    for s in ("rgb", "flow"):
+        a, b = (np.load(tmp_path / d / f"test_{s}.npy").astype(np.float32) for d in ("eager", "openvino"))
+        assert a.shape == b.shape and np.allclose(a, b, atol=2e-3, rtol=2e-3)  # stored as float16

@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"stfn serve: loading {len(args.checkpoints)} model(s), --backend {args.backend} (compiled and converted ones are "
               "warmed up before the server answers)", file=sys.stderr, flush=True)
     models = load_models(args.checkpoints, backend=args.backend, flow=args.flow, threads=threads,
-                         frames=args.frames, crops=args.crops, device=args.device, amp=args.amp)
+                         frames=args.frames, crops=args.crops, device=args.device, amp=args.amp,
+                         parallel=args.workers)
     for name, entry in models.items():
         warm = f", warmed up in {entry.warm_up_s:.1f} s" if entry.warm_up_s else ""
         print(f"stfn serve: model {name}: backend {entry.predictor.backend}{warm}", file=sys.stderr, flush=True)

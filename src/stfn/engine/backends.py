@@ -7,8 +7,8 @@ its conversion, else what ``train.compile`` / ``--compile`` says (:func:`stfn.ru
 says it in one line for the command to print.
 
 Measured (``benchmarks/backbone_throughput.py``, 2-core AMD EPYC with AVX512-BF16, 2026-12-07): OpenVINO
-against the fastest PyTorch variant (inductor freezing) 1.12x / 1.44x for resnet18 / resnet50 in bf16,
-1.35x / 1.40x in fp32; the conversion (``openvino.convert_model`` + compile) took 1.4 s / 2.1 s per
+against the fastest PyTorch variant (inductor freezing) 1.07-1.12x / 1.29-1.44x for resnet18 / resnet50 in bf16,
+1.17-1.35x / 1.39-1.40x in fp32 (two runs, BENCHMARKS.md section 9); the conversion (``openvino.convert_model`` + compile) took 1.4 s / 2.1 s per
 backbone, repaid after ``OPENVINO_BREAK_EVEN`` frames (resnet18-224 units, as
 :data:`stfn.runtime.COMPILE_BREAK_EVEN`). ``auto`` picks it only on a CPU with native bf16
 (AVX512-BF16 or AMX: this machine, and the issue's AMX figures, OpenVINO 1.05x / 1.13x inductor
@@ -69,12 +69,13 @@ def choose_backend(setting: str, model: nn.Module, device: torch.device, frames:
     return "compile" if should_compile(compile_setting, model, device, frames, size, "infer", compile_what) else "eager"
 
 
-def apply_backend(model: nn.Module, backend: str, dtype: torch.dtype | None) -> str:
+def apply_backend(model: nn.Module, backend: str, dtype: torch.dtype | None, parallel: int = 1) -> str:
     """Put ``backend`` in place on ``model`` (in eval mode, on its device; ``dtype``: the autocast dtype,
     bf16 or None) and return what runs: ``openvino`` converts the per-frame backbones (a network with
-    none, e.g. the spatiotemporal ResNet, stays ``eager``), ``compile`` compiles them with freezing."""
+    none, e.g. the spatiotemporal ResNet, stays ``eager``; ``parallel``: threads that will call it at
+    once), ``compile`` compiles them with freezing."""
     if backend == "openvino":
-        return "openvino" if openvino_backbones(model, dtype) else "eager"
+        return "openvino" if openvino_backbones(model, dtype, streams=parallel) else "eager"
     if backend == "compile":
         compile_backbones(model)
     return backend

@@ -12,8 +12,8 @@ for inference of the weights it was given (call it again after changing them). T
 (Residual Inception blocks, fusion, classifier) stays in PyTorch: it is a few percent of the work.
 
 Why: side by side on a 2-core AMD EPYC with AVX512-BF16 (``benchmarks/backbone_throughput.py``,
-BENCHMARKS.md), OpenVINO ran resnet18 / resnet50 at 1.12x / 1.44x the best PyTorch path in bf16
-(inductor freezing) and 1.35x / 1.40x in fp32; the issue's AMX figures agree (1.05x / 1.13x).
+BENCHMARKS.md section 9), OpenVINO ran resnet18 / resnet50 at 1.07-1.12x / 1.29-1.44x the best PyTorch path in bf16
+(inductor freezing) and 1.17-1.35x / 1.39-1.40x in fp32; the issue's AMX figures agree (1.05x / 1.13x).
 ``openvino`` is an optional dependency (``pip install "stfn[openvino]"``); without it
 :func:`require_openvino` says how to install it in one sentence.
 """
@@ -73,8 +73,9 @@ class OpenVINOForward:
     an OpenVINO infer request is not for two threads at once). Gradients do not flow through it: a
     training step that reaches it is refused."""
 
-    def __init__(self, backbone: nn.Module, precision: str, threads: int) -> None:
-        self.backbone, self.precision, self.threads = backbone, precision, threads
+    def __init__(self, backbone: nn.Module, precision: str, threads: int, streams: int = 1) -> None:
+        self.backbone, self.precision, self.threads, self.streams = backbone, precision, threads, streams
+        self.pin_threads = False  # OpenVINO's default pins its threads to cores, and decode and flow then wait
         self._compiled: dict[tuple[int, ...], Any] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -101,8 +102,10 @@ class OpenVINOForward:
                 first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
                 raise StfnError(f"OpenVINO cannot convert the {getattr(self.backbone, 'name', 'frame')} backbone "
                                 f"({first.strip()}); run it with --backend eager or compile") from None
-        config = {"INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": self.threads,
-                  "PERFORMANCE_HINT": "LATENCY"}
+        # one stream per thread that calls at once (a stream runs one request at a time), each with the
+        # callers' torch thread count
+        config = {"INFERENCE_PRECISION_HINT": self.precision, "NUM_STREAMS": self.streams,
+                  "INFERENCE_NUM_THREADS": self.threads * self.streams, "ENABLE_CPU_PINNING": self.pin_threads}
         return ov.Core().compile_model(model, "CPU", config)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,11 +122,13 @@ class OpenVINOForward:
 
 
 def openvino_backbones(model: nn.Module, dtype: torch.dtype | None = None,
-                       threads: int | None = None) -> list[str]:
+                       threads: int | None = None, streams: int = 1) -> list[str]:
     """Run ``model``'s frame backbones on OpenVINO (in place, ``model`` on the CPU, in eval mode);
     ``dtype``: ``torch.bfloat16`` -> OpenVINO bf16, ``None`` / float32 -> f32. Returns the streams
     converted (a backbone that is not a per-frame CNN, e.g. the spatiotemporal ResNet's, stays in
-    PyTorch); the conversion itself happens at each backbone's first call."""
+    PyTorch); the conversion itself happens at each backbone's first call. ``threads`` (default torch's)
+    per request; ``streams``: how many threads will call at once (``stfn serve``'s workers), each
+    given its own OpenVINO stream so that they run side by side rather than in turn."""
     require_openvino()
     if next(model.parameters(), torch.empty(0)).device.type != "cpu":
         raise StfnError("the openvino backend runs on the CPU; use --device cpu")
@@ -133,7 +138,7 @@ def openvino_backbones(model: nn.Module, dtype: torch.dtype | None = None,
     for stream, backbone in getattr(model, "backbones", {}).items():
         if isinstance(backbone, FrameBackbone) and not isinstance(backbone.forward, OpenVINOForward):
             backbone.eval()
-            backbone.forward = OpenVINOForward(backbone, precision, threads)
+            backbone.forward = OpenVINOForward(backbone, precision, threads, max(1, int(streams)))
             done.append(stream)
     return done
 

@@ -43,7 +43,7 @@ def serve_backend(setting: str, model: nn.Module, device: torch.device, size: in
 
     ``auto`` is :func:`stfn.engine.backends.choose_backend` for :data:`SERVER_LIFE_FRAMES` frames:
     ``openvino`` on a CPU with native bf16 where ``stfn[openvino]`` is installed and the backbone's work
-    repays the conversion (1.12x / 1.44x inductor freezing for resnet18 / resnet50 in bf16 on a 2-core
+    repays the conversion (1.07x / 1.29x inductor freezing for resnet18 / resnet50 in bf16 on a 2-core
     AVX512-BF16 EPYC, BENCHMARKS.md; a backbone of at least ``2 x 600 / 100 000 = 1.2%`` of resnet18's
     work per 224 px frame), else ``compile`` when those frames repay the measured compile time, by the
     rule ``stfn eval`` uses (:func:`stfn.runtime.should_compile` for an ``infer`` run: work in
