@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from stfn.config import Config, config_from_dict
+from stfn.data.video.flow import quantize_flow
 from suite_helpers import REALDATA, VIDEOS  # noqa: F401 (the serve tests import VIDEOS from here)
 
 CLASSES = ["Jump", "Run", "Walk", "Wave", "Clap"]
@@ -79,3 +84,34 @@ def running_server(args: list[str], tmp: Path, timeout: float = 60.0) -> Iterato
             proc.kill()
             proc.wait()
         log.close()
+
+
+def write_video(root: Path, key: str, frames: int, skip_flow: int | None = None) -> None:
+    """Frames and uniform flow (5 px to the right) of one prepared video ``root/key``."""
+    folder = root / key
+    folder.mkdir(parents=True)
+    for i in range(frames):
+        img = np.full((24, 32, 3), 20 * i, np.uint8)
+        cv2.imwrite(str(folder / f"img_{i + 1:05d}.jpg"), img)
+    for i in range(frames - 1):
+        if i == skip_flow:
+            continue
+        q = quantize_flow(np.full((24, 32, 2), (5.0, 0.0), np.float32), 20.0)  # 5 px to the right
+        cv2.imwrite(str(folder / f"flow_x_{i + 1:05d}.jpg"), q[..., 0])
+        cv2.imwrite(str(folder / f"flow_y_{i + 1:05d}.jpg"), q[..., 1])
+
+
+def write_prepared(tmp_path: Path) -> Path:
+    """A prepared folder under ``tmp_path``: ``Run/good`` (6 frames), ``Jump/broken`` (flow field 2
+    missing) and ``Walk/bad`` (failed in prepare)."""
+    root = tmp_path / "prepared"
+    write_video(root, "Run/good", 6)
+    write_video(root, "Jump/broken", 5, skip_flow=2)
+    record = {"status": "ok", "width": 32, "height": 24, "fps": 25.0, "error": None}
+    videos = {"Run/good": {**record, "source": "Run/good.avi", "frames": 6, "flows": 5},
+              "Jump/broken": {**record, "source": "Jump/broken.avi", "frames": 5, "flows": 4},
+              "Walk/bad": {"source": "Walk/bad.mp4", "status": "failed", "frames": None, "flows": None,
+                           "width": None, "height": None, "fps": None, "error": "video 'Walk/bad.mp4' could not be decoded"}}
+    (root / "manifest.json").write_text(json.dumps({"version": 1, "flow": {"algorithm": "dis", "bound": 20.0},
+                                                    "resize": {"short_side": 24}, "videos": videos}))
+    return root

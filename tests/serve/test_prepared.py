@@ -3,47 +3,22 @@ video, one failed one and one whose flow export is broken."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from serve_helpers import write_prepared
 
-from stfn.data.video.flow import quantize_flow
 from stfn.errors import StfnError
 from stfn.serve.app import create_app
 from stfn.serve.prepared import NotFound, PreparedSet
 
 
-def write_video(root: Path, key: str, frames: int, skip_flow: int | None = None) -> None:
-    folder = root / key
-    folder.mkdir(parents=True)
-    for i in range(frames):
-        img = np.full((24, 32, 3), 20 * i, np.uint8)
-        cv2.imwrite(str(folder / f"img_{i + 1:05d}.jpg"), img)
-    for i in range(frames - 1):
-        if i == skip_flow:
-            continue
-        q = quantize_flow(np.full((24, 32, 2), (5.0, 0.0), np.float32), 20.0)  # 5 px to the right
-        cv2.imwrite(str(folder / f"flow_x_{i + 1:05d}.jpg"), q[..., 0])
-        cv2.imwrite(str(folder / f"flow_y_{i + 1:05d}.jpg"), q[..., 1])
-
-
 @pytest.fixture()
 def prepared(tmp_path: Path) -> Path:
-    root = tmp_path / "prepared"
-    write_video(root, "Run/good", 6)
-    write_video(root, "Jump/broken", 5, skip_flow=2)
-    record = {"status": "ok", "width": 32, "height": 24, "fps": 25.0, "error": None}
-    videos = {"Run/good": {**record, "source": "Run/good.avi", "frames": 6, "flows": 5},
-              "Jump/broken": {**record, "source": "Jump/broken.avi", "frames": 5, "flows": 4},
-              "Walk/bad": {"source": "Walk/bad.mp4", "status": "failed", "frames": None, "flows": None,
-                           "width": None, "height": None, "fps": None, "error": "video 'Walk/bad.mp4' could not be decoded"}}
-    (root / "manifest.json").write_text(json.dumps({"version": 1, "flow": {"algorithm": "dis", "bound": 20.0},
-                                                    "resize": {"short_side": 24}, "videos": videos}))
-    return root
+    return write_prepared(tmp_path)
 
 
 def test_summary_video_and_images(prepared: Path) -> None:
@@ -93,3 +68,50 @@ def test_prepared_routes(prepared: Path) -> None:
         assert client.get("/v1/prepared/frame", params={"key": "Run/good", "index": 99}).status_code == 404
         no_model = client.post("/v1/predict", files={"file": ("a.mp4", b"123")})
         assert no_model.status_code == 404 and "no model" in no_model.json()["detail"]
+
+
+@pytest.mark.parametrize("key", ["..", "../prepared", "Run/../../../etc/passwd", "%2e%2e/%2e%2e/etc", "%2e%2e",
+                                 "..%2f..%2fetc", "Run/good/../../..", "/etc", "Run/good\0"])
+def test_prepared_urls_with_dotdot_or_encoded_dots_are_404(prepared: Path, key: str) -> None:
+    """Only manifest keys are read: ``..``, ``%2e%2e`` (sent encoded once or twice) and the like name
+    no video (issue 28)."""
+    with TestClient(create_app({}, prepared=prepared)) as client:
+        for route in ("video", "frame", "flow"):
+            r = client.get(f"/v1/prepared/{route}", params={"key": key, "index": 0})
+            assert r.status_code == 404 and "no video" in r.json()["detail"], r.text
+        raw = client.get("/v1/prepared/frame?key=Run%2F%2e%2e%2F%2e%2e%2Fmanifest.json&index=0")
+        assert raw.status_code == 404
+        for path in ("/static/%2e%2e/app.py", "/static/..%2fapp.py", "/static/%2e%2e%2f%2e%2e%2fpyproject.toml"):
+            assert client.get(path).status_code == 404, path
+        assert client.get("/v1/prepared/frame", params={"key": "Run/good", "index": 0}).status_code == 200
+
+
+def test_symlinks_out_of_the_prepared_folder_are_not_followed(prepared: Path, tmp_path: Path) -> None:
+    """A video folder, or one frame or flow file, that is a symlink to a file outside DIR is refused
+    (404, one sentence); a symlink that stays inside DIR is read (issue 28)."""
+    import json
+
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "img_00001.jpg").write_bytes(b"SECRET")
+    (secret / "flow_x_00001.jpg").write_bytes(b"SECRET")
+    good = prepared / "Run" / "good"
+    (good / "img_00002.jpg").unlink()
+    (good / "img_00002.jpg").symlink_to(secret / "img_00001.jpg")  # one frame file points out
+    (good / "flow_x_00002.jpg").unlink()
+    (good / "flow_x_00002.jpg").symlink_to(secret / "flow_x_00001.jpg")
+    (good / "img_00003.jpg").unlink()
+    (good / "img_00003.jpg").symlink_to(good / "img_00001.jpg")  # inside: fine
+    (prepared / "Walk").mkdir()
+    (prepared / "Walk" / "out").symlink_to(secret, target_is_directory=True)  # a whole folder points out
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    manifest["videos"]["Walk/out"] = {**manifest["videos"]["Run/good"], "source": "Walk/out.avi", "frames": 1}
+    (prepared / "manifest.json").write_text(json.dumps(manifest))
+    with TestClient(create_app({}, prepared=prepared)) as client:
+        for route, key, index in [("frame", "Run/good", 1), ("flow", "Run/good", 1), ("frame", "Walk/out", 0),
+                                  ("video", "Walk/out", 0)]:
+            r = client.get(f"/v1/prepared/{route}", params={"key": key, "index": index})
+            assert r.status_code == 404 and "outside the prepared folder" in r.json()["detail"], (route, key, r.text)
+            assert b"SECRET" not in r.content
+        inside = client.get("/v1/prepared/frame", params={"key": "Run/good", "index": 2})
+        assert inside.status_code == 200 and inside.content == (good / "img_00001.jpg").read_bytes()

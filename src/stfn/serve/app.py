@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.requests import ClientDisconnect
@@ -88,6 +89,14 @@ def _hide_paths(message: str, upload: Upload) -> str:
     return message
 
 
+def _moving(result: dict[str, Any], upload: Upload) -> dict[str, Any]:
+    """``result``, unless the upload decoded to a single frame: a still image (PNG, JPEG, ...) that the
+    video decoder reads as a one-frame video, refused with one sentence (422)."""
+    if int(result.get("frames") or 0) < 2:
+        raise StfnError(f"'{upload.filename}' holds a single frame (a still image?), not a video")
+    return result
+
+
 def _data_url(rgb: Any) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(encode_jpeg(rgb, 85)).decode("ascii")
 
@@ -117,8 +126,8 @@ async def _predict(request: Request, explain: bool) -> dict[str, Any]:
 
                 def job() -> tuple[dict[str, Any], dict[str, Any] | None]:  # on a worker, images encoded too
                     if not explain:
-                        return predictor.predict(upload.path, top_k), None
-                    result = predictor.explain(upload.path, top_k, window=window, stride=stride)
+                        return _moving(predictor.predict(upload.path, top_k), upload), None
+                    result = _moving(predictor.explain(upload.path, top_k, window=window, stride=stride), upload)
                     return result, _explain_doc(result, entry)
 
                 try:
@@ -139,6 +148,22 @@ async def _predict(request: Request, explain: bool) -> dict[str, Any]:
         doc["card"] = entry.predictor.card
     doc["results"] = [result]
     return doc
+
+
+def _validation_sentence(exc: RequestValidationError) -> str:
+    """FastAPI's first validation error as one sentence: ``query parameter 'index' must be a whole
+    number, got 'abc'``."""
+    errors = exc.errors()
+    if not errors:
+        return "the request's parameters are not valid"
+    first = errors[0]
+    loc = [str(x) for x in first.get("loc", ())]
+    where = f"{loc[0]} parameter '{'.'.join(loc[1:])}'" if len(loc) > 1 else "parameter"
+    if first.get("type") == "missing":
+        return f"{where} is missing"
+    if first.get("type", "").startswith("int_"):
+        return f"{where} must be a whole number, got '{str(first.get('input'))[:40]}'"
+    return f"{where} is not valid: {first.get('msg', 'invalid value')}"
 
 
 def _prepared(request: Request) -> PreparedSet:
@@ -203,6 +228,12 @@ def _add_page_routes(app: FastAPI) -> None:
     @app.get("/v1/prepared/flow", response_class=Response)
     def prepared_flow(request: Request, key: str, index: int) -> Response:
         return Response(_prepared(request).flow_jpeg(key, index), media_type="image/jpeg")
+
+    @app.exception_handler(RequestValidationError)
+    def bad_parameter(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """A query parameter missing or of the wrong type: 422 with one sentence naming it, not
+        FastAPI's list of dictionaries."""
+        return JSONResponse({"detail": _validation_sentence(exc)}, status_code=422)
 
     @app.exception_handler(NotFound)
     def not_found(request: Request, exc: NotFound) -> JSONResponse:

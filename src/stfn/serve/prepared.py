@@ -77,21 +77,34 @@ class PreparedSet:
                 "flow_positions": [min(p, flows - 1) for p in positions] if flows else []}
 
     def _file(self, key: str, name: str) -> Path:
-        path = self._folder(key) / name
+        """``key/name`` in the prepared folder, resolved: a file, or a symlink to one, that lies inside it."""
+        path = (self._folder(key) / name).resolve()
+        if not path.is_relative_to(self.root):  # a symlink out of the folder (to /etc/passwd, say)
+            raise NotFound(f"'{key}/{name}' lies outside the prepared folder")
         if not path.is_file():
             raise NotFound(f"'{key}/{name}' is missing from the prepared folder")
         return path
 
+    def _index(self, key: str, index: int, what: str) -> int:
+        """``index`` when it is one of ``key``'s ``frames`` or ``flows`` in the manifest, else :class:`NotFound`."""
+        count = int(self.manifest.videos[key].get(what) or 0) if key in self.manifest.videos else 0
+        if not 0 <= int(index) < count:
+            raise NotFound(f"'{key}' has no {what[:-1]} {index} (the manifest lists {count}, numbered from 0)")
+        return int(index)
+
     def frame_jpeg(self, key: str, index: int) -> bytes:
         """Frame ``index`` (0-based) of ``key``: the prepared JPEG's bytes as written."""
-        return self._file(key, f"img_{int(index) + 1:05d}.jpg").read_bytes()
+        self._folder(key)
+        return self._file(key, f"img_{self._index(key, index, 'frames') + 1:05d}.jpg").read_bytes()
 
     def flow_jpeg(self, key: str, index: int) -> bytes:
         """Flow field ``index`` (0-based) of ``key`` in the colour wheel (brightness: magnitude over the
         field's largest, at least 1 pixel), as JPEG bytes."""
+        self._folder(key)
+        index = self._index(key, index, "flows")
         planes = []
         for axis in ("x", "y"):
-            path = self._file(key, f"flow_{axis}_{int(index) + 1:05d}.jpg")
+            path = self._file(key, f"flow_{axis}_{index + 1:05d}.jpg")
             plane = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
             if plane is None:
                 raise NotFound(f"'{key}/{path.name}' is not a readable JPEG")

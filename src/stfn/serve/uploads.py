@@ -168,18 +168,11 @@ async def receive_upload(request: Request, folder: Path, max_bytes: int, *, file
     parts = _Parts(folder, max_bytes, file_field, set(fields))
     parser = MultipartParser(options[b"boundary"], parts.callbacks())
     try:
-        chunks = request.stream().__aiter__()
-        while True:
-            try:
-                chunk = await asyncio.wait_for(chunks.__anext__(), idle_timeout)
-            except StopAsyncIteration:
-                break
-            except asyncio.TimeoutError:
-                raise UploadError(408, f"the upload stalled: no data for {idle_timeout:g} s") from None
-            if chunk:
-                parser.write(chunk)
-        parser.finalize()
-    except MultipartParseError:
+        await _feed(request, parser, parts, max_bytes + _SLACK, idle_timeout)
+    except MultipartParseError as e:
+        if "header" in str(e).lower():  # python-multipart's bounds: 8 headers of at most 4 KB per part
+            raise UploadError(422, "a part of the form has too many or too long headers (at most 8 of 4 KB each; "
+                                   "a file name that long?)") from None
         raise UploadError(422, "the request body is not valid multipart/form-data") from None
     finally:
         parts.close()
@@ -190,3 +183,26 @@ async def receive_upload(request: Request, folder: Path, max_bytes: int, *, file
     if parts.size == 0:
         raise UploadError(422, f"the uploaded file '{parts.filename}' is empty")
     return Upload(parts.path, parts.filename or "upload", parts.size, parts.fields)
+
+
+async def _feed(request: Request, parser: MultipartParser, parts: _Parts, max_body: int, idle_timeout: float) -> None:
+    """Push the body's chunks into ``parser`` until the closing boundary: 413 once the whole body
+    (text fields, part headers and what follows the last part included) passes ``max_body`` bytes, so
+    no body is read without end; 408 after ``idle_timeout`` seconds without a chunk."""
+    chunks, total = request.stream().__aiter__(), 0
+    while not parts.complete:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), idle_timeout)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise UploadError(408, f"the upload stalled: no data for {idle_timeout:g} s") from None
+        total += len(chunk)
+        if total > max_body:
+            raise UploadError(413, f"the request body is larger than the server's limit of {_megabytes(max_body)} "
+                                   "(stfn serve --max-upload-mb, plus 64 KB for the form)")
+        if chunk:
+            parser.write(chunk)
+    if not parts.complete:
+        parser.finalize()
+
