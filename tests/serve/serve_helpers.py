@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,11 +56,14 @@ def free_port() -> int:
 def running_server(args: list[str], tmp: Path, timeout: float = 60.0) -> Iterator[str]:
     """``stfn serve ARGS --port P`` in a subprocess (its temporary files under ``tmp``); yields the base
     URL once ``/healthz`` answers, and stops the server afterwards."""
-    import os
-    import subprocess
-    import sys
-    import urllib.request
+    with server_process(args, tmp, timeout) as (url, _):
+        yield url
 
+
+@contextlib.contextmanager
+def server_process(args: list[str], tmp: Path, timeout: float = 60.0) -> Iterator[tuple[str, subprocess.Popen]]:
+    """As :func:`running_server`, yielding the base URL and the server's process (its pid for
+    :func:`rss_kb`)."""
     port = free_port()
     env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO / "src")}
     log = open(tmp / "server.log", "w")  # noqa: SIM115 (closed below)
@@ -75,7 +82,7 @@ def running_server(args: list[str], tmp: Path, timeout: float = 60.0) -> Iterato
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"stfn serve did not start: {(tmp / 'server.log').read_text()[-2000:]}")
             time.sleep(0.2)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:
@@ -84,6 +91,20 @@ def running_server(args: list[str], tmp: Path, timeout: float = 60.0) -> Iterato
             proc.kill()
             proc.wait()
         log.close()
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of process ``pid`` now, KiB (``VmRSS`` of ``/proc/<pid>/status``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
+
+
+def healthz(url: str) -> dict:
+    """The server's ``/healthz`` document."""
+    with urllib.request.urlopen(url + "/healthz", timeout=10) as r:
+        return json.loads(r.read())
 
 
 def write_video(root: Path, key: str, frames: int, skip_flow: int | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from serve_helpers import free_port
 
 from stfn.cli import build_parser, main
 
@@ -47,3 +48,19 @@ def test_a_port_in_use_is_one_sentence(checkpoints, capsys) -> None:
         assert main(["serve", str(checkpoints["rgb"]), "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port} (--host/--port)" in err and "in use" in err
+
+
+@pytest.mark.parametrize(("make", "words"), [
+    (lambda good: good.read_bytes()[:3000], "is truncated or damaged"),
+    (lambda good: b"", "is empty (0 bytes)"),
+    (lambda good: b"not a checkpoint, just text\n" * 10, "is not a PyTorch checkpoint"),
+    (lambda good: bytes(range(256)) * 40, "bad.pt"),
+], ids=["truncated", "empty", "text", "random"])
+def test_a_corrupt_checkpoint_at_start_up_is_one_sentence_and_exit_2(checkpoints, tmp_path, capsys, make,
+                                                                      words) -> None:
+    """Issue 28: a damaged checkpoint stops ``stfn serve`` before it listens, with one sentence."""
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(make(checkpoints["rgb"]))
+    assert main(["serve", str(bad), "--port", str(free_port()), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("stfn serve: error: ") and words in err and "bad.pt" in err and "Traceback" not in err

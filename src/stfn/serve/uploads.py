@@ -197,12 +197,12 @@ async def _feed(request: Request, parser: MultipartParser, parts: _Parts, max_bo
             break
         except asyncio.TimeoutError:
             raise UploadError(408, f"the upload stalled: no data for {idle_timeout:g} s") from None
+        if chunk:
+            parser.write(chunk)  # the file part's own limit (413) comes first: it names the file
         total += len(chunk)
         if total > max_body:
             raise UploadError(413, f"the request body is larger than the server's limit of {_megabytes(max_body)} "
                                    "(stfn serve --max-upload-mb, plus 64 KB for the form)")
-        if chunk:
-            parser.write(chunk)
     if not parts.complete:
         parser.finalize()
 
