@@ -38,6 +38,7 @@ BENCHMARKS = {
     "flow": "flow.py",
     "predict_latency": "predict_latency.py",
     "serve_load": "serve_load.py",
+    "serve_soak": "serve_soak.py",
 }
 HERE = Path(__file__).resolve().parent
 
