@@ -224,3 +224,38 @@ def test_a_part_header_over_4_kb_is_one_sentence(client) -> None:
     one_sentence(raw_post(client, body), 422, "too many or too long headers")
     nothing_left(client)
     good_answer(client)
+
+
+def test_an_upload_that_drips_is_408_though_it_never_stalls(tmp_path) -> None:
+    """10 bytes every 20 ms never trip the idle timeout, yet would hold a pool slot for hours: once
+    the grace period is over, an average under the minimum rate is refused."""
+    head = b'--bb\r\nContent-Disposition: form-data; name="file"; filename="drip.avi"\r\n\r\n'
+    sent: list[int] = []
+
+    async def receive() -> dict:
+        sent.append(1)
+        await asyncio.sleep(0.02)
+        return {"type": "http.request", "body": head if len(sent) == 1 else b"x" * 10, "more_body": len(sent) < 10_000}
+
+    with pytest.raises(UploadError) as e:
+        asyncio.run(receive_upload(Request(_scope(), receive), tmp_path, max_bytes=10**6, idle_timeout=1.0,
+                                   min_rate=10_240, rate_grace=0.3))
+    assert e.value.status == 408 and "the upload is too slow" in e.value.message and "10 KB/s" in e.value.message
+    assert 10 < len(sent) < 100  # refused a little after 0.3 s, not after 10 000 chunks
+    got = asyncio.run(receive_upload(Request(_scope(), _receive([head + b"y" * 50_000 + b"\r\n--bb--\r\n"], [])),
+                                     tmp_path, max_bytes=10**6, min_rate=10_000, rate_grace=0.0))
+    assert got.size == 50_000  # a body that arrives at once is never too slow
+
+
+@needs_videos
+@pytest.mark.parametrize("fields", [{"window": 1, "stride": 1}, {"window": 10**12}, {"stride": 10**12},
+                                    {"top_k": 10**30, "window": 2, "stride": 1}])
+def test_explain_parameters_cannot_ask_for_unbounded_work(client, fields) -> None:
+    """Huge or tiny window and stride give at most 12 windows; a huge top_k gives every class once."""
+    r = upload(client, VIDEOS / "test.avi", route="/v1/explain", **fields)
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    windows = doc["explain"]["windows"]
+    assert 1 <= len(windows["starts"]) <= 12 and len(windows["probs"]) == len(windows["starts"])
+    assert 1 <= windows["window"] <= 164 and len(doc["results"][0]["top"]) <= len(CLASSES)
+    nothing_left(client)

@@ -11,7 +11,7 @@ Routes (every error is JSON ``{"detail": "one sentence"}`` with its status):
 - ``GET /``: the page; ``GET /prepared`` and ``/v1/prepared...``: the prepared-set browser
   (``--prepared DIR``); ``/docs``: FastAPI's OpenAPI page.
 
-Statuses: 404 unknown model, key or file; 408 an upload that stalls; 413 upload over the limit (checked while it streams); 422 a
+Statuses: 404 unknown model, key or file; 408 an upload that stalls or crawls; 413 upload over the limit (checked while it streams); 422 a
 request or a file that cannot be used (not a video, corrupt, empty, a bad field); 503 every worker and
 queue place taken, with ``Retry-After``.
 """

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ __all__ = ["Upload", "UploadError", "receive_upload", "upload_folder"]
 
 MAX_FIELD_BYTES = 1024  # a text field (model, top_k, ...) longer than this is refused
 IDLE_TIMEOUT_S = 60.0  # an upload that sends nothing for this long is refused (408)
+MIN_RATE = 16 * 1024  # bytes/s an upload must average once RATE_GRACE_S have passed (else 408)
+RATE_GRACE_S = 10.0
 _SLACK = 64 * 1024  # multipart headers and boundaries on top of the file's bytes
 
 
@@ -151,10 +154,12 @@ class _Parts:
 
 
 async def receive_upload(request: Request, folder: Path, max_bytes: int, *, file_field: str = "file",
-                         fields: tuple[str, ...] = (), idle_timeout: float = IDLE_TIMEOUT_S) -> Upload:
+                         fields: tuple[str, ...] = (), idle_timeout: float = IDLE_TIMEOUT_S,
+                         min_rate: float = MIN_RATE, rate_grace: float = RATE_GRACE_S) -> Upload:
     """Read a ``multipart/form-data`` request with one file (``file_field``) and the text ``fields``
-    into ``folder``. Raises :class:`UploadError` (408: no bytes for ``idle_timeout`` seconds, so a
-    stalled client does not hold its pool slot for ever; 413: over ``max_bytes``; 422: not multipart,
+    into ``folder``. Raises :class:`UploadError` (408: no bytes for ``idle_timeout`` seconds, or fewer
+    than ``min_rate`` bytes/s on average after ``rate_grace`` seconds, so a stalled or dripping client
+    does not hold its pool slot for ever; 413: over ``max_bytes``; 422: not multipart,
     no file, an empty file, an unknown field, a body that ends early) and lets Starlette's
     ``ClientDisconnect`` through (the caller's ``upload_folder`` removes what arrived)."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
@@ -168,7 +173,7 @@ async def receive_upload(request: Request, folder: Path, max_bytes: int, *, file
     parts = _Parts(folder, max_bytes, file_field, set(fields))
     parser = MultipartParser(options[b"boundary"], parts.callbacks())
     try:
-        await _feed(request, parser, parts, max_bytes + _SLACK, idle_timeout)
+        await _feed(request, parser, parts, max_bytes + _SLACK, (idle_timeout, min_rate, rate_grace))
     except MultipartParseError as e:
         if "header" in str(e).lower():  # python-multipart's bounds: 8 headers of at most 4 KB per part
             raise UploadError(422, "a part of the form has too many or too long headers (at most 8 of 4 KB each; "
@@ -185,11 +190,14 @@ async def receive_upload(request: Request, folder: Path, max_bytes: int, *, file
     return Upload(parts.path, parts.filename or "upload", parts.size, parts.fields)
 
 
-async def _feed(request: Request, parser: MultipartParser, parts: _Parts, max_body: int, idle_timeout: float) -> None:
+async def _feed(request: Request, parser: MultipartParser, parts: _Parts, max_body: int,
+                timing: tuple[float, float, float]) -> None:
     """Push the body's chunks into ``parser`` until the closing boundary: 413 once the whole body
     (text fields, part headers and what follows the last part included) passes ``max_body`` bytes, so
-    no body is read without end; 408 after ``idle_timeout`` seconds without a chunk."""
-    chunks, total = request.stream().__aiter__(), 0
+    no body is read without end; 408 after ``idle_timeout`` seconds without a chunk, or when the body
+    averages under ``min_rate`` bytes/s after ``rate_grace`` seconds (``timing`` holds those three)."""
+    idle_timeout, min_rate, rate_grace = timing
+    chunks, total, start = request.stream().__aiter__(), 0, time.monotonic()
     while not parts.complete:
         try:
             chunk = await asyncio.wait_for(chunks.__anext__(), idle_timeout)
@@ -203,6 +211,10 @@ async def _feed(request: Request, parser: MultipartParser, parts: _Parts, max_bo
         if total > max_body:
             raise UploadError(413, f"the request body is larger than the server's limit of {_megabytes(max_body)} "
                                    "(stfn serve --max-upload-mb, plus 64 KB for the form)")
+        elapsed = time.monotonic() - start
+        if elapsed > rate_grace and total < min_rate * elapsed:
+            raise UploadError(408, f"the upload is too slow: {_megabytes(total)} in {elapsed:.1f} s (at least "
+                                   f"{min_rate / 1024:.0f} KB/s on average after the first {rate_grace:g} s)")
     if not parts.complete:
         parser.finalize()
 
