@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "compare": "stfn.commands.compare",
     "synth": "stfn.commands.synth",
     "prepare": "stfn.commands.prepare",
+    "repack": "stfn.commands.repack",
     "data-info": "stfn.commands.data_info",
     "model-info": "stfn.commands.model_info",
     "train": "stfn.commands.train",

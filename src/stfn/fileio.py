@@ -30,6 +30,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "atomic_write_with",
     "check_writable",
     "remove_stale_temps",
 ]
@@ -67,6 +68,12 @@ def _atomic(path: str | os.PathLike, write: Callable[[int, str], None]) -> None:
 def _remove(tmp: str) -> None:
     if tmp and os.path.exists(tmp):
         os.unlink(tmp)
+
+
+def atomic_write_with(path: str | os.PathLike, write: Callable[[int, str], None]) -> None:
+    """``write(fd, tmp)`` (which owns and closes ``fd``) into a temporary file beside ``path``, then
+    renamed onto it: readers see the old file or the whole new one; errors name ``path``."""
+    _atomic(path, write)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

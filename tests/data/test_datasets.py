@@ -13,7 +13,7 @@ from PIL import Image
 
 from stfn.cli import main as cli_main
 from stfn.config import ConfigError, DataConfig
-from stfn.data.datasets import SeededSampler, build_dataset, build_loader, read_jpegs
+from stfn.data.datasets import SeededSampler, build_dataset, build_loader, decode_jpegs
 from stfn.data.sampling import sample_clip
 from stfn.data.splits import load_split
 from stfn.errors import StfnError
@@ -242,15 +242,15 @@ def test_jpeg_decoders_agree(tmp_path):
     for gray, name in ((False, "a.jpg"), (True, "g.jpg")):
         ref = np.asarray(Image.open(tmp_path / name).convert("L" if gray else "RGB")).astype(int)
         for decoder in ("opencv", "torchvision", "pillow"):
-            x = read_jpegs([tmp_path / name] * 2, gray, decoder)
+            x = decode_jpegs([(tmp_path / name).read_bytes()] * 2, gray, decoder, tmp_path)
             assert x.shape == (2, 1 if gray else 3, 24, 32) and x.dtype == torch.uint8
             got = x[0, 0].numpy() if gray else x[0].permute(1, 2, 0).numpy()
             assert np.abs(got - ref).mean() < 1.0  # same pixels up to the IDCT of each libjpeg build
             assert torch.equal(x[0], x[1])
         if not gray:  # channel order is RGB for every decoder: the red channel is the red one
-            assert read_jpegs([tmp_path / name], False, "opencv")[0, 0].float().mean() == pytest.approx(ref[..., 0].mean(), abs=1)
+            assert decode_jpegs([(tmp_path / name).read_bytes()], False, "opencv", tmp_path)[0, 0].float().mean() == pytest.approx(ref[..., 0].mean(), abs=1)
     with pytest.raises(StfnError, match="unknown JPEG decoder"):
-        read_jpegs([tmp_path / "a.jpg"], decoder="turbojpeg")
+        decode_jpegs([(tmp_path / "a.jpg").read_bytes()], False, "turbojpeg", tmp_path)
 
 
 def test_list_and_folder_datasets(tmp_path):

@@ -13,7 +13,7 @@ from torchvision.io import write_jpeg
 
 from stfn.config import ConfigError, DataConfig
 from stfn.data import datasets
-from stfn.data.datasets import GPU_DECODERS, JPEG_DECODERS, build_loader, check_decoder, read_jpegs
+from stfn.data.datasets import GPU_DECODERS, JPEG_DECODERS, build_loader, check_decoder, decode_jpegs
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -39,7 +39,7 @@ def test_nvjpeg_without_cuda_is_one_sentence(tmp_path: Path, monkeypatch: pytest
     with pytest.raises(ConfigError, match=message):
         check_decoder("nvjpeg")
     with pytest.raises(ConfigError, match=r"^the JPEG decoder is 'nvjpeg'"):
-        read_jpegs([jpeg(tmp_path / "a.jpg")], decoder="nvjpeg")
+        decode_jpegs([jpeg(tmp_path / "a.jpg").read_bytes()], False, "nvjpeg", tmp_path)
     cfg = DataConfig(jpeg_decoder="nvjpeg", root=str(tmp_path))
     with pytest.raises(ConfigError, match="data.jpeg_decoder' is 'nvjpeg'"):
         datasets.build_dataset(cfg, "train", ["rgb"], 5)  # refused before any file is read
@@ -69,7 +69,7 @@ def test_gpu_decoding_workers_are_spawned_not_forked() -> None:
 @pytest.mark.parametrize("gray", [False, True])
 def test_nvjpeg_decodes_like_the_cpu(tmp_path: Path, gray: bool) -> None:
     path = jpeg(tmp_path / "a.jpg", gray)
-    cpu = read_jpegs([path] * 3, gray, "opencv")
-    gpu = read_jpegs([path] * 3, gray, "nvjpeg")
+    cpu = decode_jpegs([path.read_bytes()] * 3, gray, "opencv", path)
+    gpu = decode_jpegs([path.read_bytes()] * 3, gray, "nvjpeg", path)
     assert gpu.shape == cpu.shape and gpu.dtype == torch.uint8 and gpu.device.type == "cpu"
     assert np.abs(gpu.int().numpy() - cpu.int().numpy()).mean() < 1.5  # IDCTs differ by a grey level at most

@@ -1,4 +1,4 @@
-"""``stfn prepare VIDEO_ROOT OUT_DIR``: frames + optical flow + manifest (MMAction2 rawframes layout)."""
+"""``stfn prepare VIDEO_ROOT OUT_DIR [--format rawframes|packed]``: frames + optical flow + manifest."""
 
 from __future__ import annotations
 
@@ -45,7 +45,11 @@ def _positive(text: str) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("video_root", metavar="VIDEO_ROOT", help="folder of videos (searched recursively) or one video file")
-    p.add_argument("out_dir", metavar="OUT_DIR", help="output folder: <key>/img_00001.jpg, flow_x_00001.jpg, ...")
+    p.add_argument("out_dir", metavar="OUT_DIR",
+                   help="output folder: <key>/img_00001.jpg, flow_x_00001.jpg, ... (or <key>.stfnpack: --format)")
+    p.add_argument("--format", dest="storage", choices=["rawframes", "packed"], default="rawframes",
+                   help="rawframes (default): MMAction2's one JPEG file per frame and flow field; packed: one "
+                        "<key>.stfnpack file per video (the same JPEGs and an index; for large sets)")
     p.add_argument("--flow", choices=FLOWS, default=DEFAULT_ALGORITHM,
                    help=f"optical flow algorithm (default: {DEFAULT_ALGORITHM})")
     p.add_argument("--dis-preset", choices=DIS_PRESETS, default=None,
@@ -101,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
             jpeg_quality=args.jpeg_quality,
             retry_failed=args.retry_failed,
             progress=not args.quiet,
+            storage=args.storage,
         )
     print(summary)
     return 1 if summary.failed else 0

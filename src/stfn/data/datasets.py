@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from stfn.config import STREAMS, ConfigError, DataConfig
 from stfn.data.prepare.manifest import load_prepared_manifest
+from stfn.data.prepare.packed import open_store
 from stfn.data.sampling import sample_clip
 from stfn.data.split_files import VideoRecord
 from stfn.data.splits import Split, check_prepared, load_split
@@ -45,7 +46,7 @@ __all__ = [
     "build_dataset",
     "build_loader",
     "check_decoder",
-    "read_jpegs",
+    "decode_jpegs",
 ]
 
 log = logging.getLogger("stfn.data")
@@ -101,8 +102,9 @@ def _decode(datas: list[bytes], gray: bool, decoder: str) -> list[np.ndarray] | 
         return torch.stack(decode_jpeg(encoded, mode=mode))
 
 
-def read_jpegs(paths: list[Path], gray: bool = False, decoder: str = "opencv") -> torch.Tensor:
-    """Decode JPEG files into uint8 ``(N, C, H, W)`` (C = 1 when ``gray``, else 3 RGB); errors name the file.
+def decode_jpegs(datas: list[bytes], gray: bool, decoder: str, source: str | Path) -> torch.Tensor:
+    """Decode JPEG bytes into uint8 ``(N, C, H, W)`` (C = 1 when ``gray``, else 3 RGB); errors name ``source``
+    (the video's prepared folder or packed file).
 
     ``decoder``: ``opencv`` (default, fastest in ``benchmarks/loader.py``), ``torchvision``
     (``torchvision.io.decode_jpeg``, deprecated by torchvision 0.29) or ``pillow``; all give the same
@@ -114,19 +116,13 @@ def read_jpegs(paths: list[Path], gray: bool = False, decoder: str = "opencv") -
         raise StfnError(f"unknown JPEG decoder '{decoder}' (choose from {', '.join(JPEG_DECODERS)})")
     if decoder in GPU_DECODERS:
         check_decoder(decoder, "the JPEG decoder")
-    datas = []
-    for p in paths:
-        try:
-            datas.append(p.read_bytes())
-        except OSError:
-            raise StfnError(f"prepared image '{p}' cannot be read; run `stfn prepare` again for this video") from None
     try:
         images = _decode(datas, gray, decoder)
         if isinstance(images, torch.Tensor):
             return images
         x = torch.from_numpy(np.stack(images))
     except (RuntimeError, OSError, ValueError) as e:
-        raise StfnError(f"cannot decode the JPEG images of '{paths[0].parent}': {e}") from None
+        raise StfnError(f"cannot decode the JPEG images of '{source}': {e}") from None
     return x.unsqueeze(1) if gray else x.permute(0, 3, 1, 2)
 
 
@@ -145,7 +141,8 @@ class VideoFrameDataset(Dataset):
     Args:
         records: the usable videos (already joined with the manifest).
         counts: per key, ``(frames, flows)`` from the manifest.
-        root: the prepared folder (``<root>/<key>/img_00001.jpg``, ``flow_x_00001.jpg``, ...).
+        root: the prepared folder (``<root>/<key>/img_00001.jpg``, ``flow_x_00001.jpg``, ... or
+            ``<root>/<key>.stfnpack``: ``storage``, the manifest's ``format``).
         streams: subset of ``("rgb", "flow")`` to load.
         frames: T positions per video; flow_length: L fields per flow stack.
         transform: a :class:`TrainTransform` (random; train items) or :class:`EvalTransform`.
@@ -154,7 +151,7 @@ class VideoFrameDataset(Dataset):
     def __init__(self, records: list[VideoRecord], counts: dict[str, tuple[int, int]], root: str | Path,
                  classes: list[str], streams: list[str], frames: int, flow_length: int,
                  transform: TrainTransform | EvalTransform, identity: dict | None = None,
-                 decoder: str = "opencv") -> None:
+                 decoder: str = "opencv", storage: str = "rawframes") -> None:
         bad = [s for s in streams if s not in STREAMS]
         if bad or not streams:
             raise StfnError(f"streams must be a non-empty subset of {STREAMS}, got {list(streams)}")
@@ -164,6 +161,7 @@ class VideoFrameDataset(Dataset):
         self.train = isinstance(transform, TrainTransform)
         self.identity = dict(identity or {})
         self.decoder = decoder
+        self.store = open_store(self.root, storage)
 
     @property
     def videos(self) -> list[str]:
@@ -182,29 +180,30 @@ class VideoFrameDataset(Dataset):
         rec = self.records[index]
         num_frames, num_flows = self.counts[rec.key]
         idx = sample_clip(num_frames, num_flows, self.frames, self.flow_length, self.train, generator)
-        folder = self.root / rec.key
         clip: dict[str, torch.Tensor] = {}
-        if "rgb" in self.streams:
-            unique, where = _unique(idx.rgb)
-            rgb = read_jpegs([folder / f"img_{i + 1:05d}.jpg" for i in unique], False, self.decoder)
-            clip["rgb"] = rgb if where is None else rgb.index_select(0, where)
-        if "flow" in self.streams:
-            fields = [k for stack in idx.flow for k in stack]
-            if fields:
-                unique, where = _unique(fields)
-                paths = [folder / f"flow_{c}_{k + 1:05d}.jpg" for k in unique for c in "xy"]
-                xy = read_jpegs(paths, True, self.decoder)  # (2U, 1, H, W): x_k, y_k, x_k', y_k', ...
-                xy = xy if where is None else xy.view(len(unique), 2, *xy.shape[-2:]).index_select(0, where)
-                clip["flow"] = xy.reshape(self.frames, 2 * self.flow_length, *xy.shape[-2:])
-            else:  # a one-frame video has no flow: zero motion (q = 128, as prepare quantises 0)
-                h, w = self._frame_size(folder, clip)
-                clip["flow"] = torch.full((self.frames, 2 * self.flow_length, h, w), 128, dtype=torch.uint8)
+        frames, where_rgb = _unique(idx.rgb) if "rgb" in self.streams else ([], None)
+        stacks = [k for stack in idx.flow for k in stack] if "flow" in self.streams else []
+        fields, where_flow = _unique(stacks) if stacks else ([], None)
+        if frames or fields:
+            rgb_bytes, xy_bytes = self.store.read(rec.key, frames, fields)
+        source = self.store.location(rec.key)
+        if frames:
+            rgb = decode_jpegs(rgb_bytes, False, self.decoder, source)
+            clip["rgb"] = rgb if where_rgb is None else rgb.index_select(0, where_rgb)
+        if fields:
+            xy = decode_jpegs(xy_bytes, True, self.decoder, source)  # (2U, 1, H, W): x_k, y_k, x_k', y_k', ...
+            xy = xy if where_flow is None else xy.view(len(fields), 2, *xy.shape[-2:]).index_select(0, where_flow)
+            clip["flow"] = xy.reshape(self.frames, 2 * self.flow_length, *xy.shape[-2:])
+        elif "flow" in self.streams:  # a one-frame video has no flow: zero motion (q = 128, as prepare quantises 0)
+            h, w = self._frame_size(rec.key, clip)
+            clip["flow"] = torch.full((self.frames, 2 * self.flow_length, h, w), 128, dtype=torch.uint8)
         return clip
 
-    def _frame_size(self, folder: Path, clip: dict[str, torch.Tensor]) -> tuple[int, int]:
+    def _frame_size(self, key: str, clip: dict[str, torch.Tensor]) -> tuple[int, int]:
         if "rgb" in clip:
             return tuple(clip["rgb"].shape[-2:])
-        return tuple(read_jpegs([folder / "img_00001.jpg"], True, self.decoder).shape[-2:])
+        first = self.store.read(key, [0], [])[0]
+        return tuple(decode_jpegs(first, True, self.decoder, self.store.location(key)).shape[-2:])
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
         """``item`` is an index, or ``(index, seed)`` from :class:`SeededSampler` (reproducible sample)."""
@@ -250,7 +249,8 @@ def build_dataset(data_cfg: DataConfig, subset: str, streams: list[str], flow_le
     counts = {r.key: (int(manifest.videos[r.key]["frames"]), int(manifest.videos[r.key].get("flows") or 0))
               for r in usable}
     return VideoFrameDataset(usable, counts, root, split.classes, list(streams), data_cfg.frames, flow_length,
-                             transform, identity=split.identity, decoder=data_cfg.jpeg_decoder)
+                             transform, identity=split.identity, decoder=data_cfg.jpeg_decoder,
+                             storage=manifest.format)
 
 
 class SeededSampler(Sampler):

@@ -40,7 +40,13 @@ def test_load_manifest_merges_shards_and_rejects_mixed_settings(tmp_path: Path) 
     assert list(m.videos) == ["a", "b"] and m.videos["a"]["status"] == "ok"  # ok wins over failed
     assert (m.flow, m.resize, m.flow_bound, list(m.ok())) == (flow, resize, 8.0, ["a", "b"])
     (tmp_path / "manifest-shard1of2.json").write_text(json.dumps({**shard, "resize": {}, "videos": {}}))
-    with pytest.raises(StfnError, match="other flow/resize settings"):
+    with pytest.raises(StfnError, match="other flow/resize/format settings"):
+        load_manifest(tmp_path)
+    (tmp_path / "manifest-shard1of2.json").write_text(json.dumps({**shard, "format": "packed", "videos": {}}))
+    with pytest.raises(StfnError, match="manifest-shard1of2.json' was prepared with other flow/resize/format"):
+        load_manifest(tmp_path)  # one shard packed, the other rawframes
+    (tmp_path / "manifest-shard1of2.json").write_text(json.dumps({**shard, "format": "tar", "videos": {}}))
+    with pytest.raises(StfnError, match="names an unknown storage format 'tar'"):
         load_manifest(tmp_path)
     (tmp_path / "manifest-shard1of2.json").write_text("{}")
     with pytest.raises(StfnError, match="not a valid stfn manifest"):

@@ -4,7 +4,7 @@ A prepared folder holds ``manifest.json`` (or ``manifest-shard{I}of{N}.json`` pe
 :func:`load_manifest` merges them)::
 
     {"version": 1, "flow": {"algorithm", options, "bound"}, "resize": {"short_side": S} | {"size": [W, H]} | {},
-     "videos": {key: {"source", "status": "ok" | "failed", "frames", "flows", "width", "height", "fps", "error"}}}
+     "format": "rawframes" | "packed" (absent: rawframes), "videos": {key: {"source", "status": "ok" | "failed", "frames", "flows", "width", "height", "fps", "error"}}}
 
 and list files (``rawframes.txt``: ``<key> <n_frames>``; ``rawframes_flow.txt``: ``<key> <n_flows>``: the
 MMAction2 rawframe format without its label column). MMAction2 splits these lines on whitespace, so a
@@ -53,6 +53,7 @@ class Manifest:
     videos: dict[str, dict[str, Any]]
     flow: dict[str, Any]
     resize: dict[str, Any]
+    format: str = "rawframes"  # how the images are stored: rawframes | packed (stfn.data.prepare.packed)
 
     @property
     def flow_bound(self) -> float:
@@ -138,9 +139,10 @@ def find_videos(
 
 
 def manifest_dict(settings: dict[str, Any], records: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The manifest of one shard: ``settings`` (``flow``, ``resize``) and the records of its videos."""
+    """The manifest of one shard: ``settings`` (``flow``, ``resize``, ``format``) and the records of its videos."""
     videos = {k: {f: records[k].get(f) for f in _RECORD_FIELDS} for k in sorted(records)}
-    return {"version": MANIFEST_VERSION, "flow": settings["flow"], "resize": settings["resize"], "videos": videos}
+    return {"version": MANIFEST_VERSION, "flow": settings["flow"], "resize": settings["resize"],
+            "format": settings.get("format", "rawframes"), "videos": videos}
 
 
 def load_manifest(root: str | os.PathLike) -> Manifest:
@@ -150,21 +152,24 @@ def load_manifest(root: str | os.PathLike) -> Manifest:
     if not paths:
         raise StfnError(f"no manifest.json in '{root}': prepare it first with `stfn prepare VIDEO_ROOT {root}`")
     videos: dict[str, dict[str, Any]] = {}
-    flow = resize = None
+    flow = resize = fmt = None
     for p in paths:
         try:
             data = json.loads(p.read_text())
-            f, r, vids = data["flow"], data["resize"], data["videos"]
-        except (ValueError, KeyError, TypeError):
+            f, r, vids, storage = data["flow"], data["resize"], data["videos"], data.get("format", "rawframes")
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise StfnError(f"manifest '{p}' is not a valid stfn manifest") from None
+        if storage not in ("rawframes", "packed"):
+            raise StfnError(f"manifest '{p}' names an unknown storage format '{storage}' (rawframes or packed)")
         if flow is None:
-            flow, resize = f, r
-        elif (f, r) != (flow, resize):
-            raise StfnError(f"manifest '{p}' was prepared with other flow/resize settings than '{paths[0]}'")
+            flow, resize, fmt = f, r, storage
+        elif (f, r, storage) != (flow, resize, fmt):
+            raise StfnError(f"manifest '{p}' was prepared with other flow/resize/format settings than '{paths[0]}'")
         for key, rec in vids.items():
             if key not in videos or rec.get("status") == "ok":
                 videos[key] = rec
-    return Manifest(root=root, videos=dict(sorted(videos.items())), flow=flow or {}, resize=resize or {})
+    return Manifest(root=root, videos=dict(sorted(videos.items())), flow=flow or {}, resize=resize or {},
+                    format=fmt or "rawframes")
 
 
 def load_prepared_manifest(root: str | os.PathLike) -> Manifest:

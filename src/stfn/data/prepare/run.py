@@ -37,6 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stfn.data.prepare.manifest import VIDEO_EXTENSIONS, find_videos, manifest_dict, write_lists
+from stfn.data.prepare.packed import FORMATS, PACK_SUFFIX, open_store, pack_folder
 from stfn.data.prepare.pool import run_pool
 from stfn.data.prepare.state import STATE_DIR, plan, save_settings, shard_lock
 from stfn.data.video import decode as videolib
@@ -131,6 +132,7 @@ def prepare_dataset(
     jpeg_quality: int = 95,
     retry_failed: bool = False,
     progress: bool = True,
+    storage: str = "rawframes",
 ) -> PrepareSummary:
     """Prepare every video under ``video_root`` into ``out_dir`` (see the module docstring).
 
@@ -145,11 +147,13 @@ def prepare_dataset(
         list_file: only the videos listed (paths relative to ``video_root``, first column).
         retry_failed: prepare again the videos an earlier run recorded as failed.
         progress: show a progress bar (videos done, frames/s, time left) on stderr.
+        storage: ``rawframes`` (MMAction2's folder of JPEGs per video) or ``packed`` (one
+            ``<key>.stfnpack`` per video: :mod:`stfn.data.prepare.packed`).
     """
     flow_opts = dict(flow_opts or {})
     if workers is not None and workers < 0:
         raise ParameterError("workers", f"must be 0 (prepare in this process) or more, got {workers}")
-    settings = _settings(flow, flow_opts, bound, short_side, size, jpeg_quality)
+    settings = _settings(flow, flow_opts, bound, short_side, size, jpeg_quality, storage)
     runtime = {**settings, "flow_opts": flow_opts, **_check_flow(flow, flow_opts)}
     i, n = parse_shard(shard)
     out = Path(out_dir)
@@ -177,7 +181,8 @@ def _prepare_shard(
         tmp_root = state / f"tmp{suffix}"
         shutil.rmtree(tmp_root, ignore_errors=True)
         journal_path = state / f"journal{suffix}.jsonl"
-        records, tasks = plan(mine, root, out, state, journal_path, tmp_root, retry_failed)
+        store = open_store(out, settings.get("format", "rawframes"))
+        records, tasks = plan(mine, root, store, state, journal_path, tmp_root, retry_failed)
         manifest_path = out / f"manifest{suffix}.json"
         frames = _run(tasks, runtime, records, journal_path, manifest_path, workers=workers,
                       workers_lock=state / f"workers{suffix}.lock", progress=progress,
@@ -191,8 +196,12 @@ def _prepare_shard(
                           unlisted=unlisted)
 
 
-def _settings(flow: str, flow_opts: dict[str, Any], bound: float, short_side, size, quality: int) -> dict[str, Any]:
-    """What the output depends on: the manifest's ``flow`` and ``resize``, and the JPEG quality."""
+def _settings(flow: str, flow_opts: dict[str, Any], bound: float, short_side, size, quality: int,
+              storage: str) -> dict[str, Any]:
+    """What the output depends on: the manifest's ``flow``, ``resize`` and ``format`` (only when not
+    ``rawframes``, so folders prepared before packing existed keep their settings), the JPEG quality."""
+    if storage not in FORMATS:
+        raise ParameterError("storage", f"must be one of {', '.join(FORMATS)}, got '{storage}'")
     if flow != "none" and flow not in flowlib.ALGORITHMS:
         raise StfnError(f"unknown flow algorithm '{flow}' (choose {', '.join(flowlib.ALGORITHMS)}, none)")
     if short_side is not None and size is not None:
@@ -200,7 +209,8 @@ def _settings(flow: str, flow_opts: dict[str, Any], bound: float, short_side, si
     if not 1 <= int(quality) <= 100:
         raise ParameterError("jpeg_quality", f"must be from 1 to 100, got {quality}")
     resize = {"short_side": int(short_side)} if short_side else {"size": [int(size[0]), int(size[1])]} if size else {}
-    return {"flow": flowlib.flow_settings(flow, flow_opts, bound), "resize": resize, "jpeg_quality": int(quality)}
+    settings = {"flow": flowlib.flow_settings(flow, flow_opts, bound), "resize": resize, "jpeg_quality": int(quality)}
+    return settings if storage == "rawframes" else {**settings, "format": storage}
 
 
 def _check_flow(flow: str, flow_opts: dict[str, Any]) -> dict[str, Any]:
@@ -378,9 +388,14 @@ def _prepare_video(task: dict[str, Any]) -> dict[str, Any]:
         rec.update(frames=n, flows=m)
         with _writing(final):
             final.parent.mkdir(parents=True, exist_ok=True)
-            if final.exists():  # left by a run killed between this rename and its journal line
-                shutil.rmtree(final)
-            os.rename(tmp, final)
+            if rt.get("format") == "packed":  # the folder streamed into one file, which replaces any older one
+                pack = tmp.with_suffix(PACK_SUFFIX)
+                pack_folder(tmp, n, m, pack)
+                os.replace(pack, final)
+            else:
+                if final.exists():  # left by a run killed between this rename and its journal line
+                    shutil.rmtree(final)
+                os.rename(tmp, final)
         rec["status"] = "ok"
     except OutputWriteError as e:  # not the video's fault: the run stops and a rerun redoes it
         rec.update(error=str(e), cause="write")
@@ -391,5 +406,5 @@ def _prepare_video(task: dict[str, Any]) -> dict[str, Any]:
     finally:
         if rec["status"] != "ok":
             rec.update(frames=0, flows=0)
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # a packed video's images, or a failed video's
     return rec

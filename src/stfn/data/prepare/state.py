@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from stfn.data.prepare.packed import FrameStore
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json
 
@@ -76,19 +77,6 @@ def _read_journal(path: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
-def _complete(folder: Path, rec: dict[str, Any]) -> bool:
-    """Cheap check that ``folder`` holds exactly the recorded numbers of frames and flow fields."""
-    n, m = rec.get("frames", 0), rec.get("flows", 0)
-    if n < 1 or not (folder / f"img_{n:05d}.jpg").is_file() or (folder / f"img_{n + 1:05d}.jpg").exists():
-        return False
-    for c in ("x", "y"):
-        if m and not (folder / f"flow_{c}_{m:05d}.jpg").is_file():
-            return False
-        if (folder / f"flow_{c}_{m + 1:05d}.jpg").exists():
-            return False
-    return True
-
-
 def _stamp(path: Path) -> list[int] | None:
     """``[size, mtime_ns]`` of a source video; None when it cannot be read (a dangling symlink, a symlink
     loop): that entry is then prepared, fails alone and is recorded, and the run goes on."""
@@ -106,7 +94,7 @@ def _write_failure(rec: dict[str, Any]) -> bool:
 
 
 def plan(
-    mine: list[tuple[str, str]], root: Path, out: Path, state: Path, journal_path: Path, tmp_root: Path,
+    mine: list[tuple[str, str]], root: Path, store: FrameStore, state: Path, journal_path: Path, tmp_root: Path,
     retry_failed: bool,
 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """``(records, tasks)`` of this shard's videos ``mine`` (``(key, source relative to root)``): the
@@ -121,12 +109,12 @@ def plan(
     for key, rel in mine:
         rec, src = known.get(key), root / rel
         if rec is not None and rec.get("stamp") == _stamp(src):
-            if rec["status"] == "ok" and _complete(out / key, rec):
+            if rec["status"] == "ok" and store.complete(key, rec.get("frames", 0), rec.get("flows", 0)):
                 records[key] = rec
                 continue
             if rec["status"] == "failed" and not retry_failed and not _write_failure(rec):
                 records[key] = rec
                 continue
-        tasks.append({"key": key, "rel": rel, "source": str(src), "final": str(out / key),
+        tasks.append({"key": key, "rel": rel, "source": str(src), "final": str(store.location(key)),
                       "tmp": str(tmp_root / f"{len(tasks):07d}"), "stamp": _stamp(src)})
     return records, tasks
