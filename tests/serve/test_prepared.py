@@ -115,3 +115,23 @@ def test_symlinks_out_of_the_prepared_folder_are_not_followed(prepared: Path, tm
             assert b"SECRET" not in r.content
         inside = client.get("/v1/prepared/frame", params={"key": "Run/good", "index": 2})
         assert inside.status_code == 200 and inside.content == (good / "img_00001.jpg").read_bytes()
+
+
+def test_a_packed_folder_is_browsed_like_its_rawframes(prepared: Path, tmp_path: Path) -> None:
+    from stfn.data.prepare.convert import repack
+
+    s = repack(prepared, tmp_path / "packed", "packed", progress=False)
+    assert [k for k, _ in s.failures] == ["Jump/broken"]  # its flow field 2 is missing: recorded as failed
+    raw, packed = PreparedSet(prepared), PreparedSet(tmp_path / "packed")
+    assert packed.summary()["format"] == "packed" and raw.summary()["format"] == "rawframes"
+    good = packed.video("Run/good")
+    assert good["files"] == {"frames": 6, "flow_x": 5, "flow_y": 5} and good["problems"] == []
+    assert packed.frame_jpeg("Run/good", 5) == raw.frame_jpeg("Run/good", 5)
+    assert packed.flow_jpeg("Run/good", 4) == raw.flow_jpeg("Run/good", 4)
+    pack = tmp_path / "packed" / "Run" / "good.stfnpack"
+    pack.write_bytes(pack.read_bytes()[:-3])  # a copy cut short
+    assert "is truncated or damaged" in packed.video("Run/good")["problems"][0]
+    with pytest.raises(NotFound, match="good.stfnpack' is truncated"):
+        packed.frame_jpeg("Run/good", 0)
+    with pytest.raises(NotFound, match="no video"):
+        packed.video("../prepared")

@@ -3,7 +3,8 @@ files actually on disk, and frames and flow side by side, to catch a broken flow
 training run.
 
 Only manifest keys are accepted, and every file read is checked to lie inside the prepared folder, so
-no request can name another path on the server.
+no request can name another path on the server. Both storage formats are served (rawframes files or a
+packed file per video: :mod:`stfn.data.prepare.packed`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import cv2
 import numpy as np
 
 from stfn.data.prepare.manifest import Manifest, load_prepared_manifest
+from stfn.data.prepare.packed import open_store
 from stfn.data.sampling import segment_positions
 from stfn.data.video.flow import dequantize_flow, flow_to_color
 from stfn.errors import StfnError
@@ -35,6 +37,7 @@ class PreparedSet:
     def __init__(self, root: str | os.PathLike) -> None:
         self.manifest: Manifest = load_prepared_manifest(root)
         self.root = Path(root).resolve()
+        self.store = open_store(self.root, self.manifest.format)
 
     def summary(self) -> dict[str, Any]:
         """``{"root", "flow", "resize", "counts": {"ok", "failed"}, "videos": [{"key", record...}]}``."""
@@ -42,32 +45,43 @@ class PreparedSet:
                                                        "fps", "error")}} for k, r in self.manifest.videos.items()]
         ok = sum(v["status"] == "ok" for v in videos)
         return {"root": self.root.name, "flow": self.manifest.flow, "resize": self.manifest.resize,
-                "counts": {"ok": ok, "failed": len(videos) - ok}, "videos": videos}
+                "format": self.manifest.format, "counts": {"ok": ok, "failed": len(videos) - ok}, "videos": videos}
 
     def _folder(self, key: str) -> Path:
+        """The video's folder (rawframes) or packed file, resolved, when it lies inside the prepared folder."""
         if key not in self.manifest.videos:
             raise NotFound(f"no video '{key}' in the manifest of '{self.root.name}'")
-        folder = (self.root / key).resolve()
+        folder = self.store.location(key).resolve()
         if not folder.is_relative_to(self.root):
             raise NotFound(f"video '{key}' lies outside the prepared folder")
         return folder
+
+    def _found(self, key: str, folder: Path) -> tuple[dict[str, int], list[str]]:
+        """Frame and flow images on disk (a pack's header counts), and what is wrong with a pack."""
+        found = {"frames": 0, "flow_x": 0, "flow_y": 0}
+        if self.manifest.format == "packed":
+            try:
+                n, m = self.store.counts(key)
+            except StfnError as e:
+                return found, [str(e)]
+            return {"frames": n, "flow_x": m, "flow_y": m}, []
+        if folder.is_dir():
+            for f in os.scandir(folder):
+                for kind, prefix in (("frames", "img_"), ("flow_x", "flow_x_"), ("flow_y", "flow_y_")):
+                    if f.name.startswith(prefix) and f.name.endswith(".jpg"):
+                        found[kind] += 1
+        return found, []
 
     def video(self, key: str) -> dict[str, Any]:
         """One video: its record, the frame and flow files found on disk, and up to 8 positions to show
         (segment centres, 0-based; flow position ``p`` is the field from frame ``p`` to ``p + 1``)."""
         folder = self._folder(key)
         record = dict(self.manifest.videos[key])
-        found = {"frames": 0, "flow_x": 0, "flow_y": 0}
-        if folder.is_dir():
-            for f in os.scandir(folder):
-                for kind, prefix in (("frames", "img_"), ("flow_x", "flow_x_"), ("flow_y", "flow_y_")):
-                    if f.name.startswith(prefix) and f.name.endswith(".jpg"):
-                        found[kind] += 1
+        found, problems = self._found(key, folder)
         frames = int(record.get("frames") or 0)
         positions = segment_positions(frames, min(SHOWN_POSITIONS, frames), train=False) if frames else []
         flows = int(record.get("flows") or 0)
-        problems = []
-        if record.get("status") == "ok":
+        if record.get("status") == "ok" and not problems:
             if found["frames"] != frames:
                 problems.append(f"{found['frames']} frame files on disk, the manifest says {frames}")
             for axis in ("flow_x", "flow_y"):
@@ -92,10 +106,22 @@ class PreparedSet:
             raise NotFound(f"'{key}' has no {what[:-1]} {index} (the manifest lists {count}, numbered from 0)")
         return int(index)
 
+    def _images(self, key: str, frames: list[int], fields: list[int]) -> tuple[list[bytes], list[bytes]]:
+        """JPEG bytes of frames and flow fields (``x, y`` per field) of ``key``, from either format."""
+        self._folder(key)
+        if self.manifest.format == "packed":
+            try:
+                return self.store.read(key, frames, fields)
+            except StfnError as e:
+                raise NotFound(str(e)) from None
+        rgb = [self._file(key, f"img_{i + 1:05d}.jpg").read_bytes() for i in frames]
+        xy = [self._file(key, f"flow_{c}_{k + 1:05d}.jpg").read_bytes() for k in fields for c in "xy"]
+        return rgb, xy
+
     def frame_jpeg(self, key: str, index: int) -> bytes:
         """Frame ``index`` (0-based) of ``key``: the prepared JPEG's bytes as written."""
         self._folder(key)
-        return self._file(key, f"img_{self._index(key, index, 'frames') + 1:05d}.jpg").read_bytes()
+        return self._images(key, [self._index(key, index, "frames")], [])[0][0]
 
     def flow_jpeg(self, key: str, index: int) -> bytes:
         """Flow field ``index`` (0-based) of ``key`` in the colour wheel (brightness: magnitude over the
@@ -103,11 +129,10 @@ class PreparedSet:
         self._folder(key)
         index = self._index(key, index, "flows")
         planes = []
-        for axis in ("x", "y"):
-            path = self._file(key, f"flow_{axis}_{index + 1:05d}.jpg")
-            plane = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        for axis, data in zip("xy", self._images(key, [], [index])[1], strict=True):
+            plane = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
             if plane is None:
-                raise NotFound(f"'{key}/{path.name}' is not a readable JPEG")
+                raise NotFound(f"'{key}' flow_{axis} field {index} is not a readable JPEG")
             planes.append(plane)
         if planes[0].shape != planes[1].shape:
             raise NotFound(f"flow_x and flow_y of '{key}' field {index} differ in size")
