@@ -246,7 +246,7 @@ def check_raft(args: argparse.Namespace, device: torch.device, state: dict) -> d
 def check_jpeg(args: argparse.Namespace, device: torch.device, state: dict) -> dict[str, Any]:
     from torchvision.io import write_jpeg
 
-    from stfn.data.datasets import read_jpegs
+    from stfn.data.datasets import decode_jpegs
 
     n = 16 if args.quick else 64
     g = torch.Generator().manual_seed(0)
@@ -259,9 +259,9 @@ def check_jpeg(args: argparse.Namespace, device: torch.device, state: dict) -> d
         decoders = ["opencv"] + (["nvjpeg"] if device.type == "cuda" else [])
         rows, images = {}, {}
         for dec in decoders:
-            read_jpegs(paths[:4], False, dec)  # warm-up (nvJPEG handle, CUDA context)
+            decode_jpegs([p.read_bytes() for p in paths[:4]], False, dec, tmp)  # warm-up (nvJPEG handle, CUDA context)
             start = time.perf_counter()
-            images[dec] = read_jpegs(paths, False, dec)
+            images[dec] = decode_jpegs([p.read_bytes() for p in paths], False, dec, tmp)
             rows[dec] = {"images_per_s": n / (time.perf_counter() - start)}
     out: dict[str, Any] = {"decoders": rows}
     if "nvjpeg" in images:

@@ -4,7 +4,7 @@ Builds a small prepared tree in a temporary folder (``--videos`` videos of ``--l
 ``--size`` WxH, RGB JPEGs plus flow_x / flow_y grayscale JPEGs and a manifest.json, as ``stfn prepare``
 writes them), then measures:
 
-1. raw decode: images per CPU-second of ``read_jpegs`` (file read + decode) for RGB frames and gray
+1. raw decode: images per CPU-second of file read + ``decode_jpegs`` for RGB frames and gray
    flow images, with OpenCV, torchvision.io and Pillow (1 thread), best of ``--repeats`` interleaved
    rounds;
 2. the decode bound: samples per CPU-second if a sample cost only its JPEG decodes (T RGB + 2*T*L
@@ -74,8 +74,8 @@ def make_tree(root: Path, videos: int, length: int, width: int, height: int) -> 
 
 
 def decode_rate(root: Path, decoder: str, gray: bool, seconds: float) -> float:
-    """Images per CPU-second of read_jpegs (one thread) over the tree's images, batches of 8."""
-    from stfn.data.datasets import read_jpegs
+    """Images per CPU-second of reading and decoding (decode_jpegs, one thread) the tree's images, batches of 8."""
+    from stfn.data.datasets import decode_jpegs
 
     pattern = "flow_x_*.jpg" if gray else "img_*.jpg"
     paths = sorted(root.rglob(pattern))
@@ -83,7 +83,7 @@ def decode_rate(root: Path, decoder: str, gray: bool, seconds: float) -> float:
     start, cpu = time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         batch = [paths[(i + j) % len(paths)] for j in range(8)]
-        read_jpegs(batch, gray=gray, decoder=decoder)
+        decode_jpegs([p.read_bytes() for p in batch], gray, decoder, root)
         done, i = done + len(batch), i + 8
     return done / (time.process_time() - cpu)
 
