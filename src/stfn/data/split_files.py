@@ -25,11 +25,16 @@ class SplitError(StfnError, ValueError):
 
 @dataclass(frozen=True)
 class VideoRecord:
-    """One listed video: canonical ``key``, 0-based ``label``, and its frame count if the list gives one."""
+    """One listed video: canonical ``key``, 0-based ``label``, and its frame count if the list gives one.
+
+    ``by_name``: the key is the video's file name without extension (a Kinetics clip
+    ``<youtube_id>_<start>_<end>``, an SSv2 ``<id>``), found in whichever folder of the tree holds it
+    (:func:`stfn.data.splits.check_prepared` resolves it to the manifest key)."""
 
     key: str
     label: int
     frames: int | None = None
+    by_name: bool = False
 
 
 def _read_lines(path: Path) -> list[str]:

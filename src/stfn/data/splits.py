@@ -16,6 +16,12 @@ Formats (``load_split`` picks one by dataset name):
   (videos), 0-based labels; class names from ``class_names`` (one per line) or the label numbers.
 - ``folder``: ``<DIR>/train/<class>/.../<video>`` and ``<DIR>/test/<class>/...`` (``val`` counts as
   test); ``DIR`` is the video tree or, with no video files, the manifest keys of the prepared folder.
+- ``kinetics400`` / ``kinetics600`` / ``kinetics700``: the official CSV files, train = ``train.csv``,
+  test = ``validate.csv`` (:mod:`stfn.data.kinetics`).
+- ``ssv2``: Something-Something v2's JSON files, train = train, test = validation (:mod:`stfn.data.ssv2`).
+
+Kinetics and SSv2 records are ``by_name``: the key is the clip's file name, which
+:func:`check_prepared` finds in whichever folder of the prepared tree holds it.
 
 The line parsers of each format, :class:`VideoRecord` and :class:`SplitError` are in
 :mod:`stfn.data.split_files`; a malformed
@@ -31,6 +37,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stfn.data.clip_lists import index_by_name
+from stfn.data.kinetics import KINETICS, load_kinetics
 from stfn.data.prepare.manifest import VIDEO_EXTENSIONS, canonical_key, load_prepared_manifest
 from stfn.data.split_files import (
     HMDB_FILE,
@@ -42,17 +50,35 @@ from stfn.data.split_files import (
     parse_mmaction_list,
     parse_ucf101_list,
 )
+from stfn.data.ssv2 import SSV2, load_ssv2
 
 __all__ = [
     "DATASETS",
+    "DATASET_HELP",
+    "SINGLE_SPLIT",
     "Split",
     "available_splits",
     "check_prepared",
+    "dataset_lines",
     "group_of",
     "load_split",
 ]
 
-DATASETS = ("ucf101", "hmdb51", "list", "folder", "synthetic")
+#: Every dataset name ``data.dataset`` / ``--dataset`` takes, with one line on its files
+#: (``stfn compare --dataset list`` and ``stfn data-info --dataset help`` print them).
+DATASET_HELP = {
+    "ucf101": "UCF101 ucfTrainTestlist: classInd.txt, trainlist0N.txt, testlist0N.txt (splits 1-3)",
+    "hmdb51": "HMDB51 testTrainMulti_7030_splits: <class>_test_split<N>.txt, tags 1 train / 2 test (splits 1-3)",
+    "list": "MMAction2 list files (data.train_list / data.test_list: 'frame_dir frames label' or 'path label')",
+    "folder": "a train/<class>/ and test/<class>/ video tree (val/ counts as test)",
+    "synthetic": "the synthetic benchmark of `stfn synth` (UCF101 format)",
+    "kinetics400": "Kinetics-400 CSV files: train.csv (train), validate.csv (test); clips <youtube_id>_<start>_<end>",
+    "kinetics600": "Kinetics-600 CSV files: train.csv (train), validate.csv (test); clips <youtube_id>_<start>_<end>",
+    "kinetics700": "Kinetics-700 CSV files: train.csv (train), validate.csv (test); clips <youtube_id>_<start>_<end>",
+    "ssv2": "Something-Something v2 JSON files: labels, train (train), validation (test); videos <id>.webm",
+}
+DATASETS = tuple(DATASET_HELP)
+SINGLE_SPLIT = ("list", "folder", *KINETICS, SSV2)  # one split, numbered 1
 _GROUP = re.compile(r"_g(\d+)_")  # UCF101's v_<Class>_g08_c01: group 08 (one actor or setting)
 
 
@@ -132,17 +158,37 @@ def _folder_keys(folder: Path) -> list[str]:
     return sorted(load_prepared_manifest(folder).videos)
 
 
+def _resolve(rec: VideoRecord, videos: dict[str, dict], names: dict) -> str:
+    """The manifest key of a ``by_name`` record: its name in whichever folder holds it (``names``: the
+    :func:`index_by_name` of the manifest keys, built on first use)."""
+    if not names:
+        names["index"], names["twice"] = index_by_name(videos)
+    if rec.key in names["twice"]:
+        first, second = names["twice"][rec.key][:2]
+        raise SplitError(f"video '{rec.key}' is in the prepared folder twice, as '{first}' and '{second}': "
+                         "keep one of them")
+    return names["index"].get(rec.key, rec.key)
+
+
 def check_prepared(records: list[VideoRecord], videos: dict[str, dict]) -> tuple[list[VideoRecord], list[str], list[str]]:
-    """Split ``records`` by the manifest's ``videos``: (usable, missing keys, failed keys)."""
+    """Split ``records`` by the manifest's ``videos``: (usable, missing keys, failed keys).
+
+    A ``by_name`` record (Kinetics, SSv2) is looked up by its name in any folder; the usable record and
+    a failed key carry the manifest key it was found under, a missing one its name.
+    """
     ok, missing, failed = [], [], []
+    names: dict = {}
     for rec in records:
-        info = videos.get(rec.key)
+        key = rec.key
+        if rec.by_name and key not in videos:
+            key = _resolve(rec, videos, names)
+        info = videos.get(key)
         if info is None:
-            missing.append(rec.key)
+            missing.append(key)
         elif info.get("status", "ok") != "ok" or int(info.get("frames") or 0) < 1:
-            failed.append(rec.key)
+            failed.append(key)
         else:
-            ok.append(rec)
+            ok.append(VideoRecord(key, rec.label, rec.frames) if rec.by_name else rec)
     return ok, missing, failed
 
 
@@ -188,8 +234,8 @@ def _load_list(train_list: str, test_list: str, class_names: str, split: int) ->
 
 
 def available_splits(dataset: str, splits_dir: str | Path) -> list[int]:
-    """Split numbers present in ``splits_dir`` (``[1]`` for the list and folder datasets)."""
-    if dataset in ("list", "folder"):
+    """Split numbers present in ``splits_dir`` (``[1]`` for the datasets of :data:`SINGLE_SPLIT`)."""
+    if dataset in SINGLE_SPLIT:
         return [1]
     splits_dir = Path(splits_dir)
     if not splits_dir.is_dir():
@@ -208,7 +254,8 @@ def load_split(dataset: str, splits: str | Path = "", split: int = 1, *, train_l
     """Read one split of ``dataset`` (one of :data:`DATASETS`).
 
     ``splits`` is the split folder (``ucfTrainTestlist``, ``testTrainMulti_7030_splits``, the
-    synthetic ``splits/``) or, for ``folder``, the video tree / prepared folder. ``train_list``,
+    synthetic ``splits/``, the Kinetics CSV or SSv2 JSON folder) or, for ``folder``, the video tree /
+    prepared folder. ``train_list``,
     ``test_list`` and ``class_names`` serve the ``list`` and ``folder`` datasets.
     """
     if dataset not in DATASETS:
@@ -220,6 +267,11 @@ def load_split(dataset: str, splits: str | Path = "", split: int = 1, *, train_l
     splits = Path(splits)
     if dataset == "folder":
         return _load_folder(splits, class_names)
+    if dataset in KINETICS or dataset == SSV2:
+        if split != 1:
+            raise SplitError(f"dataset '{dataset}' has one split (train / validation), numbered 1; got split {split}")
+        classes, train, test, files = (load_ssv2 if dataset == SSV2 else load_kinetics)(splits)
+        return Split(dataset, 1, classes, train, test, files)
     if not splits.is_dir():
         raise SplitError(f"split folder '{splits}' does not exist")
     if dataset == "hmdb51":
@@ -233,3 +285,9 @@ def load_split(dataset: str, splits: str | Path = "", split: int = 1, *, train_l
     train = parse_ucf101_list(train_file, classes, labelled=True)
     test = parse_ucf101_list(test_file, classes, labelled=False)
     return Split(dataset, split, classes, train, test, {"train": [str(train_file)], "test": [str(test_file)]})
+
+
+def dataset_lines(names: list[str] | tuple[str, ...] = DATASETS) -> str:
+    """Dataset ``names`` (default: all), one line each with what their split files are (:data:`DATASET_HELP`)."""
+    width = max(len(name) for name in names)
+    return "\n".join(f"{name:<{width}}  {DATASET_HELP[name]}" for name in names)

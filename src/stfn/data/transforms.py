@@ -18,7 +18,10 @@ once, on uint8 planes with OpenCV (no resize at all when the stored short side a
   then the same 5 flipped).
 
 A horizontal flip mirrors the image and negates flow-x. On quantised values that is ``q -> 255 - q``
-on the x channels, which is exact: ``255 - q`` dequantises to ``-v``.
+on the x channels, which is exact: ``255 - q`` dequantises to ``-v``. The datasets of
+:data:`stfn.data.ssv2.NO_FLIP_DATASETS` (Something-Something v2, whose classes such as "Pushing something
+from left to right" change meaning in a mirror) never flip: ``data.hflip`` is ignored for them with a
+warning, as TSM trains them, and the 10 test views (which hold 5 flipped crops) are refused.
 
 Normalisation. RGB: ``(x / 255 - mean) / std`` with ImageNet mean/std. Flow:
 ``(q - 127.5) / 127.5``, which equals ``v / b`` exactly, i.e. flow in units of the clipping bound, in
@@ -27,11 +30,14 @@ Normalisation. RGB: ``(x / 255 - mean) / std`` with ImageNet mean/std. Flow:
 
 from __future__ import annotations
 
+import logging
+
 import cv2
 import numpy as np
 import torch
 
 from stfn.config import ConfigError, DataConfig
+from stfn.data.ssv2 import NO_FLIP_DATASETS
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -56,6 +62,7 @@ SCALES = (1.0, 0.875, 0.75, 0.66)
 VIEWS = (1, 3, 10)
 
 Box = tuple[int, int, int, int]  # top, left, height, width (pixels)
+log = logging.getLogger("stfn.data")
 
 
 def _scaled_size(height: int, width: int, scale_size: int) -> tuple[int, int, float]:
@@ -266,11 +273,20 @@ def build_transform(data_cfg: DataConfig, train: bool, views: int | None = None)
     if data_cfg.crop_size < 1 or data_cfg.scale_size < data_cfg.crop_size:
         raise ConfigError(f"config key 'data.scale_size' ({data_cfg.scale_size}) must be at least "
                           f"'data.crop_size' ({data_cfg.crop_size}), which must be positive")
+    no_flip = data_cfg.dataset in NO_FLIP_DATASETS
     if train:
         if data_cfg.color_jitter < 0:
             raise ConfigError(f"config key 'data.color_jitter' must be >= 0, got {data_cfg.color_jitter}")
-        return TrainTransform(data_cfg.crop_size, data_cfg.scale_size, data_cfg.color_jitter, flip=data_cfg.hflip)
+        if data_cfg.hflip and no_flip:
+            log.warning("stfn: data.hflip is ignored for %s: a mirror changes the meaning of classes such as "
+                        "'Pushing something from left to right', so it trains without flips, as TSM does",
+                        data_cfg.dataset)
+        return TrainTransform(data_cfg.crop_size, data_cfg.scale_size, data_cfg.color_jitter,
+                              flip=data_cfg.hflip and not no_flip)
     views = data_cfg.test_crops if views is None else views
     if views not in VIEWS:
         raise ConfigError(f"config key 'data.test_crops' must be 1, 3 or 10, got {views}")
+    if views == 10 and no_flip:
+        raise ConfigError(f"10 test views (data.test_crops, --crops) hold 5 mirrored crops, which change the "
+                          f"meaning of {data_cfg.dataset}'s left/right classes; use 1 or 3 (TSM: 3 crops)")
     return EvalTransform(data_cfg.crop_size, data_cfg.scale_size, views)
