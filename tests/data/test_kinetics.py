@@ -17,7 +17,7 @@ HEADER = "label,youtube_id,time_start,time_end,split"
 
 def write(path, *lines: str, newline: str = "\n", bom: bool = False) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(((b"\xef\xbb\xbf" if bom else b"") + newline.join(lines).encode("utf-8") + newline.encode()))
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + newline.join(lines).encode("utf-8") + newline.encode())
     return str(path)
 
 

@@ -7,10 +7,27 @@ from __future__ import annotations
 import argparse
 
 from stfn.commands import add_threads_and_progress, flag_names, set_threads
+from stfn.data.splits import DATASETS, dataset_lines
 from stfn.study.presets import COMPARE_PRESETS, HEADS, MODELS  # light: no torch import
 
 HELP = ("Compare TSN, Temporal-Inception, TS-LSTM, TLE and STFN on your own videos and splits (prepare, "
         "train, paired tests, report), as `stfn demo` does on the synthetic benchmark.")
+
+
+#: --dataset of compare: every dataset but MMAction2 lists (compare has no --train-list), so
+#: ``--dataset list`` (or ``help``) prints the known names instead, one line each
+COMPARE_DATASETS = [d for d in DATASETS if d != "list"]
+
+
+class _Dataset(argparse.Action):
+    """``--dataset NAME``; ``list`` / ``help`` print the dataset names and exit (as ``--help`` does, so
+    neither VIDEOS nor --splits is needed)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if values in ("list", "help"):
+            print(dataset_lines(COMPARE_DATASETS))
+            parser.exit(0)
+        setattr(namespace, self.dest, values)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,8 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="split folder (ucfTrainTestlist format, testTrainMulti_7030_splits, or the "
                              "train/<class>/ test/<class>/ tree for --dataset folder)")
     parser.add_argument("--split", type=int, default=1, metavar="N", help="split number (default 1)")
-    parser.add_argument("--dataset", default="ucf101", choices=["ucf101", "hmdb51", "folder", "synthetic"],
-                        help="format of the split folder (default ucf101: classInd.txt, trainlist0N.txt, testlist0N.txt)")
+    parser.add_argument("--dataset", default="ucf101", choices=[*COMPARE_DATASETS, "list", "help"], action=_Dataset,
+                        help="format of the split folder (default ucf101: classInd.txt, trainlist0N.txt, "
+                             "testlist0N.txt); 'list' prints the known formats, one line each")
     parser.add_argument("--out", default="runs/compare", help="output folder (default runs/compare); re-running resumes")
     parser.add_argument("--preset", default="quick", choices=sorted(COMPARE_PRESETS),
                         help="quick: cnn_small at 64 px, for small data on a CPU (default); standard: ImageNet "

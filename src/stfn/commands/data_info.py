@@ -8,7 +8,7 @@ import json
 from collections import Counter
 
 from stfn.data.prepare.manifest import load_prepared_manifest
-from stfn.data.splits import available_splits, check_prepared, load_split
+from stfn.data.splits import DATASETS, available_splits, check_prepared, dataset_lines, load_split
 
 HELP = ("Show a dataset's classes and train/test counts per split, and which listed videos are missing or "
         "failed in a prepared folder (exit status 1 if any are).")
@@ -17,10 +17,12 @@ SHOW = 5  # names shown per problem in the text report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, choices=["ucf101", "hmdb51", "list", "folder", "synthetic"])
+    parser.add_argument("--dataset", required=True, choices=[*DATASETS, "help"],
+                        help="format of the split files ('help' lists them, one line each)")
     parser.add_argument("--splits", default="", metavar="DIR",
-                        help="split folder (ucfTrainTestlist, testTrainMulti_7030_splits, synthetic splits/); "
-                             "for --dataset folder the train/<class>/ test/<class>/ video tree")
+                        help="split folder (ucfTrainTestlist, testTrainMulti_7030_splits, synthetic splits/, the "
+                             "Kinetics CSV or SSv2 JSON folder); for --dataset folder the train/<class>/ "
+                             "test/<class>/ video tree")
     parser.add_argument("--split", type=int, default=None, metavar="N", help="one split (default: all found)")
     parser.add_argument("--root", default="", metavar="PREPARED_DIR", help="folder written by `stfn prepare`")
     parser.add_argument("--train-list", default="", metavar="FILE", help="--dataset list: MMAction2 train list")
@@ -103,6 +105,9 @@ def format_report(report: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dataset == "help":
+        print(dataset_lines())
+        return 0
     report = build_report(args)
     print(json.dumps(report, indent=1) if args.json else format_report(report))
     unusable = any(p["missing"] or p["failed"] for s in report["splits"] for p in s.get("prepared", {}).values())

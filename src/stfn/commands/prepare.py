@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 from stfn.commands import flag_names
+from stfn.data.clip_lists import annotation_kind, listed_videos
 from stfn.data.prepare.manifest import VIDEO_EXTENSIONS
 from stfn.data.prepare.run import prepare_dataset
 from stfn.data.video.flow import (
@@ -64,7 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", default=None,
                    help="I/N: prepare videos I, I+N, I+2N, ... (0-based); 'auto' reads Slurm array or torchrun env")
     p.add_argument("--list", dest="list_file", default=None,
-                   help="prepare only the videos listed in FILE (first column, relative to VIDEO_ROOT)")
+                   help="prepare only the videos listed in FILE (first column, relative to VIDEO_ROOT), or in a "
+                        "Kinetics CSV / SSv2 JSON file (found by name in any folder; missing ones are counted)")
     p.add_argument("--ext", default=None, help="comma-separated video extensions (default: avi,mp4,mkv,webm,mov,...)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of frames and flow (default: 95)")
     p.add_argument("--retry-failed", action="store_true", help="retry videos an earlier run recorded as failed")
@@ -81,7 +85,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def annotation_list(video_root: str, list_file: str, exts: tuple[str, ...], folder: str) -> str:
+    """``--list`` of a Kinetics CSV or SSv2 JSON: a plain list file (in ``folder``) of the listed videos that
+    are under ``video_root``; how many are missing is printed (Kinetics always misses a few)."""
+    from stfn.errors import StfnError
+
+    found, missing = listed_videos(video_root, list_file, exts)
+    total = len(found) + len(missing)
+    if not found:
+        raise StfnError(f"none of the {total} videos listed in '{list_file}' are under '{video_root}'"
+                        + (f" (e.g. '{missing[0]}')" if missing else ""))
+    spaced = next((rel for rel in found if any(c.isspace() for c in rel)), None)
+    if spaced is not None:
+        raise StfnError(f"video '{spaced}' has a space in its path, which a list cannot hold: prepare "
+                        f"'{video_root}' without --list, or name the label folders with underscores")
+    if missing:
+        print(f"stfn prepare: {len(missing)} of the {total} videos listed in '{list_file}' are not under "
+              f"'{video_root}' (first: {', '.join(missing[:3])}); preparing the other {len(found)}")
+    path = Path(folder) / "videos.txt"
+    path.write_text("".join(f"{rel}\n" for rel in found), encoding="utf-8")
+    return str(path)
+
+
 def run(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="stfn-prepare-list-") as folder:
+        return _run(args, folder)
+
+
+def _run(args: argparse.Namespace, folder: str) -> int:
     opts: dict = {}
     if args.flow == "dis" and args.dis_preset:
         opts["preset"] = args.dis_preset
@@ -89,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         opts = {"model": args.raft_model, "weights": args.raft_weights, "iters": args.raft_iters,
                 "batch_size": args.batch_size, "device": args.device}
     exts = tuple(e.strip() for e in args.ext.split(",") if e.strip()) if args.ext else VIDEO_EXTENSIONS
+    if args.list_file and annotation_kind(args.list_file):
+        args.list_file = annotation_list(args.video_root, args.list_file, exts, folder)
     with flag_names(workers="--workers", jpeg_quality="--jpeg-quality"):
         summary = prepare_dataset(
             args.video_root,

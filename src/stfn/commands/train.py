@@ -51,7 +51,34 @@ def load_run_config(args: argparse.Namespace):
         cfg.data.features = args.features
     if getattr(args, "no_compile", False):
         cfg.train.compile = False
+    dataset_defaults(cfg, path, args.overrides)
     return cfg
+
+
+def _given(path, overrides: list[str], key: str) -> bool:
+    """Whether the YAML at ``path`` or an override sets ``data.<key>``."""
+    import yaml
+
+    if any(o.split("=", 1)[0].strip() == f"data.{key}" for o in overrides):
+        return True
+    loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}  # load_config read it already
+    return isinstance(loaded.get("data"), dict) and key in loaded["data"]
+
+
+def dataset_defaults(cfg, path, overrides: list[str]) -> None:
+    """What the datasets need: Kinetics leaves out the clips gone from YouTube (``data.on_missing=skip``
+    unless the config or ``--set`` says otherwise; the count is printed when the lists are read), and
+    SSv2 trains without horizontal flips (``data.hflip=false``, as TSM does: a mirror changes its
+    left/right classes), said in one line."""
+    from stfn.data.kinetics import KINETICS
+    from stfn.data.ssv2 import NO_FLIP_DATASETS
+
+    if cfg.data.dataset in KINETICS and not _given(path, overrides, "on_missing"):
+        cfg.data.on_missing = "skip"
+    if cfg.data.dataset in NO_FLIP_DATASETS and cfg.data.hflip:
+        cfg.data.hflip = False
+        print(f"stfn train: data.hflip=false for {cfg.data.dataset}: a mirror changes the meaning of its "
+              "left/right classes, so it trains without flips, as TSM does")
 
 
 def run(args: argparse.Namespace) -> int:
