@@ -156,3 +156,16 @@ def test_ssv2_end_to_end_webm_videos_and_one_tiny_epoch(tmp_path, capsys) -> Non
     assert "split 1 train: 6 of 6 usable" in capsys.readouterr().out
     assert main(_tiny_train(prepared, ann, "ssv2", tmp_path / "run")) == 0
     assert "data.hflip=false for ssv2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("name", "classes", "crops", "flip"), [("kinetics400_tsn_rgb_resnet50", 400, 10, True),
+                                                              ("ssv2_tsn_rgb_resnet50", 174, 3, False)])
+def test_the_recipes_test_with_the_published_views(name, classes, crops, flip) -> None:
+    """Kinetics: 10 crops (TSN; TSM's uniform protocol with --frames 8); SSv2: 3 crops, never flipped."""
+    from stfn.config import load_config
+    from stfn.data.splits import available_splits
+
+    cfg = load_config(REPO / "configs" / f"{name}.yaml")
+    assert (cfg.data.dataset, cfg.model.num_classes, cfg.data.test_crops, cfg.data.hflip) == (
+        name.split("_")[0], classes, crops, flip)
+    assert available_splits(cfg.data.dataset, "anywhere") == [1]
