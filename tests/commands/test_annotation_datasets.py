@@ -132,6 +132,7 @@ def _webm(source, dest) -> None:
         out.mux(stream.encode(None))
 
 
+@pytest.mark.slow
 @needs_weizmann
 def test_ssv2_end_to_end_webm_videos_and_one_tiny_epoch(tmp_path, capsys) -> None:
     ann, videos = tmp_path / "ssv2", tmp_path / "20bn-something-something-v2"
@@ -156,6 +157,11 @@ def test_ssv2_end_to_end_webm_videos_and_one_tiny_epoch(tmp_path, capsys) -> Non
     assert "split 1 train: 6 of 6 usable" in capsys.readouterr().out
     assert main(_tiny_train(prepared, ann, "ssv2", tmp_path / "run")) == 0
     assert "data.hflip=false for ssv2" in capsys.readouterr().out
+    best = str(tmp_path / "run" / "best.pt")
+    assert main(["eval", best, "--no-progress", "--crops", "3", "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["views"] == 3
+    one_sentence(capsys, "eval", [best, "--no-progress", "--crops", "10"], "10 test views (data.test_crops, --crops) "
+                 "hold 5 mirrored crops, which change the meaning of ssv2's left/right classes")
 
 
 @pytest.mark.parametrize(("name", "classes", "crops", "flip"), [("kinetics400_tsn_rgb_resnet50", 400, 10, True),
