@@ -35,6 +35,7 @@ BENCHMARKS = {
     "head_speed": "head_speed.py",
     "compile_breakeven": "compile_breakeven.py",
     "loader": "loader.py",
+    "storage": "storage.py",
     "flow": "flow.py",
     "predict_latency": "predict_latency.py",
     "serve_load": "serve_load.py",

@@ -3,6 +3,7 @@ writes results that hold real measurements; plus the timing and table helpers of
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -176,6 +177,19 @@ def test_predict_latency_quick_compares_backends(tmp_path: Path) -> None:
     # the ONNX backend exports the network and opens an onnxruntime session when it is built: slower
     # to construct than eager, which only loads the checkpoint
     assert rows["tiny, 1 crop, onnx"]["construct_seconds"] > rows["tiny, 1 crop, eager"]["construct_seconds"]
+
+
+@pytest.mark.e2e
+def test_storage_quick_measures_every_layout_on_the_same_bytes(tmp_path: Path) -> None:
+    stdout, result = run_script("storage.py", tmp_path)
+    rows = result["results"]
+    expected = {"rawframes", "packed", "tar", "video+packed flow"}
+    expected |= {name for name, module in (("lmdb", "lmdb"), ("hdf5", "h5py")) if importlib.util.find_spec(module)}
+    assert set(rows) == expected
+    assert rows["packed"]["files"] < rows["rawframes"]["files"] and rows["tar"]["files"] == 2
+    for r in rows.values():
+        assert r["clips_per_s_warm"] > 0 and r["reads_per_s_cold"] > 0 and r["bytes"] > 0
+    assert "| packed |" in stdout and "read ms/clip cold" in stdout
 
 
 @pytest.mark.e2e

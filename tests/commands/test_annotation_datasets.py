@@ -86,11 +86,13 @@ def test_data_info_counts_the_missing_clips(tmp_path, capsys) -> None:
 
 
 def _link_kinetics(tmp_path, rows) -> os.PathLike:
-    """The official downloader's layout: ``<label>/<ytid>_<start:06d>_<end:06d>.mp4`` (underscored labels)."""
+    """The downloaders' layout: ``<label>/<ytid>_<start:06d>_<end:06d>.mp4``, the label folder as the CSV
+    writes it (spaces: ActivityNet's downloader) for the first label, underscored for the others."""
     videos = tmp_path / "videos"
+    first = next(iter(rows.values()))[0][0]
     for side in rows.values():
         for label, ytid, source in side:
-            dest = videos / label.replace(" ", "_") / f"{ytid}_000010_000020.mp4"
+            dest = videos / (label if label == first else label.replace(" ", "_")) / f"{ytid}_000010_000020.mp4"
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.symlink_to(source)
     return videos
@@ -106,12 +108,14 @@ def _tiny_train(data, splits, dataset: str, out) -> list[str]:
 def test_kinetics_end_to_end_prepare_list_and_one_tiny_epoch(tmp_path, capsys, caplog) -> None:
     ann, rows = kinetics_annotations(tmp_path)
     videos, prepared = _link_kinetics(tmp_path, rows), tmp_path / "prepared"
+    assert any(" " in p.name for p in videos.iterdir())  # a label folder with a space in its name
     assert main(["prepare", str(videos), str(prepared), "--list", str(ann / "train.csv"), "--workers", "0",
-                 "--quiet"]) == 0
+                 "--quiet", "--format", "packed"]) == 0
     out = capsys.readouterr().out
     assert f"stfn prepare: 1 of the 7 videos listed in '{ann / 'train.csv'}' are not under" in out
     assert "(first: GONEFROMYT1_000000_000010); preparing the other 6" in out
-    assert main(["prepare", str(videos), str(prepared), "--workers", "0", "--quiet"]) == 0  # and the rest
+    assert main(["prepare", str(videos), str(prepared), "--workers", "0", "--quiet", "--format", "packed"]) == 0
+    assert len(list(prepared.rglob("*.stfnpack"))) == 8  # the 6 listed and the 2 test clips, one file each
     assert main(_tiny_train(prepared, ann, "kinetics400", tmp_path / "run")) == 0
     # counted and left out (a warning of stfn.data: on stderr outside pytest)
     assert "1 of 7 train videos of kinetics400 split 1 are not usable" in caplog.text
@@ -152,7 +156,8 @@ def test_ssv2_end_to_end_webm_videos_and_one_tiny_epoch(tmp_path, capsys) -> Non
     for side, entries in sides.items():
         (ann / f"something-something-v2-{side}.json").write_text(json.dumps(entries))
     prepared = tmp_path / "prepared"
-    assert main(["prepare", str(videos), str(prepared), "--workers", "0", "--quiet"]) == 0
+    assert main(["prepare", str(videos), str(prepared), "--workers", "0", "--quiet", "--format", "packed"]) == 0
+    assert len(list(prepared.glob("*.stfnpack"))) == 8
     assert main(["data-info", "--dataset", "ssv2", "--splits", str(ann), "--root", str(prepared)]) == 0
     assert "split 1 train: 6 of 6 usable" in capsys.readouterr().out
     assert main(_tiny_train(prepared, ann, "ssv2", tmp_path / "run")) == 0

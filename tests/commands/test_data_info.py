@@ -37,7 +37,7 @@ def test_a_listed_video_that_is_not_prepared_is_named_and_exit_status_1(tmp_path
     assert main(args) == 0
     text = capsys.readouterr().out
     assert text.startswith("dataset ucf101: 2 classes (Jump, Wave)")
-    assert f"prepared folder {root}: 12 videos (12 ok, 0 failed), flow dis bound 20.0" in text
+    assert f"prepared folder {root}: 12 videos (12 ok, 0 failed), flow dis bound 20.0, stored as rawframes" in text
     assert [line.split()[:3] for line in text.splitlines() if line[:5].strip().isdigit()] == [
         ["1", "8", "4"], ["2", "8", "4"], ["3", "8", "4"]]  # every split found: split, train, test
     manifest = json.loads((root / "manifest.json").read_text())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dataset_helpers import write_tiny_prepared
+from dataset_helpers import write_tiny_prepared, write_tiny_splits
 from stfn.cli import main
 
 from .command_helpers import check_documented_usage, one_sentence
@@ -33,6 +33,11 @@ def test_repack_both_ways_on_the_command_line(tmp_path: Path, capsys) -> None:
     assert "12 of 12 videos stored as packed" in capsys.readouterr().out
     assert json.loads((tmp_path / "p" / "manifest.json").read_text())["format"] == "packed"
     assert len(list((tmp_path / "p").rglob("*.stfnpack"))) == 12
+    splits = write_tiny_splits(tmp_path / "splits")
+    assert main(["data-info", "--dataset", "ucf101", "--splits", str(splits), "--root", str(tmp_path / "p")]) == 0
+    text = capsys.readouterr().out
+    assert "12 videos (12 ok, 0 failed), flow dis bound 20.0, stored as packed" in text
+    assert "split 1 train: 8 of 8 usable" in text
     assert main(["repack", str(tmp_path / "p"), str(tmp_path / "r"), "--format", "rawframes", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "12 image files became 156" in out, out

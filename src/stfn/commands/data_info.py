@@ -59,7 +59,8 @@ def build_report(args: argparse.Namespace) -> dict:
     if manifest is not None:
         statuses = Counter(v.get("status", "ok") for v in manifest.videos.values())
         report["manifest"] = {"videos": len(manifest.videos), "ok": statuses.get("ok", 0),
-                              "failed": len(manifest.videos) - statuses.get("ok", 0), "flow": manifest.flow}
+                              "failed": len(manifest.videos) - statuses.get("ok", 0), "flow": manifest.flow,
+                              "format": manifest.format}
     return report
 
 
@@ -91,7 +92,7 @@ def format_report(report: dict) -> str:
         m = report["manifest"]
         flow = m["flow"] or {}
         lines += ["", f"prepared folder {report['root']}: {m['videos']} videos ({m['ok']} ok, {m['failed']} failed), "
-                      f"flow {flow.get('algorithm', '?')} bound {flow.get('bound', '?')}"]
+                      f"flow {flow.get('algorithm', '?')} bound {flow.get('bound', '?')}, stored as {m['format']}"]
         for s in report["splits"]:
             for side in ("train", "test"):
                 p = s["prepared"][side]

@@ -95,10 +95,6 @@ def annotation_list(video_root: str, list_file: str, exts: tuple[str, ...], fold
     if not found:
         raise StfnError(f"none of the {total} videos listed in '{list_file}' are under '{video_root}'"
                         + (f" (e.g. '{missing[0]}')" if missing else ""))
-    spaced = next((rel for rel in found if any(c.isspace() for c in rel)), None)
-    if spaced is not None:
-        raise StfnError(f"video '{spaced}' has a space in its path, which a list cannot hold: prepare "
-                        f"'{video_root}' without --list, or name the label folders with underscores")
     if missing:
         print(f"stfn prepare: {len(missing)} of the {total} videos listed in '{list_file}' are not under "
               f"'{video_root}' (first: {', '.join(missing[:3])}); preparing the other {len(found)}")

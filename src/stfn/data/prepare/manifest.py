@@ -81,11 +81,14 @@ def canonical_key(path: str) -> str:
 
 
 def _listed(src: Path, list_file: str | os.PathLike) -> list[str]:
-    """The paths ``list_file`` lists (first column), all of which must be files under ``src``."""
+    """The paths ``list_file`` lists, all of which must be files under ``src``: a whole line when it names
+    a file under ``src`` (a path with spaces, as Kinetics' label folders have), else its first column
+    (MMAction2 lists: ``path label``)."""
     lf = Path(list_file)
     if not lf.is_file():
         raise StfnError(f"list file '{lf}' does not exist")
-    rels = [ln.split()[0] for ln in lf.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    lines = [ln.strip() for ln in lf.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    rels = [ln if (src / ln).is_file() else ln.split()[0] for ln in lines]
     missing = [r for r in rels if not (src / r).is_file()]
     if missing:
         raise StfnError(
