@@ -1,4 +1,4 @@
-"""``stfn synth OUT_DIR [--preset tiny|small|full] [--seed N] [--size PX] [--frames MIN-MAX] ...``."""
+"""``stfn synth OUT_DIR [--preset tiny|small|full|stress] [--seed N] [--size PX] [--frames MIN-MAX] ...``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ HELP = "Generate the synthetic action benchmark (real H.264 videos + UCF101-form
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", help="output folder: videos/<Class>/*.mp4, splits/, classes.json, scenes.jsonl")
-    parser.add_argument("--preset", default="small", choices=["tiny", "small", "full"],
-                        help="tiny: tests, seconds; small: stfn demo (default); full: a serious benchmark")
+    parser.add_argument("--preset", default="small", choices=["tiny", "small", "full", "stress"],
+                        help="tiny: tests, seconds; small: stfn demo (default); full: a serious benchmark; "
+                             "stress: UCF101's shape (101 classes, 13130 videos of 320x240) for pipeline stress runs")
     parser.add_argument("--seed", type=int, default=0, help="all randomness derives from it (default 0)")
-    parser.add_argument("--size", type=int, default=None, help="frame side in pixels (square frames)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="frame side in pixels (square frames; the frame height of the stress preset)")
     parser.add_argument("--frames", default=None, metavar="MIN-MAX", help="frames per video, e.g. 32-48 or 40")
     parser.add_argument("--train", type=int, default=None, help="training videos per class")
     parser.add_argument("--test", type=int, default=None, help="test videos per class")
@@ -38,7 +40,8 @@ def _frames(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     # OpenCV, PyAV and Pillow load when the command runs: the CLI imports every command module
-    from stfn.data.synthetic.generate import contact_sheet, generate
+    from stfn.data.synthetic.generate import generate
+    from stfn.data.synthetic.sheet import contact_sheet
 
     overrides: dict = {}
     if args.size is not None:
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     n_test = sum(c["test"] for c in info.counts.values())
     status = f"wrote {info.generated} videos in {info.seconds:.1f} s" if info.generated else "already complete"
     print(f"synthetic benchmark '{info.preset}' (seed {info.seed}) in {info.root}: {status}")
-    print(f"  {len(info.classes)} classes, {n_train} train + {n_test} test videos, {p['size']}x{p['size']} px, "
+    print(f"  {len(info.classes)} classes, {n_train} train + {n_test} test videos, {p.get('width', p['size'])}x{p['size']} px, "
           f"{p['frames_min']}-{p['frames_max']} frames at {p['fps']} fps")
     for group in dict.fromkeys(c.group for c in info.classes):
         print(f"  {group:18s} {', '.join(c.name for c in info.classes if c.group == group)}")

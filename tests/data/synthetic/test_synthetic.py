@@ -20,7 +20,6 @@ from stfn.data.splits import load_split
 from stfn.data.synthetic.generate import (
     PRESETS,
     SyntheticError,
-    contact_sheet,
     generate,
     load_info,
     load_scenes,
@@ -29,6 +28,7 @@ from stfn.data.synthetic.generate import (
 )
 from stfn.data.synthetic.render import render
 from stfn.data.synthetic.scenes import CATALOGUE, GREEN, GROUPS, RED, build_scene, pair_base
+from stfn.data.synthetic.sheet import contact_sheet
 
 TRAIN_LINE = re.compile(r"^(?P<cls>[A-Za-z]+)/v_(?P=cls)_g(?P<g>\d\d)_c(?P<c>\d\d)\.mp4 (?P<label>\d+)$")
 TEST_LINE = re.compile(r"^(?P<cls>[A-Za-z]+)/v_(?P=cls)_g(?P<g>\d\d)_c(?P<c>\d\d)\.mp4$")

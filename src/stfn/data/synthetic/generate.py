@@ -39,15 +39,15 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from stfn.data.synthetic.render import Scene, render, write_video
 from stfn.data.synthetic.scenes import CATALOGUE, GROUPS, SyntheticClass, build_scene, min_frames, pair_base
+from stfn.data.synthetic.variants import split_variant, tint, variant_class, variant_classes, variant_name
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json, atomic_write_text
 
-__all__ = ["PRESETS", "SyntheticError", "SyntheticInfo", "contact_sheet", "flow_bound", "generate", "load_info",
+__all__ = ["PRESETS", "SyntheticError", "SyntheticInfo", "flow_bound", "generate", "load_info",
            "load_scenes", "resolve_params", "scene_record", "video_entries"]
 
 _COMMON = {"still_gap": 5, "event_min": 5, "event_max": 8, "shake": 1, "noise_min": 2.0, "noise_max": 6.0,
@@ -68,6 +68,11 @@ PRESETS: dict[str, dict] = {
     "full": {**_COMMON, "size": 112, "frames_min": 48, "frames_max": 96, "train_per_class": 100,
              "test_per_class": 50, "shake": 2, "event_min": 6, "event_max": 12,
              "classes": list(CATALOGUE)},
+    # UCF101's shape for stress runs of the pipeline (prepare, loaders, manifests at 13k videos): 101
+    # classes (the catalogue and its colour variants, stfn.data.synthetic.variants) x (95 train + 35
+    # test) = 13130 clips of 320x240 (rendered at 240x240 and stretched), 32-36 frames
+    "stress": {**_COMMON, "size": 240, "width": 320, "frames_min": 32, "frames_max": 36, "train_per_class": 95,
+               "test_per_class": 35, "classes": variant_classes(101)},
 }
 
 
@@ -120,9 +125,10 @@ def resolve_params(preset: str = "tiny", **overrides) -> dict:
             raise SyntheticError(f"synthetic parameter '{key}' must be an integer, got {value!r}")
         p[key] = type(PRESETS[preset][key])(value) if key != "classes" else value
     for name in p["classes"]:
-        if name not in CATALOGUE:
-            raise SyntheticError(f"unknown synthetic class '{name}' (known: {', '.join(CATALOGUE)})")
-        twin = CATALOGUE[name].twin
+        if split_variant(name)[0] not in CATALOGUE:
+            raise SyntheticError(f"unknown synthetic class '{name}' (known: {', '.join(CATALOGUE)}, and their "
+                                 "colour variants NameV1 ... NameV5)")
+        twin = variant_class(name).twin
         if twin and twin not in p["classes"]:
             raise SyntheticError(f"synthetic class '{name}' needs its twin '{twin}' in 'classes'")
     if len(set(p["classes"])) != len(p["classes"]):
@@ -141,7 +147,9 @@ def resolve_params(preset: str = "tiny", **overrides) -> dict:
     for key, ok, what in checks:
         if not ok:
             raise SyntheticError(f"synthetic parameter '{key}' must be {what}, got {p[key]!r}")
-    if any(CATALOGUE[c].group == "temporal_order" for c in p["classes"]) and p["frames_min"] < min_frames(p):
+    if p.get("width", p["size"]) < 16 or p.get("width", p["size"]) % 2:
+        raise SyntheticError(f"synthetic parameter 'width' must be an even number of pixels >= 16, got {p['width']}")
+    if any(variant_class(c).group == "temporal_order" for c in p["classes"]) and p["frames_min"] < min_frames(p):
         raise SyntheticError(f"synthetic parameter 'frames_min' must be at least {min_frames(p)} for the "
                              f"temporal-order classes (4 x still_gap + 2 x event_min + 2), got {p['frames_min']}")
     return p
@@ -191,15 +199,26 @@ def _job(args: tuple) -> list[dict]:
     out = []
     frames = None
     for name in names:
-        scene = build_scene(name, p, [seed, g, c])
+        base, k = split_variant(name)
+        scene = build_scene(base, p, [seed, g, c] + ([k] if k else []))
         key = _key(name, g, c)
         path = Path(videos) / f"{key}.mp4"
         if not path.is_file():
-            reverse = CATALOGUE[name].relation == "reverse" and name != pair_base(name) and frames is not None
+            reverse = CATALOGUE[base].relation == "reverse" and base != pair_base(base) and frames is not None
             frames = frames[::-1] if reverse else render(scene)  # a reversed twin is the same frames backwards
-            write_video(path, frames, p["fps"], p["crf"])
-        out.append(scene_record(scene, key, subset, labels[name]))
+            write_video(path, _shaped(tint(frames, k), p), p["fps"], p["crf"])
+        out.append({**scene_record(scene, key, subset, labels[name]), "class": name})
     return out
+
+
+def _shaped(frames: np.ndarray, p: dict) -> np.ndarray:
+    """``frames (T, S, S, 3)`` stretched to ``p["width"]`` x S when the preset has a width."""
+    import cv2  # only the presets with a width need it
+
+    width = p.get("width", p["size"])
+    if width == frames.shape[2]:
+        return frames
+    return np.stack([cv2.resize(f, (width, frames.shape[1]), interpolation=cv2.INTER_LINEAR) for f in frames])
 
 
 def _crlf(lines: list[str]) -> str:
@@ -208,9 +227,9 @@ def _crlf(lines: list[str]) -> str:
 
 def _classes_json(preset: str, seed: int, p: dict) -> dict:
     return {"version": 1, "preset": preset, "seed": seed, "flow_bound": flow_bound(p), "params": p,
-            "groups": list(GROUPS), "classes": [{"name": n, "group": CATALOGUE[n].group,
-                                                 "description": CATALOGUE[n].description,
-                                                 "twin": CATALOGUE[n].twin, "relation": CATALOGUE[n].relation}
+            "groups": list(GROUPS), "classes": [{"name": n, "group": variant_class(n).group,
+                                                 "description": variant_class(n).description,
+                                                 "twin": variant_class(n).twin, "relation": variant_class(n).relation}
                                                 for n in p["classes"]]}
 
 
@@ -268,11 +287,12 @@ def _jobs(p: dict, seed: int, videos: Path) -> list[tuple]:
     labels = {n: i for i, n in enumerate(p["classes"])}
     jobs, seen = [], set()
     for name, subset, g, c in video_entries(p):
-        base = pair_base(name)
+        first, k = split_variant(name)
+        base = variant_name(pair_base(first), k)
         if (base, g, c) in seen:
             continue
         seen.add((base, g, c))
-        names = [base, CATALOGUE[base].twin] if CATALOGUE[name].twin else [name]
+        names = [base, variant_class(base).twin] if variant_class(name).twin else [name]
         jobs.append((names, subset, g, c, labels, p, seed, str(videos)))
     return jobs
 
@@ -328,7 +348,7 @@ def load_info(root: str | os.PathLike) -> SyntheticInfo:
     for name, subset, _, _ in video_entries(meta["params"]):
         counts[name][subset] += 1
     return SyntheticInfo(root=root, preset=meta["preset"], seed=meta["seed"], params=meta["params"],
-                         classes=[CATALOGUE[c["name"]] for c in meta["classes"]], flow_bound=meta["flow_bound"],
+                         classes=[variant_class(c["name"]) for c in meta["classes"]], flow_bound=meta["flow_bound"],
                          counts=counts)
 
 
@@ -348,46 +368,3 @@ def load_scenes(root: str | os.PathLike) -> list[dict]:
     if not path.is_file():
         raise SyntheticError(f"'{path}' does not exist: generate the benchmark first (stfn synth)")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def contact_sheet(root: str | os.PathLike, out_png: str | os.PathLike, frames: int = 6, scale: int = 1) -> Path:
-    """A PNG with one row per class: ``frames`` evenly spaced frames of one of its test videos.
-
-    Class ``k`` shows its ``k``-th test video (cycling), so the rows show different backdrops and
-    colours (videos with the same group and clip number share them). Frames are rendered again from
-    the scene: identical to what was encoded, before compression. Saved with a 256-colour palette.
-    """
-    info = load_info(root)
-    p = info.params
-    tests: dict[str, list[tuple[int, int]]] = {}
-    for name, subset, g, c in video_entries(p):
-        if subset == "test":
-            tests.setdefault(name, []).append((g, c))
-    s = p["size"] * scale
-    label_w, pad, head = 170, 4, 14
-    rows = info.class_names
-    width = label_w + frames * (s + pad)
-    height = len(rows) * (s + pad) + head * len(GROUPS)
-    sheet = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    y, last_group = 0, None
-    for k, name in enumerate(rows):
-        group = CATALOGUE[name].group
-        if group != last_group:
-            draw.text((2, y + 1), f"{group}", fill=(160, 0, 0))
-            y, last_group = y + head, group
-        g, c = tests[name][k % len(tests[name])]
-        video = render(build_scene(name, p, [info.seed, g, c]))
-        picks = np.linspace(0, len(video) - 1, frames).round().astype(int)
-        draw.text((8, y + s // 2 - 6), name, fill=(0, 0, 0))
-        for j, t in enumerate(picks):
-            img = Image.fromarray(video[t]).resize((s, s), Image.NEAREST)
-            sheet.paste(img, (label_w + j * (s + pad), y))
-        y += s + pad
-    sheet = sheet.crop((0, 0, width, y))
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.name}.tmp")
-    sheet.quantize(256, method=Image.Quantize.FASTOCTREE).save(tmp, format="PNG", optimize=True)
-    os.replace(tmp, out_png)
-    return out_png
