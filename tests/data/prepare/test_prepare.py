@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from stfn.data.prepare.manifest import load_manifest
-from stfn.data.prepare.run import parse_shard, prepare_dataset
+from stfn.data.prepare.run import prepare_dataset
+from stfn.data.prepare.state import parse_shard
 from stfn.data.video import flow as F
 from stfn.data.video.decode import read_video
 from stfn.errors import StfnError

@@ -39,13 +39,13 @@ from tqdm import tqdm
 from stfn.data.prepare.manifest import VIDEO_EXTENSIONS, find_videos, manifest_dict, write_lists
 from stfn.data.prepare.packed import FORMATS, PACK_SUFFIX, open_store, pack_folder
 from stfn.data.prepare.pool import run_pool
-from stfn.data.prepare.state import STATE_DIR, plan, save_settings, shard_lock
+from stfn.data.prepare.state import STATE_DIR, parse_shard, plan, save_settings, shard_lock, shard_suffix
 from stfn.data.video import decode as videolib
 from stfn.data.video import flow as flowlib
 from stfn.errors import ParameterError, StfnError
 from stfn.fileio import atomic_write_json, check_writable
 
-__all__ = ["OutputWriteError", "PrepareSummary", "parse_shard", "prepare_dataset"]
+__all__ = ["OutputWriteError", "PrepareSummary", "prepare_dataset"]
 
 
 class OutputWriteError(StfnError):
@@ -87,33 +87,6 @@ class PrepareSummary:
                          f"(MMAction2 splits those lines on whitespace; stfn reads the manifest and uses them): "
                          + ", ".join(repr(k) for k in self.unlisted[:5]) + (", ..." if n > 5 else ""))
         return "\n".join(lines)
-
-
-def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int]:
-    """``"I/N"`` (0 <= I < N), a tuple, ``None`` (0/1) or ``"auto"`` (Slurm array or torchrun env)."""
-    if text is None:
-        return 0, 1
-    if isinstance(text, tuple):
-        i, n = text
-    elif text == "auto":
-        env = os.environ
-        if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
-            i = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
-            n = int(env["SLURM_ARRAY_TASK_COUNT"])
-        else:
-            i, n = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))
-    else:
-        try:
-            i, n = (int(x) for x in text.split("/"))
-        except ValueError:
-            raise StfnError(f"shard '{text}' must look like I/N, e.g. 0/4") from None
-    if not 0 <= i < n:
-        raise StfnError(f"shard {i}/{n} is out of range: need 0 <= I < N")
-    return i, n
-
-
-def _suffix(shard: tuple[int, int]) -> str:
-    return "" if shard == (0, 1) else f"-shard{shard[0]}of{shard[1]}"
 
 
 def prepare_dataset(
@@ -172,7 +145,7 @@ def _prepare_shard(
     journalled yet (or failed, with ``retry_failed``) in the pool, then the manifest and the list
     files (module docstring); returns what the call did."""
     i, n = shard
-    suffix = _suffix(shard)
+    suffix = shard_suffix(shard)
     state = out / STATE_DIR
     state.mkdir(exist_ok=True)
     t0 = time.monotonic()

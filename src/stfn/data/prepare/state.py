@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +21,37 @@ from stfn.data.prepare.packed import FrameStore
 from stfn.errors import StfnError
 from stfn.fileio import atomic_write_json
 
-__all__ = ["STATE_DIR", "plan", "save_settings", "shard_lock"]
+__all__ = ["STATE_DIR", "parse_shard", "plan", "save_settings", "shard_lock", "shard_suffix"]
 
 STATE_DIR = ".stfn-prepare"
+
+
+def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int]:
+    """``"I/N"`` (0 <= I < N), a tuple, ``None`` (0/1) or ``"auto"`` (Slurm array or torchrun env)."""
+    if text is None:
+        return 0, 1
+    if isinstance(text, tuple):
+        i, n = text
+    elif text == "auto":
+        env = os.environ
+        if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
+            i = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+            n = int(env["SLURM_ARRAY_TASK_COUNT"])
+        else:
+            i, n = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))
+    else:
+        try:
+            i, n = (int(x) for x in text.split("/"))
+        except ValueError:
+            raise StfnError(f"shard '{text}' must look like I/N, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise StfnError(f"shard {i}/{n} is out of range: need 0 <= I < N")
+    return i, n
+
+
+def shard_suffix(shard: tuple[int, int]) -> str:
+    """The suffix of a shard's files: ``""`` for 0/1, else ``-shard{I}of{N}``."""
+    return "" if shard == (0, 1) else f"-shard{shard[0]}of{shard[1]}"
 
 
 @contextlib.contextmanager
