@@ -54,3 +54,81 @@ def test_torchrun_two_processes_train_and_evaluate_exactly_once(tmp_path, tiny_d
     assert single.mean_class_acc == pytest.approx(history[-1]["val_mean_class_acc"])
     for a, b in zip(preds, single.predictions, strict=True):
         assert a["scores"] == pytest.approx(b["scores"], abs=1e-4)
+
+
+# ----------------------------------------------------------------------------- another number of processes
+
+
+def _train(tiny_data: dict[str, str], run: Path, processes: int, *extra: str) -> subprocess.CompletedProcess:
+    """`stfn train` of the tiny config, under `torchrun --nproc_per_node 2` or as one process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO / "src")}
+    launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"] if processes == 2 else []
+    cmd = [sys.executable, *launch, "-m", "stfn", "train", "--config", str(REPO / "configs" / "tiny.yaml"),
+           "--data", tiny_data["root"], "--splits", tiny_data["splits"], "--out", str(run), "--no-progress",
+           "--set", "train.eval_every=0", *extra]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+def test_the_schedule_of_a_resume_is_put_at_the_epoch_it_resumes() -> None:
+    """A 2-process run's epoch ends after its own number of steps: resumed with another number of steps per
+    epoch (the global batch rounds differently), the learning rate is this run's at that epoch."""
+    import torch
+
+    from stfn.config import TrainConfig
+    from stfn.engine.optim import build_scheduler, lr_factor
+    from stfn.engine.run_folder import resume_schedule
+
+    tcfg = TrainConfig(epochs=4, lr=0.1, schedule="cosine")
+    written = build_scheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), tcfg, 5)
+    for _ in range(5):  # epoch 1 of the run that wrote last.pt: 5 steps
+        written.optimizer.step()
+        written.step()
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    optimizer.load_state_dict(written.optimizer.state_dict())
+    resumed = build_scheduler(optimizer, tcfg, 3)  # this run: 3 steps per epoch
+    resumed.load_state_dict(written.state_dict())
+    resume_schedule(resumed, 1, 3)
+    assert resumed.last_epoch == 3 and resumed.get_last_lr() == [0.1 * lr_factor(3, tcfg, 3)]
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * lr_factor(3, tcfg, 3))
+    assert optimizer.param_groups[0]["lr"] != pytest.approx(0.1 * lr_factor(5, tcfg, 3))  # where it was
+
+
+@pytest.mark.slow
+def test_resume_with_another_number_of_processes_keeps_the_global_batch_or_is_refused(tmp_path, tiny_data) -> None:
+    """2 processes -> 1 and 1 -> 2 (gloo, CPU): with the same global batch (train.batch_size 3 x 2 processes
+    = 6 x 1) the run resumes at the next epoch, every training video seen once per epoch and the schedule
+    where a one-process run of that global batch has it; with the per-process batch unchanged (global
+    batch 6 -> 3, 3 -> 6) the resume is refused in one sentence naming both."""
+    reference = tmp_path / "reference"  # one process, global batch 6, resumed once: the schedule to match
+    _ok(_train(tiny_data, reference, 1, "--set", "train.epochs=1", "--set", "train.batch_size=6"))
+    _ok(_train(tiny_data, reference, 1, "--set", "train.epochs=2", "--set", "train.batch_size=6", "--resume"))
+    expected = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+
+    for first, then, per_process in ((2, 1, ("3", "6")), (1, 2, ("6", "3"))):
+        run = tmp_path / f"from_{first}_to_{then}"
+        _ok(_train(tiny_data, run, first, "--set", "train.epochs=1", "--set", f"train.batch_size={per_process[0]}"))
+        assert load_checkpoint(run / "last.pt")["processes"]["world_size"] == first
+        refused = _train(tiny_data, run, then, "--set", "train.epochs=2", "--set",
+                         f"train.batch_size={per_process[0]}", "--resume")
+        assert refused.returncode != 0
+        was, now = ("2 processes (global batch 6", "1 process (global batch 3") if first == 2 else (
+            "1 process (global batch 6", "2 processes (global batch 12")
+        assert f"'{run / 'last.pt'}' was written by {was}: train.batch_size {per_process[0]}" in refused.stderr
+        assert f"this run has {now}" in refused.stderr
+        assert then == 2 or "Traceback" not in refused.stderr  # torchrun's agent prints its own on a failed rank
+        assert load_checkpoint(run / "last.pt")["epoch"] == 1  # nothing lost
+        resumed = _train(tiny_data, run, then, "--set", "train.epochs=2", "--set",
+                         f"train.batch_size={per_process[1]}", "--resume")
+        _ok(resumed)
+        assert "resuming" in resumed.stdout and f"{then} process(es)" in resumed.stdout
+        history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [h["epoch"] for h in history] == [1, 2] and all(h["train_samples"] == 24 for h in history)
+        assert [h["lr"] for h in history] == pytest.approx([h["lr"] for h in expected])
+        ckpt = load_checkpoint(run / "last.pt")
+        assert ckpt["scheduler"]["last_epoch"] == load_checkpoint(reference / "last.pt")["scheduler"]["last_epoch"]
+        assert ckpt["processes"] == {"world_size": then, "batch_size": int(per_process[1]), "accumulate": 1,
+                                     "steps_per_epoch": 4}

@@ -31,24 +31,9 @@ from stfn.fileio import atomic_torch_save
 from stfn.models import build_model
 from stfn.version import __version__
 
-__all__ = [
-    "CheckpointError",
-    "what_is_wrong",
-    "check_resume_identity",
-    "get_rng_state",
-    "identity_difference",
-    "inheritance",
-    "inherited_videos",
-    "load_backbone",
-    "load_checkpoint",
-    "load_model",
-    "load_state",
-    "make_checkpoint",
-    "save_checkpoint",
-    "seen_videos",
-    "set_rng_state",
-    "to_plain_types",
-]
+__all__ = ["CheckpointError", "what_is_wrong", "check_resume_identity", "get_rng_state", "identity_difference",
+           "inheritance", "inherited_videos", "load_backbone", "load_checkpoint", "load_model", "load_state",
+           "make_checkpoint", "save_checkpoint", "seen_videos", "set_rng_state", "to_plain_types"]
 
 REQUIRED_KEYS = ("model", "config", "classes")
 
@@ -123,6 +108,7 @@ def make_checkpoint(
     best: dict | None = None,
     best_epoch: int = 0,
     command: str = "",
+    processes: dict | None = None,
 ) -> dict[str, Any]:
     """The checkpoint dict; ``model`` must be the bare module (not DDP-wrapped or compiled).
 
@@ -134,6 +120,7 @@ def make_checkpoint(
     ``best`` / ``best_epoch``: the best validation of the run so far and the epoch (1-based) whose
     weights ``best.pt`` holds, so that a resume knows the true best whatever became of ``best.pt``.
     ``command``: the command line that trained it (for the model card of ``stfn export --format hub``).
+    ``processes``: how the run was spread over processes (:func:`stfn.engine.run_folder.processes_record`).
     """
     metrics = {k: v for k, v in (metrics or {}).items() if k != "predictions"}
     best = {k: v for k, v in (best or {}).items() if k != "predictions"}
@@ -155,6 +142,7 @@ def make_checkpoint(
         "best": to_plain_types(best),
         "best_epoch": int(best_epoch),
         "command": str(command),
+        "processes": to_plain_types(processes or {}),
         "stfn_version": __version__,
     }
 

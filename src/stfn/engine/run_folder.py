@@ -24,8 +24,9 @@ from stfn.engine import checkpoint as ckpt_lib
 from stfn.errors import StfnError
 from stfn.fileio import atomic_copy, atomic_write_json, atomic_write_text, check_writable, remove_stale_temps
 
-__all__ = ["LOCK_FILE", "RUN_FILES", "TrainResult", "first_difference", "open_run_folder", "restore_best", "resume_state", "run_result",
-           "save_epoch", "write_history"]
+__all__ = ["LOCK_FILE", "RUN_FILES", "TrainResult", "check_processes", "first_difference", "open_run_folder",
+           "processes_record", "restore_best", "resume_schedule", "resume_state", "run_result", "save_epoch",
+           "write_history"]
 
 RUN_FILES = ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "predictions_last.json",
              "predictions_best.json")
@@ -112,6 +113,55 @@ def resume_state(cfg: Config, out: Path, resume: bool) -> dict[str, Any] | None:
     if diff:
         raise StfnError(f"cannot resume '{last_path}': the model config differs at {diff}")
     return state
+
+
+def processes_record(world_size: int, batch_size: int, accumulate: int, steps_per_epoch: int) -> dict[str, int]:
+    """How a run is spread, as ``last.pt`` records it (``processes``): the global batch of one optimiser
+    step is ``batch_size * world_size * accumulate``."""
+    return {"world_size": int(world_size), "batch_size": int(batch_size), "accumulate": int(accumulate),
+            "steps_per_epoch": int(steps_per_epoch)}
+
+
+def _described(rec: dict[str, Any]) -> str:
+    n, batch, acc = int(rec["world_size"]), int(rec["batch_size"]), int(rec["accumulate"])
+    return (f"{n} process{'es' if n > 1 else ''} (global batch {batch * n * acc}: train.batch_size {batch} x "
+            f"{n} x train.accumulate {acc})")
+
+
+def check_processes(state: dict[str, Any], now: dict[str, int], last_path: Path) -> None:
+    """Refuse, in one sentence, to resume ``state`` (its ``last.pt``) with another global batch than the
+    one it was trained with (another number of processes, ``train.batch_size`` or ``train.accumulate``).
+
+    The rest carries over to any number of processes: a resume starts at an epoch boundary, where the
+    sampler's position is the epoch alone (its order comes from ``(train.seed, epoch)`` and is sharded
+    over the ranks), and :func:`resume_schedule` puts the schedule at the same epoch. A checkpoint of an
+    older version, without the record, is not checked."""
+    old = state.get("processes") or {}
+    if not old:
+        return
+    def global_batch(rec: dict[str, Any]) -> int:
+        return int(rec["batch_size"]) * int(rec["world_size"]) * int(rec["accumulate"])
+
+    if global_batch(old) != global_batch(now):
+        raise StfnError(f"'{last_path}' was written by {_described(old)}; this run has {_described(now)}: "
+                        f"resume with the same global batch (set train.batch_size or train.accumulate so that "
+                        f"their product with the number of processes is {global_batch(old)}), or start a new run "
+                        "in another --out")
+
+
+def resume_schedule(scheduler: Any, epoch: int, steps_per_epoch: int) -> None:
+    """Put a per-step ``LambdaLR`` restored from ``last.pt`` at the first step of epoch ``epoch`` of this
+    run: its saved step counts the steps of the run that wrote it, which differ when the training set
+    is shared by another number of processes (a 2-process run's epoch 1 ends at half the steps of one
+    process's), so the learning rate would otherwise jump back or ahead in the schedule."""
+    step = int(epoch) * int(steps_per_epoch)
+    if scheduler.last_epoch == step:
+        return
+    scheduler.last_epoch = step
+    lrs = [base * fn(step) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
 
 
 def _held_epoch(path: Path) -> tuple[int | None, str]:

@@ -47,8 +47,11 @@ from stfn.engine.meter import epoch_line, epoch_row
 from stfn.engine.optim import build_optimizer, build_scheduler, freeze_layers
 from stfn.engine.run_folder import (
     TrainResult,
+    check_processes,
     open_run_folder,
+    processes_record,
     restore_best,
+    resume_schedule,
     resume_state,
     run_result,
     save_epoch,
@@ -142,11 +145,15 @@ class _RunRecord:
 
 
 def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-             scaler: torch.amp.GradScaler, out: Path, info: dist_utils.DistInfo) -> _RunRecord:
+             scaler: torch.amp.GradScaler, out: Path, info: dist_utils.DistInfo,
+             processes: dict[str, int]) -> _RunRecord:
     """Load the weights, optimiser, scheduler, scaler and RNG state of ``last.pt``; the best epoch as
     ``last.pt`` records it (:func:`~stfn.engine.run_folder.restore_best`, which repairs ``best.pt``).
-    Weights or optimiser state that do not fit the configured model are one sentence naming them."""
+    Weights or optimiser state that do not fit the configured model are one sentence naming them, as is
+    another global batch (``processes``: :func:`~stfn.engine.run_folder.check_processes`); another number
+    of processes with the same global batch resumes, the schedule put at the same epoch."""
     last = out / "last.pt"
+    check_processes(state, processes, last)
     ckpt_lib.load_state(model, state["model"], f"checkpoint '{last}'")
     try:
         optimizer.load_state_dict(state["optimizer"])
@@ -154,6 +161,7 @@ def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opt
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
         raise StfnError(f"the optimiser or scheduler state of '{last}' does not fit this run's "
                         f"(train.optimizer, train.schedule or frozen layers changed?): {e}") from None
+    resume_schedule(scheduler, int(state["epoch"]), processes["steps_per_epoch"])
     if state.get("scaler") and scaler.is_enabled():
         scaler.load_state_dict(state["scaler"])
     ckpt_lib.set_rng_state(state["rng"])
@@ -269,12 +277,13 @@ def _setup(cfg: Config, out: Path, resume: bool) -> tuple[_TrainingRun, _RunReco
     scheduler = build_scheduler(optimizer, tcfg, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     record = _RunRecord()
+    processes = processes_record(info.world_size, tcfg.batch_size, tcfg.accumulate, steps_per_epoch)
     if state is not None:
-        record = _restore(state, model, optimizer, scheduler, scaler, out, info)
+        record = _restore(state, model, optimizer, scheduler, scaler, out, info, processes)
         _log(info, f"resuming '{out}' after epoch {record.start_epoch}")
     del state
     provenance = {"dataset": identity, "train_videos": list(train_set.videos), "prepare": prepare_record(_frames_root(cfg)),
-                  "inherited": inherited, "command": _command_line()}
+                  "inherited": inherited, "command": _command_line(), "processes": processes}
     run = _TrainingRun(cfg=cfg, out=out, info=info, device=device, model=model, net=model, loader=loader,
                        test_loader=test_loader, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                        amp_dtype=amp_dtype, steps_per_epoch=steps_per_epoch, classes=classes, provenance=provenance,

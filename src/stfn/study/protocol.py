@@ -49,10 +49,20 @@ def train_run(cfg: Config, run_dir: Path, progress: bool, threads: int = 0) -> d
         torch.set_num_threads(before)
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int) -> None:
     """A :func:`train_runs` process: tqdm's lock as a thread lock, not its default multiprocessing one,
-    whose semaphore a run stopped by Ctrl-C would leave behind (and Python warn about at exit)."""
+    whose semaphore a run stopped by Ctrl-C would leave behind (and Python warn about at exit); and a
+    watchdog that ends the process when ``parent`` is gone. A parent killed with ``kill -9`` cannot stop
+    its pool: without it the workers stayed, idle or still training, for ever (issue 28), holding the
+    lock of the run folder that the same command run again must resume."""
     tqdm.set_lock(threading.RLock())
+
+    def watchdog() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watchdog, name="stfn-parent-watchdog", daemon=True).start()
 
 
 def _one_run(cfg: Config, run_dir: Path, progress: bool, quiet: bool) -> dict[str, Any]:
@@ -91,7 +101,8 @@ def train_runs(jobs: Sequence[tuple[str, Config, Path]], processes: int, log: Ca
     results: list[dict[str, Any] | None] = [None] * len(jobs)
     start, done = time.perf_counter(), 0
     log(f"  {len(jobs)} runs, {processes} at a time (one process and one thread each; a line per finished run)")
-    with ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"), _worker_init) as pool:
+    with ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"), _worker_init,
+                             (os.getpid(),)) as pool:
         pending: dict[Future, int] = {pool.submit(_one_run, cfg, run_dir, False, True): i
                                       for i, (_, cfg, run_dir) in enumerate(jobs)}
         try:
