@@ -40,6 +40,7 @@ BENCHMARKS = {
     "predict_latency": "predict_latency.py",
     "serve_load": "serve_load.py",
     "serve_soak": "serve_soak.py",
+    "stress_run": "stress_run.py",
 }
 HERE = Path(__file__).resolve().parent
 

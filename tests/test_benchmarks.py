@@ -192,6 +192,20 @@ def test_storage_quick_measures_every_layout_on_the_same_bytes(tmp_path: Path) -
     assert "| packed |" in stdout and "read ms/clip cold" in stdout
 
 
+@pytest.mark.slow
+def test_stress_run_quick_prepares_trains_and_evaluates_every_size(tmp_path: Path) -> None:
+    stdout, result = run_script("stress_run.py", tmp_path, "--root", str(tmp_path / "work"))
+    rows = result["sizes"]
+    assert [r["videos"] for r in rows] == [10, 20] and all(r["prepare"]["ok"] == r["videos"] for r in rows)
+    for r in rows:
+        assert r["train_epoch"]["rc"] == r["eval"]["rc"] == 0 and r["loader"]["clips_per_s"] > 0
+        assert all((s["rc"] == 0 or s.get("killed")) and s["peak_rss_mb"] > 0 for s in r["prepare"]["shards"])
+    if rows[1]["prepare"]["shards"][0].get("killed"):  # the last size's shard 0, killed after 2 s, rerun
+        assert rows[1]["prepare"]["resumed"]["rc"] == 0
+    assert rows[1]["loader"]["manifest_videos"] == 20 and "| 20 | 20 |" in stdout
+    assert len(list((tmp_path / "work" / "prepared").rglob("*.stfnpack"))) == 20
+
+
 @pytest.mark.e2e
 def test_compile_breakeven_quick(tmp_path: Path) -> None:
     stdout, result = run_script("compile_breakeven.py", tmp_path)
