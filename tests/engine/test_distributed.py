@@ -132,3 +132,76 @@ def test_resume_with_another_number_of_processes_keeps_the_global_batch_or_is_re
         assert ckpt["scheduler"]["last_epoch"] == load_checkpoint(reference / "last.pt")["scheduler"]["last_epoch"]
         assert ckpt["processes"] == {"world_size": then, "batch_size": int(per_process[1]), "accumulate": 1,
                                      "steps_per_epoch": 4}
+
+
+# ----------------------------------------------------------------------------- a process lost mid-epoch
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_ranks(tiny_data: dict[str, str], run: Path, timeout_s: str) -> list[subprocess.Popen]:
+    """The two ranks of a 40-epoch training started as torchrun would (its environment), without its agent:
+    nothing stops a survivor but the survivor itself."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO / "src"),
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2",
+           "STFN_DIST_TIMEOUT": timeout_s}
+    cmd = [sys.executable, "-m", "stfn", "train", "--config", str(REPO / "configs" / "tiny.yaml"), "--data",
+           tiny_data["root"], "--splits", tiny_data["splits"], "--out", str(run), "--no-progress",
+           "--set", "train.epochs=40", "--set", "train.batch_size=3", "--set", "train.eval_every=0"]
+    return [subprocess.Popen(cmd, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for r in range(2)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["kill", "stop"])
+def test_a_rank_lost_mid_epoch_stops_the_other_with_one_sentence(tmp_path, tiny_data, how) -> None:
+    """Rank 1 killed (SIGKILL) or frozen (SIGSTOP: it holds its connections and never answers) in the
+    middle of an epoch: rank 0 stops within STFN_DIST_TIMEOUT (5 s here) with one sentence naming what
+    happened and what last.pt keeps, and the run resumes from it."""
+    import signal
+    import time
+
+    run = tmp_path / how
+    ranks = _two_ranks(tiny_data, run, "5")
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").is_file() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)  # into epoch 2 or later
+        ranks[1].send_signal(signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+        lost = time.monotonic()
+        _, err = ranks[0].communicate(timeout=60)  # without the timeout, a frozen peer: 30 minutes
+        waited = time.monotonic() - lost
+    finally:
+        for proc in ranks:
+            proc.kill()
+            proc.wait()
+    assert ranks[0].returncode == 2, err[-3000:]
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err[-3000:]
+    assert err.startswith("stfn train: error: rank 0 of 2: another process of this training "), err
+    if how == "stop":
+        assert "did not answer within 5 s (STFN_DIST_TIMEOUT, default 1800)" in err and 4 < waited < 40, (err, waited)
+    else:
+        assert "was lost (it exited or was killed)" in err and waited < 30, (err, waited)
+    assert f"'{run / 'last.pt'}' keeps the last finished epoch: start the run again with --resume" in err
+    assert load_checkpoint(run / "last.pt")["epoch"] >= 1
+
+
+def test_the_timeout_is_read_from_the_environment(monkeypatch) -> None:
+    from stfn.engine.distributed import DEFAULT_TIMEOUT_S, timeout_seconds
+    from stfn.errors import StfnError
+
+    monkeypatch.delenv("STFN_DIST_TIMEOUT", raising=False)
+    assert timeout_seconds() == DEFAULT_TIMEOUT_S == 1800.0
+    monkeypatch.setenv("STFN_DIST_TIMEOUT", "7.5")
+    assert timeout_seconds() == 7.5
+    for bad in ("0", "-3", "soon"):
+        monkeypatch.setenv("STFN_DIST_TIMEOUT", bad)
+        with pytest.raises(StfnError, match=f"STFN_DIST_TIMEOUT must be a number of seconds above 0 .*got '{bad}'"):
+            timeout_seconds()

@@ -8,13 +8,22 @@ them everything here degrades to a single process, so the same code path serves 
 Evaluation shards the test set without padding (``stfn.data.datasets.build_loader(train=False)``
 gives rank ``r`` the indices ``r, r + W, r + 2W, ...``) and :func:`gather_objects` brings every
 rank's predictions back, so each video is scored exactly once.
+
+A process that dies or stops answering does not leave the others waiting for ever: every collective
+waits at most ``STFN_DIST_TIMEOUT`` seconds (default 1800, PyTorch's own default; the process group's
+``timeout``), and a training whose peer is lost stops with one sentence (:func:`lost_peer_message`)
+instead of a library traceback. ``torchrun`` itself also stops the other workers of a node when one
+exits; the timeout is what ends a rank whose peer hangs or whose node is gone.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,9 +31,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from stfn.errors import StfnError
 from stfn.runtime import resolve_device
 
 __all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "TIMEOUT_ENV",
     "DistInfo",
     "all_true",
     "barrier",
@@ -32,10 +44,16 @@ __all__ = [
     "gather_objects",
     "get_info",
     "init_distributed",
+    "is_collective_failure",
+    "lost_peer_message",
     "seed_everything",
     "sum_across",
     "sync_buffers",
+    "timeout_seconds",
 ]
+
+TIMEOUT_ENV = "STFN_DIST_TIMEOUT"  # seconds a collective waits for the other processes
+DEFAULT_TIMEOUT_S = 1800.0  # PyTorch's default process-group timeout (30 min)
 
 
 @dataclass(frozen=True)
@@ -80,11 +98,50 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device]:
             torch_device = torch.device("cpu")
             backend = "gloo"
         if not dist.is_initialized():
-            dist.init_process_group(backend=backend)
+            dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_seconds()))
         return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank), torch_device
     if chosen.type == "cuda" and chosen.index is not None:
         torch.cuda.set_device(chosen)
     return DistInfo(), chosen
+
+
+def timeout_seconds() -> float:
+    """``STFN_DIST_TIMEOUT`` (seconds, > 0), else :data:`DEFAULT_TIMEOUT_S`; a bad value is one sentence."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 10**7:
+        raise StfnError(f"environment variable {TIMEOUT_ENV} must be a number of seconds above 0 (default "
+                        f"{DEFAULT_TIMEOUT_S:g}), got '{text}'")
+    return value
+
+
+_FAILURE_WORDS = ("gloo", "nccl", "connection closed", "connection reset", "broken pipe", "timed out", "timeout")
+
+
+def is_collective_failure(error: BaseException) -> bool:
+    """Whether ``error`` is a collective that failed because another process died or stopped answering."""
+    if isinstance(error, getattr(dist, "DistError", ())):
+        return True
+    return isinstance(error, RuntimeError) and any(w in str(error).lower() for w in _FAILURE_WORDS)
+
+
+def lost_peer_message(error: BaseException, info: DistInfo, epoch: int, last_path: Path) -> str:
+    """One sentence for a training whose peer was lost in epoch ``epoch`` (1-based): what happened, the
+    library's own words (first line, its source location left out), what ``last_path`` keeps, the resume."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    cause = re.sub(r"^\[[^\]]*\]\s*", "", text).split(". ")[0].rstrip(".")  # gloo: "[pair.cc:534] ..."
+    cause = cause if len(cause) <= 160 else cause[:157] + "..."
+    waited = "time" in cause.lower()
+    how = (f"did not answer within {timeout_seconds():g} s ({TIMEOUT_ENV}, default {DEFAULT_TIMEOUT_S:g})" if waited
+           else "was lost (it exited or was killed)")
+    kept = f"'{last_path}' keeps the last finished epoch" if last_path.is_file() else "no epoch was saved"
+    return (f"rank {info.rank} of {info.world_size}: another process of this training {how} during epoch {epoch} "
+            f"({cause}); {kept}: start the run again with --resume when every process can run")
 
 
 def cleanup() -> None:

@@ -330,13 +330,17 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
         for path in stale:
             tqdm.write(f"removed '{path}', left by a write that was killed", file=sys.stdout)
         run, record = _setup(cfg, out, resume)
-        epochs, start = cfg.train.epochs, time.perf_counter()
+        epochs, start, epoch = cfg.train.epochs, time.perf_counter(), record.start_epoch
         try:
             for epoch in range(record.start_epoch, epochs):
                 stats, evaluated, is_best = _train_evaluate_save(run, record, epoch, progress)
                 left = (time.perf_counter() - start) / (epoch + 1 - record.start_epoch) * (epochs - epoch - 1)
                 _log(run.info, epoch_line(epoch, epochs, stats, record.last if evaluated else None, is_best, left))
                 dist_utils.barrier()
+        except RuntimeError as e:  # a peer that died or hangs: one sentence, not a gloo/NCCL traceback
+            if not (run.info.distributed and dist_utils.is_collective_failure(e)):
+                raise
+            raise StfnError(dist_utils.lost_peer_message(e, run.info, epoch + 1, out / "last.pt")) from None
         finally:
             if run.writer is not None:
                 run.writer.close()
