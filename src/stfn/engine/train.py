@@ -112,6 +112,11 @@ def _datasets(cfg: Config, info: dist_utils.DistInfo) -> tuple[Any, Any, list[st
     train_set = build_run_dataset(cfg, "train")
     test_set = build_run_dataset(cfg, "test") if tcfg.eval_every > 0 else None
     classes = list(train_set.classes)
+    learnt = set(getattr(train_set, "labels", None) or range(len(classes)))
+    unlearnt = [c for i, c in enumerate(classes) if i not in learnt]
+    if unlearnt:  # a class listed with no training video (issue 28): trained anyway, said in one sentence
+        _log(info, f"warning: class '{unlearnt[0]}' has no training video ({len(unlearnt)} of {len(classes)} "
+                   "classes): the model gets an output for it that it never learns")
     if cfg.model.num_classes != len(classes):
         _log(info, f"model.num_classes set to {len(classes)} (the classes of the training set)")
         cfg.model.num_classes = len(classes)

@@ -88,6 +88,29 @@ def _check_split(split: Split, prepared: Path, source: Path, preset: str, p: Com
         raise StfnError(f"class name '{clash[0]}' is a name stfn compare uses for a result; rename that class")
 
 
+def _check_classes(split: Split) -> None:
+    """Every class of the split's class list has training videos (else the comparison could not learn it)."""
+    trained = {r.label for r in split.train}
+    unlearnt = [c for i, c in enumerate(split.classes) if i not in trained]
+    if unlearnt and split.train:
+        raise StfnError(f"class '{unlearnt[0]}' of the class list of split {split.split} has no video in its train "
+                        f"list ({len(unlearnt)} such class(es)): a comparison cannot learn it; list its training "
+                        "videos or take it out of the class list (classInd.txt, or data.class_names)")
+
+
+def _check_class_folders(splits: Path, dataset: str) -> None:
+    """A ``--dataset folder`` tree whose class folder holds no file is one sentence (the class would
+    otherwise be left out of the comparison without a word)."""
+    if dataset != "folder":
+        return
+    for side in ("train", "test", "val"):
+        folders = sorted(d for d in (splits / side).glob("*") if d.is_dir()) if (splits / side).is_dir() else []
+        empty = [d for d in folders if not any(f.is_file() for f in d.rglob("*"))]
+        if empty:
+            raise StfnError(f"class folder '{empty[0]}' holds no videos: add its videos or remove the folder "
+                            "(a class with no videos cannot be compared)")
+
+
 def _check_backbone(p: ComparePreset) -> None:
     """Build the backbone now (and load its ImageNet weights), so that a name or a download that fails
     stops the run before any training."""
@@ -168,7 +191,9 @@ def run_compare(source: str | Path, splits: str | Path, out_dir: str | Path = "r
     stamp = {"input": str(source.resolve()), "splits": str(splits.resolve()), "split": split, "dataset": dataset,
              "preset": preset, "settings": dataclasses.asdict(p), "models": list(heads), "seed": seed}
     check_stamp(out / "compare.json", stamp, "compare")
+    _check_class_folders(splits, dataset)
     the_split = load_split(dataset, splits, split)
+    _check_classes(the_split)
     _check_backbone(p)
     atomic_write_json(out / "compare.json", stamp)
     steps = Steps(6 - int(prepared_input), log, "compare")
