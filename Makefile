@@ -4,7 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,onnx,timm,serve,hub
+# openvino: issue 24 (a freed signal stack after compile_model) is fixed in stfn.engine.openvino
+EXTRAS ?= dev,onnx,timm,serve,hub,openvino
 
 .PHONY: demo test test-slow bench gpu-check lint clean
 

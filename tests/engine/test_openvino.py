@@ -4,6 +4,8 @@ weights and keys untouched, one request per thread, and one sentence where it ca
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -25,7 +27,7 @@ from test_predict import CLASSES, tiny_config
 
 CPU = torch.device("cpu")
 needs_openvino = pytest.mark.skipif(not backends.openvino_available(), reason="openvino is not installed "
-                                    '(pip install "stfn[openvino]"; not in make\'s install yet)')
+                                    '(pip install "stfn[openvino]", part of make\'s install)')
 
 
 def two_stream(backbone: str = "cnn_small") -> torch.nn.Module:
@@ -158,3 +160,29 @@ def test_eval_and_extract_features_on_openvino_match_eager(tmp_path, fake_data, 
     for s in ("rgb", "flow"):
         a, b = (np.load(tmp_path / d / f"test_{s}.npy").astype(np.float32) for d in ("eager", "openvino"))
         assert a.shape == b.shape and np.allclose(a, b, atol=2e-3, rtol=2e-3)  # stored as float16
+
+
+# issue 24: compile_model put a signal stack of its own on the thread and, at the compiled model's end,
+# the one it had found; two freed in the order they were made left the thread on a freed stack, and
+# the next handled signal was a SIGSEGV with no traceback (the full suite died at ~64 %)
+FREED_IN_ORDER = """
+import gc, os, signal, torch
+from stfn.engine.openvino import OpenVINOForward
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
+first, second = OpenVINOForward(net, "f32", 1), OpenVINOForward(net, "f32", 1)
+first.compiled((3, 8, 8)), second.compiled((3, 8, 8))
+del first; gc.collect(); del second; gc.collect()
+junk = [bytearray(11568) for _ in range(20000)]  # reuse the freed memory
+signal.signal(signal.SIGUSR1, lambda *a: print("handled", flush=True))
+os.kill(os.getpid(), signal.SIGUSR1)
+print("alive")
+"""
+
+
+@needs_openvino
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the signal stack fix is for Linux")
+def test_compiled_models_freed_in_order_leave_signals_working() -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", FREED_IN_ORDER], capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert done.returncode == 0 and done.stdout.split() == ["handled", "alive"], done.stderr[-2000:]

@@ -20,8 +20,12 @@ BENCHMARKS.md section 9), OpenVINO ran resnet18 / resnet50 at 1.07-1.12x / 1.29-
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import sys
 import threading
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -52,6 +56,34 @@ def require_openvino() -> Any:
         raise StfnError(f"the openvino backend needs the openvino package, which is not installed; "
                         f"{OPENVINO_HINT}") from None
     return openvino
+
+
+class _StackT(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def _keep_sigaltstack() -> Iterator[None]:
+    """Put back the calling thread's signal stack after OpenVINO's ``compile_model`` (Linux).
+
+    ``compile_model`` installs a signal stack of its own on the calling thread and, when the compiled
+    model is freed, reinstalls the one it found. Two compiled models freed in the order they were made
+    (a test suite, a crop size change) leave the thread on the first one's freed stack, and the next
+    signal with a handler (SIGCHLD, pytest-timeout's SIGALRM, Ctrl-C) kills the process with SIGSEGV and
+    no traceback (issue 24; reproducer in tests/engine/test_openvino.py). With the stack put back, every
+    compiled model holds the same one (Python's, never freed), whatever the order they go in."""
+    libc = None
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None).sigaltstack
+    before = _StackT()
+    if libc is None or libc(None, ctypes.byref(before)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        libc(ctypes.byref(before), None)
 
 
 class _Traced(nn.Module):
@@ -106,7 +138,8 @@ class OpenVINOForward:
         # callers' torch thread count
         config = {"INFERENCE_PRECISION_HINT": self.precision, "NUM_STREAMS": self.streams,
                   "INFERENCE_NUM_THREADS": self.threads * self.streams, "ENABLE_CPU_PINNING": self.pin_threads}
-        return ov.Core().compile_model(model, "CPU", config)
+        with _keep_sigaltstack():
+            return ov.Core().compile_model(model, "CPU", config)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
