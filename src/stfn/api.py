@@ -33,7 +33,8 @@ from stfn.data.prepare.record import PrepareSettings, resolve_prepare_settings
 from stfn.engine.checkpoint import load_checkpoint, load_state, make_checkpoint, save_checkpoint
 from stfn.engine.checkpoint import load_model as load_checkpoint_model
 from stfn.models import ARCHS, VideoNetwork, build_model
-from stfn.predict import Predictor, model_card
+from stfn.predict import Predictor
+from stfn.sharing import model_card
 
 __all__ = ["LoadedModel", "create_model", "list_models", "load_model", "save_model"]
 

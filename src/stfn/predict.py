@@ -57,8 +57,9 @@ from stfn.engine.openvino import OPENVINO_HINT, openvino_available
 from stfn.errors import ParameterError, StfnError
 from stfn.export import export_model, require_onnxruntime
 from stfn.runtime import describe_dtype, resolve_amp, resolve_device, score_clips, sync
+from stfn.sharing import model_card
 
-__all__ = ["BACKENDS", "PREDICT_FLAGS", "Predictor", "check_options", "expand_inputs", "model_card", "window_starts"]
+__all__ = ["BACKENDS", "PREDICT_FLAGS", "Predictor", "check_options", "expand_inputs", "window_starts"]
 
 BACKENDS = ("auto", "eager", "compile", "onnx", "openvino")
 PREDICT_FLAGS = {"device": "--device", "amp": "--amp", "backend": "--backend", "frames": "--frames"}  # stfn predict/serve
@@ -391,32 +392,3 @@ def _thumbnail(image: np.ndarray, height: int) -> np.ndarray:
         return np.ascontiguousarray(image)
     width = max(1, round(w * height / h))
     return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=cv2.INTER_AREA)
-
-
-def model_card(cfg: Config, checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint is, for people: architecture, inputs, classes, the data it was trained on, the
-    accuracy recorded at training time (the last validation metrics; ``None`` when not recorded), where
-    it came from (``source``: ``{"format": "stfn"}``, a Hub folder or repo, an MMAction2 conversion) and
-    the command that trained it."""
-    metrics = checkpoint.get("metrics") or {}
-    dataset = checkpoint.get("dataset") or {}
-    return {
-        "arch": cfg.model.arch,
-        "backbone": cfg.model.backbone,
-        "streams": list(cfg.model.streams),
-        "num_classes": cfg.model.num_classes,
-        "classes": list(checkpoint.get("classes") or []),
-        "frames": cfg.data.frames,
-        "flow_length": cfg.model.flow_length,
-        "crop_size": cfg.data.crop_size,
-        "dataset": dataset.get("dataset", cfg.data.dataset),
-        "split": dataset.get("split", cfg.data.split),
-        "train_videos": len(checkpoint.get("train_videos") or []),
-        "epoch": checkpoint.get("epoch"),
-        "accuracy": {k: metrics[k] for k in ("top1", "top5", "mean_class_acc") if isinstance(metrics.get(k), int | float)}
-        or None,
-        "config_name": cfg.name,
-        "stfn_version": checkpoint.get("stfn_version"),
-        "source": dict(checkpoint.get("source") or {"format": "stfn"}),  # hub folder / repo, mmaction2, ...
-        "command": checkpoint.get("command") or None,  # what trained it, when recorded
-    }

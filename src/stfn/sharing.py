@@ -20,9 +20,8 @@ from stfn.config import Config, config_to_dict
 from stfn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from stfn.engine.checkpoint import checkpoint_config, load_checkpoint
 from stfn.engine.hub import HubError, save_folder
-from stfn.predict import model_card
 
-__all__ = ["card_markdown", "input_spec", "save_pretrained"]
+__all__ = ["card_markdown", "input_spec", "model_card", "save_pretrained"]
 
 TAGS = ["video-classification", "action-recognition", "two-stream", "optical-flow", "stfn", "pytorch"]
 
@@ -67,6 +66,35 @@ time){{ flow_text }}; {{ crop_size }} px crops of frames resized to a {{ scale_s
 
 {{ classes }}
 """
+
+
+def model_card(cfg: Config, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint is, for people: architecture, inputs, classes, the data it was trained on, the
+    accuracy recorded at training time (the last validation metrics; ``None`` when not recorded), where
+    it came from (``source``: ``{"format": "stfn"}``, a Hub folder or repo, an MMAction2 conversion) and
+    the command that trained it."""
+    metrics = checkpoint.get("metrics") or {}
+    dataset = checkpoint.get("dataset") or {}
+    return {
+        "arch": cfg.model.arch,
+        "backbone": cfg.model.backbone,
+        "streams": list(cfg.model.streams),
+        "num_classes": cfg.model.num_classes,
+        "classes": list(checkpoint.get("classes") or []),
+        "frames": cfg.data.frames,
+        "flow_length": cfg.model.flow_length,
+        "crop_size": cfg.data.crop_size,
+        "dataset": dataset.get("dataset", cfg.data.dataset),
+        "split": dataset.get("split", cfg.data.split),
+        "train_videos": len(checkpoint.get("train_videos") or []),
+        "epoch": checkpoint.get("epoch"),
+        "accuracy": {k: metrics[k] for k in ("top1", "top5", "mean_class_acc") if isinstance(metrics.get(k), int | float)}
+        or None,
+        "config_name": cfg.name,
+        "stfn_version": checkpoint.get("stfn_version"),
+        "source": dict(checkpoint.get("source") or {"format": "stfn"}),  # hub folder / repo, mmaction2, ...
+        "command": checkpoint.get("command") or None,  # what trained it, when recorded
+    }
 
 
 def input_spec(cfg: Config, ckpt: dict[str, Any]) -> dict[str, Any]:

@@ -44,7 +44,7 @@ def format_summary(info: dict[str, Any]) -> str:
 
 
 def format_card(card: dict[str, Any]) -> str:
-    """Where a checkpoint came from and what it was trained on (:func:`stfn.predict.model_card`)."""
+    """Where a checkpoint came from and what it was trained on (:func:`stfn.sharing.model_card`)."""
     source = card["source"]
     where = {"hub": f"Hugging Face Hub {source.get('repo')}" if source.get("repo") else f"Hub folder {source.get('path')}",
              "mmaction2": f"converted from the MMAction2 checkpoint {source.get('path')}"}.get(source.get("format"),
@@ -77,7 +77,7 @@ def _checkpoint_info(args: argparse.Namespace) -> int:
     from stfn.config import ConfigError
     from stfn.engine.checkpoint import checkpoint_config, load_checkpoint
     from stfn.models.info import model_summary
-    from stfn.predict import model_card
+    from stfn.sharing import model_card
 
     if args.config or args.overrides:
         raise ConfigError("--config and --set describe a network to build; a CHECKPOINT describes its own (give one)")

@@ -24,8 +24,9 @@ from stfn.engine.backends import choose_backend
 from stfn.engine.checkpoint import load_model
 from stfn.engine.hub import is_repo_id
 from stfn.errors import StfnError
-from stfn.predict import BACKENDS, Predictor, model_card
+from stfn.predict import BACKENDS, Predictor
 from stfn.runtime import resolve_device
+from stfn.sharing import model_card
 
 __all__ = ["SERVE_BACKENDS", "SERVER_LIFE_FRAMES", "ModelEntry", "load_models", "model_names", "serve_backend",
            "warm_up"]
