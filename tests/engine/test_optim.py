@@ -117,19 +117,19 @@ def test_cached_features_freeze_the_backbones_through_the_network() -> None:
 
 
 @pytest.mark.parametrize("name", ["adamw", "sgd"])
-def test_optimizer_is_multi_tensor_and_equal_to_the_per_tensor_loop(name: str) -> None:
-    """``build_optimizer`` asks for the ``foreach`` update on the CPU too (PyTorch picks it only on CUDA);
-    after 5 steps of a two-stream STFN its weights equal those of the per-tensor loop bit for bit."""
+def test_optimizer_is_fused_and_agrees_with_the_per_tensor_loop(name: str) -> None:
+    """``build_optimizer`` asks for the fused update (PyTorch's default on no device); after 5 steps of a
+    two-stream STFN its weights agree with those of the per-tensor loop to float32 rounding."""
     tcfg = TrainConfig(optimizer=name, lr=1e-2, weight_decay=1e-4)
     weights = {}
-    for foreach in (True, False):
+    for fused in (True, False):
         torch.manual_seed(0)
         model = build_model(tiny_config().model)
         start = [p.detach().clone() for p in model.parameters()]
         opt = build_optimizer(model, tcfg)
-        assert all(g["foreach"] is True for g in opt.param_groups)
+        assert all(g["fused"] is True for g in opt.param_groups)
         for g in opt.param_groups:
-            g["foreach"] = foreach
+            g["fused"], g["foreach"] = fused, False
         g_data = torch.Generator().manual_seed(1)
         for _ in range(5):
             batch = {"rgb": torch.randn(2, 4, 3, 32, 32, generator=g_data),
@@ -137,6 +137,8 @@ def test_optimizer_is_multi_tensor_and_equal_to_the_per_tensor_loop(name: str) -
             model(batch).square().mean().backward()
             opt.step()
             opt.zero_grad()
-        weights[foreach] = [p.detach().clone() for p in model.parameters()]
-    assert all(torch.equal(a, b) for a, b in zip(weights[True], weights[False], strict=True))
+        weights[fused] = [p.detach().clone() for p in model.parameters()]
+    # the fused kernels round differently (fused multiply-adds): SGD's weights differ by ~1e-11 here,
+    # AdamW's by ~5e-6, each well under a thousandth of one step's change (lr)
+    assert max((a - b).abs().max().item() for a, b in zip(weights[True], weights[False], strict=True)) < 1e-3 * tcfg.lr
     assert not any(torch.equal(a, b) for a, b in zip(weights[True], start, strict=True))  # every weight moved

@@ -5,16 +5,22 @@ that it learns a task only the frame order solves."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from stfn.config import load_config
 from stfn.models import build_model
 from stfn.models.info import model_summary
-from stfn.models.temporal_inception import TemporalInceptionHead, Torch7SpatialDropout
+from stfn.models.temporal_inception import (
+    TemporalInceptionHead,
+    TemporalInceptionModule,
+    Torch7SpatialDropout,
+)
 from suite_helpers import fit_and_score
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "temporal_inception_resnet50.yaml"
@@ -68,11 +74,16 @@ def test_config_builds_the_reference_network_and_its_cost():
     assert head.drop_rows.p == head.drop.p == 0.2
     assert (cfg.train.lr, cfg.train.batch_size, cfg.train.epochs, cfg.train.milestones) == (5e-5, 16, 30, [10, 20])
     info = model_summary(cfg.model, frames=25, size=32)
-    # FLOPs (2 per multiply-add) of one video: each conv runs on all D = 4096 rows at its input length
+    # FLOPs (2 per multiply-add) of one video, as the flop counter sees what runs: each inception module is
+    # one product (D, c * t) x (c * t, 2c * t) over all D = 4096 rows (its banded matrix, zeros included:
+    # the convolutions' own count is 2 * c * c * 12 * D * t, 12 = 5 + 7 taps, 8% fewer in all), the
+    # reduction's 1x1 convolutions run as convolutions
     d = 4096
-    inception = sum(2 * c * c * 12 * d * t for c, t in ((1, 25), (2, 12), (4, 6), (8, 3)))  # 12 = 5 + 7 taps
+    inception = sum(2 * d * (c * t) * (2 * c * t) for c, t in ((1, 25), (2, 12), (4, 6), (8, 3)))
+    taps = sum(2 * c * c * 12 * d * t for c, t in ((1, 25), (2, 12), (4, 6), (8, 3)))
+    assert inception == 38_551_552 and taps == 35_487_744
     reduce = 2 * (16 * 4 + 4 * 2 + 2 * 1) * d
-    assert info["parts"]["head"]["flops"] == inception + reduce + 2 * d * 1024 + 2 * 1024 * 101 == 44_689_408
+    assert info["parts"]["head"]["flops"] == inception + reduce + 2 * d * 1024 + 2 * 1024 * 101 == 47_753_216
 
 
 def _lengths(head: TemporalInceptionHead, f: dict[str, torch.Tensor]) -> list[tuple[int, int]]:
@@ -100,6 +111,36 @@ def test_temporal_schedule(t, lengths, pools):
     with torch.no_grad():
         assert head.rows_in_time(f).shape == (2, 1, 6, 1)
         assert head(f).shape == (2, 5) and head(f, pre_logits=True).shape == (2, 1024)
+
+
+def _reference_module(m: TemporalInceptionModule, x: torch.Tensor) -> torch.Tensor:
+    """The module as the Lua writes it: each branch's ``nn.Conv2d`` + BN + ReLU, concatenated, max-pooled."""
+    y = torch.cat([branch(x) for branch in m.branches], dim=1)
+    k = m.pool_size(x.shape[-1])
+    return F.max_pool2d(y, (1, k), (1, k)) if k > 1 else y
+
+
+@pytest.mark.parametrize("t", [25, 8, 3, 1])
+def test_matrix_product_modules_equal_the_convolutions(t):
+    """Every inception module (one matrix product for both branches) gives the outputs, gradients and
+    BatchNorm running statistics of its ``nn.Conv2d`` layers run as convolutions, in float64."""
+    torch.manual_seed(0)
+    head = TemporalInceptionHead(6, 5, ["rgb", "flow"]).double().train()
+    x = torch.randn(3, 1, 12, t, dtype=torch.float64)
+    for m in head.inception:
+        ref = copy.deepcopy(m)
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya, yb = m(xa), _reference_module(ref, xb)
+        assert ya.shape == yb.shape and torch.allclose(ya, yb, rtol=0, atol=1e-12)
+        g = torch.randn_like(ya)
+        ya.backward(g)
+        yb.backward(g)
+        assert torch.allclose(xa.grad, xb.grad, rtol=0, atol=1e-12)
+        for pa, pb in zip(m.parameters(), ref.parameters(), strict=True):
+            assert torch.allclose(pa.grad, pb.grad, rtol=0, atol=1e-10)
+        for ba, bb in zip(m.buffers(), ref.buffers(), strict=True):
+            assert torch.allclose(ba.double(), bb.double(), rtol=0, atol=1e-14)
+        x = ya.detach()
 
 
 def test_one_stream_has_d_equal_to_c():

@@ -57,7 +57,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FC_DIM", "KERNELS", "TemporalInceptionHead", "TemporalInceptionModule", "Torch7SpatialDropout"]
+__all__ = ["FC_DIM", "KERNELS", "TemporalInceptionHead", "TemporalInceptionModule", "Torch7SpatialDropout",
+           "time_conv_matrix"]
 
 KERNELS = (5, 7)  # the two branches' temporal kernel lengths (convsize)
 BRANCH_CHANNELS = (1, 2, 4, 8)  # per branch, modules 1-4 (nstate_CNN_1..4); a module outputs twice that
@@ -72,11 +73,29 @@ def _conv_bn_relu(c_in: int, c_out: int, k: int) -> nn.Sequential:
                          nn.ReLU(inplace=True))
 
 
+def time_conv_matrix(conv: nn.Conv2d, t: int) -> torch.Tensor:
+    """``(C_in * t, C_out * t)``: the length-preserving ``1 x k`` convolution ``conv`` (stride 1, zero
+    padding ``(k - 1) / 2``) on sequences of length ``t`` as one matrix, ``M[c * t + i, o * t + j] =
+    w[o, c, 0, i - j + (k - 1) / 2]`` (0 outside the kernel): a banded Toeplitz block per channel pair."""
+    c_out, c_in, _, k = conv.weight.shape
+    taps = torch.arange(t, device=conv.weight.device)
+    tap = taps[:, None] - taps[None, :] + (k - 1) // 2  # (t_in, t_out)
+    w = F.pad(conv.weight[:, :, 0, :], (0, 1))  # (C_out, C_in, k + 1): tap k is a zero
+    band = w[:, :, torch.where((tap >= 0) & (tap < k), tap, k)]  # (C_out, C_in, t_in, t_out)
+    return band.permute(1, 2, 0, 3).reshape(c_in * t, c_out * t)
+
+
 class TemporalInceptionModule(nn.Module):
     """``(B, C_in, D, T) -> (B, 2 * C_b, D, T')``: two branches (``1 x 5`` and ``1 x 7`` convolutions,
     ``C_in -> C_b`` each, + BN + ReLU), concatenated (the 5-branch's channels first), then a temporal
     max-pool with kernel = stride = ``pool`` (floor; a length of 1 stays 1), or ``pool=None``: over
-    all that is left of ``T`` (``T' = 1``)."""
+    all that is left of ``T`` (``T' = 1``).
+
+    The branches' convolutions run as one matrix product, ``(B * D, C_in * T) x (C_in * T, 2 * C_b * T)``
+    (:func:`time_conv_matrix`): with at most 8 channels oneDNN's convolutions are slow, above all
+    their backward pass (a training step of the demo's head at ``D = 512, T = 8``: 9.4 instead of 15.9
+    ms; ``benchmarks/head_speed.py``). The ``nn.Conv2d`` layers hold the weights and are the reference
+    the tests compare with (float64: equal to ~1e-15)."""
 
     def __init__(self, in_channels: int, branch_channels: int, pool: int | None,
                  kernels: Sequence[int] = KERNELS) -> None:
@@ -90,9 +109,19 @@ class TemporalInceptionModule(nn.Module):
         return t if self.pool is None else min(self.pool, t)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([b(x) for b in self.branches], dim=1)
-        k = self.pool_size(x.shape[-1])
-        return F.max_pool2d(x, (1, k), (1, k)) if k > 1 else x
+        b, c, d, t = x.shape
+        convs = [branch[0] for branch in self.branches]
+        weight = torch.cat([time_conv_matrix(conv, t) for conv in convs], dim=1)  # (C_in * T, 2 * C_b * T)
+        bias = torch.cat([conv.bias.repeat_interleave(t) for conv in convs])
+        y = torch.addmm(bias, x.permute(0, 2, 1, 3).reshape(b * d, c * t), weight)  # (B * D, 2 * C_b * T)
+        y = y.view(b, d, self.out_channels, t).permute(0, 2, 1, 3).contiguous()  # (B, 2 * C_b, D, T)
+        parts = y.split(self.out_channels // len(convs), dim=1)
+        y = torch.cat([branch[2](branch[1](part)) for branch, part in zip(self.branches, parts, strict=True)], dim=1)
+        k = self.pool_size(t)
+        if k == 1:
+            return y
+        # the max-pool (kernel = stride = k, floor); after the ReLU a tie is a 0, whose gradient is 0 either way
+        return y[..., : t // k * k].reshape(b, self.out_channels, d, t // k, k).max(-1).values
 
 
 class Torch7SpatialDropout(nn.Module):

@@ -250,7 +250,7 @@ def run_protocol(base: Config, p: Any, out: Path, steps: Steps, seed: int, progr
     feats, runs = out / "features", out / "runs"
     steps.start("backbones", f"training TSN RGB and TSN flow end to end ({base.model.backbone}, T={p.frames}, "
                              f"L={p.flow_length}, {p.backbone_epochs} epochs each)")
-    trained: dict[str, Any] = dict(train_backbones(backbone_config(base, p), runs, progress))
+    trained: dict[str, Any] = dict(train_backbones(backbone_config(base, p), runs, progress, steps.log))
     steps.start("two_stream", "TSN two-stream: late fusion of the two networks (rgb:flow = 1:1.5)")
     two, tsn2 = tsn_two_stream(base, runs, trained)
     classes = list(load_checkpoint(two)["classes"])
