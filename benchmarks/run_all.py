@@ -33,6 +33,7 @@ BENCHMARKS = {
     "model_overhead": "model_overhead.py",
     "head_training": "head_training.py",
     "head_speed": "head_speed.py",
+    "training_step": "training_step.py",
     "compile_breakeven": "compile_breakeven.py",
     "loader": "loader.py",
     "storage": "storage.py",

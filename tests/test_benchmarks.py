@@ -152,6 +152,16 @@ def test_head_speed_quick(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
+def test_training_step_quick(tmp_path: Path) -> None:
+    stdout, result = run_script("training_step.py", tmp_path)
+    assert "| temporal_inception (convolutions) T=4 32-d (4 videos) | fp32 |" in stdout
+    steps = result["steps"]
+    assert {r["precision"] for r in steps} >= {"fp32"} and all(r["step_s"] > 0 and r["gflop"] > 0 for r in steps)
+    assert all(0 < r["pct_peak"] for r in steps) and result["peak_gflops"]["fp32"] > 0
+    assert sorted(k.split(",")[0] for k in result["optimizer"]) == ["AdamW foreach", "AdamW fused"]
+
+
+@pytest.mark.e2e
 def test_serve_load_quick(tmp_path: Path) -> None:
     pytest.importorskip("fastapi", reason="the serve extra is not installed")
     stdout, result = run_script("serve_load.py", tmp_path)

@@ -177,6 +177,7 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     eval_every: int = 1
+    save_every: int = 1  # last.pt every N epochs, at the last one and whenever best.pt changes (a kill loses < N)
     init_rgb: str = ""  # two-stage protocol: checkpoint of a single-stream RGB model
     init_flow: str = ""  # two-stage protocol: checkpoint of a single-stream flow model
     log_every: int = 10
@@ -284,6 +285,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "train.clip_grad": (0.0, None, True),
     "train.warmup_epochs": (0.0, None, True),
     "train.eval_every": (0.0, None, True),
+    "train.save_every": (1.0, None, True),
     "train.log_every": (1.0, None, True),
     "data.num_workers": (0.0, None, True),
 }

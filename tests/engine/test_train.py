@@ -84,6 +84,38 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, fake_data, m
         assert [h[key] for h in full.history] == [h[key] for h in resumed.history]
 
 
+def test_save_every_skips_last_pt_between_saves_and_a_kill_resumes_from_the_last_saved(
+        tmp_path, fake_data, monkeypatch) -> None:
+    """``train.save_every: 2`` over 3 epochs (evaluated at the last only): last.pt after epochs 2 and 3,
+    the metrics after each; a kill in epoch 3 resumes after epoch 2, and one in epoch 2 (nothing saved
+    yet) starts again; both end equal to the uninterrupted run."""
+    cfg = tiny_config(epochs=3, deterministic=True, save_every=2, eval_every=3)
+    full = train(cfg, tmp_path / "full", progress=False)
+    assert load_checkpoint(tmp_path / "full" / "last.pt")["epoch"] == 3
+    real = train_mod.train_one_epoch
+    for killed_at, saved in ((2, 2), (1, None)):
+        def killed(model, criterion, optimizer, scheduler, loader, device, epoch, *args, _at=killed_at, **kwargs):
+            if epoch == _at:
+                raise KeyboardInterrupt
+            return real(model, criterion, optimizer, scheduler, loader, device, epoch, *args, **kwargs)
+
+        out = tmp_path / f"killed{killed_at}"
+        monkeypatch.setattr(train_mod, "train_one_epoch", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, out, progress=False)
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in rows] == list(range(1, killed_at + 1))  # every finished epoch's metrics
+        if saved is None:
+            assert not (out / "last.pt").exists()
+        else:
+            assert load_checkpoint(out / "last.pt")["epoch"] == saved
+        monkeypatch.setattr(train_mod, "train_one_epoch", real)
+        resumed = train(cfg, out, resume=True, progress=False)
+        a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(out / "last.pt")
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+        assert [h["train_loss"] for h in full.history] == [h["train_loss"] for h in resumed.history]
+
+
 def _kill_in_epoch_2(monkeypatch):
     """Make ``train`` raise KeyboardInterrupt half-way through epoch 2 (after two of its batches)."""
     real = train_mod.train_one_epoch

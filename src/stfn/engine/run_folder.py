@@ -210,28 +210,35 @@ def restore_best(out: Path, state: dict[str, Any], repair: bool = True) -> tuple
                               "the next epoch that beats it will replace it")
 
 
-def save_epoch(out: Path, ckpt: dict[str, Any], history: list[dict[str, Any]], metrics: dict[str, Any] | None,
+def save_epoch(out: Path, ckpt: dict[str, Any] | None, history: list[dict[str, Any]], metrics: dict[str, Any] | None,
                is_best: bool, always_best: bool, writer: Any) -> None:
-    """Rank 0, after an epoch: ``last.pt`` (and ``best.pt`` when ``is_best`` or ``always_best``), the
-    metrics files, the predictions of ``metrics`` (this epoch's evaluation, or None), TensorBoard.
+    """Rank 0, after an epoch: ``last.pt`` (and ``best.pt`` when ``is_best`` or ``always_best``; neither
+    when ``ckpt`` is None, an epoch ``train.save_every`` skips), the metrics files, the predictions of
+    ``metrics`` (this epoch's evaluation, or None), TensorBoard.
 
     An OS error (a full disk) is one :class:`StfnError` naming the file, what ``last.pt`` holds (the
     writes are atomic: the files of the epoch before are intact) and the command that resumes."""
     try:
         _save_epoch(out, ckpt, history, metrics, is_best, always_best, writer)
     except OSError as e:
-        epoch = int(ckpt["epoch"])
-        saved = epoch - (Path(str(e.filename)).name == "last.pt")  # last.pt is written first
-        kept = f"'{out / 'last.pt'}' holds epoch {saved}" if saved else "no epoch was saved"
+        if ckpt is None:  # an epoch that train.save_every skips: its metrics files failed
+            epoch = len(history)
+            kept = (f"'{out / 'last.pt'}' holds the last saved epoch" if (out / "last.pt").is_file()
+                    else "no epoch was saved")
+        else:
+            epoch = int(ckpt["epoch"])
+            saved = epoch - (Path(str(e.filename)).name == "last.pt")  # last.pt is written first
+            kept = f"'{out / 'last.pt'}' holds epoch {saved}" if saved else "no epoch was saved"
         raise StfnError(f"cannot save epoch {epoch} to '{e.filename or out}': {e.strerror or e}; {kept}: "
                         f"free some space and continue with `stfn train --out {out} --resume`") from None
 
 
-def _save_epoch(out: Path, ckpt: dict[str, Any], history: list[dict[str, Any]], metrics: dict[str, Any] | None,
-                is_best: bool, always_best: bool, writer: Any) -> None:
-    ckpt_lib.save_checkpoint(ckpt, out / "last.pt")
-    if is_best or always_best:
-        ckpt_lib.save_checkpoint(ckpt, out / "best.pt")
+def _save_epoch(out: Path, ckpt: dict[str, Any] | None, history: list[dict[str, Any]],
+                metrics: dict[str, Any] | None, is_best: bool, always_best: bool, writer: Any) -> None:
+    if ckpt is not None:
+        ckpt_lib.save_checkpoint(ckpt, out / "last.pt")
+        if is_best or always_best:
+            ckpt_lib.save_checkpoint(ckpt, out / "best.pt")
     write_history(out, history)
     row = history[-1]
     if metrics is not None:

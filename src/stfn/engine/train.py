@@ -229,7 +229,8 @@ def _train_epoch(run: _TrainingRun, epoch: int, progress: bool) -> EpochStats:
                                global_step=epoch * run.steps_per_epoch)
     except NonFiniteLossError as e:
         last_path = run.out / "last.pt"
-        kept = (f"the last good checkpoint '{last_path}' (epoch {epoch}) is kept" if last_path.is_file()
+        saved = f"epoch {epoch}" if tcfg.save_every == 1 else f"the last saved epoch, every {tcfg.save_every}"
+        kept = (f"the last good checkpoint '{last_path}' ({saved}) is kept" if last_path.is_file()
                 else "no checkpoint was written")
         raise NonFiniteLossError(f"{e}; training stopped and {kept}; lower train.lr, raise "
                                  "train.warmup_epochs or set train.clip_grad") from None
@@ -250,7 +251,12 @@ def _train_evaluate_save(run: _TrainingRun, record: _RunRecord, epoch: int,
         record.best, record.best_top1 = record.last, record.last["top1"]
     if is_best or run.test_loader is None:
         record.best_epoch = epoch + 1
-    if run.info.is_main:
+    # last.pt every train.save_every epochs, at the last one and with every new best.pt (which then never
+    # holds an epoch after last.pt's); the other epochs write their metrics only
+    due = (epoch + 1) % tcfg.save_every == 0 or epoch + 1 == tcfg.epochs or is_best
+    if run.info.is_main and not due:
+        save_epoch(run.out, None, record.history, record.last if evaluated else None, False, False, run.writer)
+    elif run.info.is_main:
         ckpt = ckpt_lib.make_checkpoint(run.model, run.cfg, run.classes, epoch + 1, optimizer=run.optimizer,
                                         scheduler=run.scheduler, scaler=run.scaler, metrics=record.last,
                                         history=record.history, best=record.best, best_epoch=record.best_epoch,

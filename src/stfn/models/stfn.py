@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from stfn import runtime
 from stfn.config import STREAMS, ConfigError, HeadConfig, ModelConfig, TSLSTMConfig
 from stfn.errors import StfnError
 from stfn.models.backbone import FrameBackbone, adapt_stem, build_rgb_network
@@ -111,12 +112,13 @@ class TwoStreamNet(VideoNetwork):
     def forward_head(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``(B, num_classes)`` from per-frame features ``{"<stream>_feat": (B, T, C)}``.
 
-        Under CPU bfloat16 autocast the head runs in float32: it is a small fraction of a two-stream
-        step's FLOPs, float32 is more accurate, and on CPUs without bf16 hardware (AVX2) its bf16
-        matrix products are emulated: ~10x slower than float32 for the STFN head (``benchmarks/
-        head_speed.py``, ``bf16-head`` rows; with PyTorch's Conv1d layers it was ~25x).
+        Under CPU bfloat16 autocast the head runs in bfloat16 where the CPU has it in hardware
+        (AVX512-BF16, AMX: the STFN head's training step at T=25, 2048-d, 1.38x faster than in float32,
+        BENCHMARKS.md) and in float32 where it has not: on AVX2 its bf16 matrix products are emulated,
+        ~10x slower than float32 (``benchmarks/head_speed.py``, ``bf16-head`` rows).
         """
-        if torch.is_autocast_enabled("cpu") and any(f.device.type == "cpu" for f in features.values()):
+        if (torch.is_autocast_enabled("cpu") and any(f.device.type == "cpu" for f in features.values())
+                and not runtime.cpu_supports_bf16()):
             with torch.autocast("cpu", enabled=False):
                 return self.head({k: v.float() for k, v in features.items()})
         return self.head(features)

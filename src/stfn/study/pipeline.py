@@ -118,7 +118,9 @@ def head_config(base: Config, p: Any, arch: str, fusion: str, features: Path, se
     cfg.data.features, cfg.data.num_workers = str(features), 0  # cached features load fastest in-process
     cfg.train.epochs, cfg.train.lr = p.head_epochs, p.head_lr
     cfg.train.eval_every = max(1, p.head_epochs // 6)  # points of the training curves
-    cfg.train.amp = "none"  # heads are cheap in float32; bf16 gains nothing on their small matrices
+    cfg.train.save_every = cfg.train.eval_every  # an epoch takes a fraction of a second: a kill loses seconds
+    # train.amp stays the base config's (auto: bf16 where the CPU has it in hardware, as for the backbones;
+    # TwoStreamNet.forward_head keeps a head in float32 where bf16 is emulated)
     return cfg
 
 

@@ -100,7 +100,8 @@ def train_runs(jobs: Sequence[tuple[str, Config, Path]], processes: int, log: Ca
         return [_one_run(cfg, run_dir, progress, False, threads) for _, cfg, run_dir in jobs]
     results: list[dict[str, Any] | None] = [None] * len(jobs)
     start, done = time.perf_counter(), 0
-    log(f"  {len(jobs)} runs, {processes} at a time (one process and one thread each; a line per finished run)")
+    each = "one thread" if threads == 1 else f"{threads} threads"
+    log(f"  {len(jobs)} runs, {processes} at a time (one process and {each} each; a line per finished run)")
     with ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"), _worker_init,
                              (os.getpid(),)) as pool:
         pending: dict[Future, int] = {pool.submit(_one_run, cfg, run_dir, False, True, threads): i
