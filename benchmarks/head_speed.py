@@ -9,7 +9,8 @@ batch of cached features, round-robin, for every (head, threads, precision):
 
 - ``fp32``: no autocast;
 - ``bf16``: under CPU bfloat16 autocast through ``TwoStreamNet.forward_head`` (what ``train.amp=bf16``
-  does; on CPU the head then runs in float32);
+  does; the head then runs in float32 where the CPU has no bf16 hardware, in bf16 where it has, so
+  there this row equals ``bf16-head``);
 - ``bf16-head``: the head itself under bfloat16 autocast (``forward_head``'s float32 fallback bypassed).
   Without bf16 hardware this is emulated and very slow, so it is timed for one step only.
 

@@ -32,7 +32,7 @@ PRESETS: dict[str, DemoPreset] = {
     "tiny": DemoPreset("tiny", frames=4, feature_frames=4, flow_length=2, backbone_epochs=1, backbone_lr=1e-3,
                        head_epochs=2, head_lr=1e-3, head_hidden=32, batch_size=8, workers=0, e2e_epochs=1,
                        head_seeds=2),
-    # the demo: the generator's small preset (14 classes, 64x64), about 5.5 minutes on an idle 2-core CPU
+    # the demo: the generator's small preset (14 classes, 64x64), about 3 minutes on an idle 2-core CPU
     "small": DemoPreset("small", frames=8, feature_frames=16, flow_length=5, backbone_epochs=10, backbone_lr=1e-3,
                         head_epochs=30, head_lr=1e-3, head_hidden=256, batch_size=16, workers=1, e2e_epochs=20,
                         head_seeds=3),
