@@ -130,9 +130,9 @@ def train_backbones(tsn: Config, runs_dir: Path, progress: bool = True,
     ``runs_dir/tsn_rgb`` and ``runs_dir/tsn_flow``; returns ``train``'s result per stream.
 
     With :func:`train_runs`: on a CPU with two threads or more the two side by side, each with half of
-    torch's threads (one after the other on a GPU, with all of them). On 2 cores that took the demo's
-    backbones 47 instead of 62 s one after the other with two threads each (Zen 5): a network this small
-    keeps one core busy better than two."""
+    torch's threads (one after the other on a GPU, with all of them). On 2 cores the demo's backbones
+    took 44 s so, against 56 s one after the other with two threads each (Zen 5, ``results.json``
+    timings): a network this small keeps one core busy better than two."""
     jobs = []
     for stream in STREAMS:
         cfg = copy.deepcopy(tsn)
