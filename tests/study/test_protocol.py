@@ -74,3 +74,19 @@ def test_parallel_processes() -> None:
     assert parallel_processes(18, "cuda:0") == 1
     torch.set_num_threads(1)
     assert parallel_processes(18, "cpu") == 1
+
+
+@pytest.mark.e2e
+def test_epoch_lines_of_runs_side_by_side_carry_their_label(tmp_path: Path, capfd) -> None:
+    """``epoch_lines=True`` (the backbones: minutes per run) prints each run's epoch lines from its own
+    process, every line after ``[label]``, and the results match those of the quiet runs."""
+    jobs = _jobs(tmp_path, "quiet")[:2]
+    quiet = train_runs(jobs, processes=2, log=lambda line: None)
+    capfd.readouterr()
+    loud = train_runs(_jobs(tmp_path, "loud")[:2], processes=2, log=lambda line: None, epoch_lines=True)
+    out = capfd.readouterr().out.splitlines()
+    for label in ("stfn 0", "ts_lstm 0"):
+        epochs = [line for line in out if line.startswith(f"  [{label}] epoch ")]
+        assert [line.split()[3] for line in epochs] == ["1/3", "2/3", "3/3"], out
+    assert not [line for line in out if "epoch" in line and not line.startswith("  [")]
+    assert [r["last"]["predictions"] for r in loud] == [r["last"]["predictions"] for r in quiet]

@@ -17,6 +17,7 @@ import contextlib
 import copy
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -65,13 +66,34 @@ def _worker_init(parent: int) -> None:
     threading.Thread(target=watchdog, name="stfn-parent-watchdog", daemon=True).start()
 
 
-def _one_run(cfg: Config, run_dir: Path, progress: bool, quiet: bool, threads: int = 1) -> dict[str, Any]:
-    """:func:`train_run` with ``threads`` threads, plus ``wall_s``; ``quiet``: its epoch lines left out (a run of
-    :func:`train_runs` in a process of its own: lines of runs side by side would interleave; warnings
-    still show)."""
+class _Prefixed:
+    """A text stream that writes each whole line to ``out`` after ``prefix`` (the lines of runs side by
+    side stay readable)."""
+
+    def __init__(self, out: Any, prefix: str) -> None:
+        self.out, self.prefix, self.buffer = out, prefix, ""
+
+    def write(self, text: str) -> int:
+        self.buffer += text
+        *lines, self.buffer = self.buffer.split("\n")
+        for line in lines:
+            self.out.write(f"{self.prefix}{line}\n")
+        self.out.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def _one_run(cfg: Config, run_dir: Path, progress: bool, quiet: bool | str, threads: int = 1) -> dict[str, Any]:
+    """:func:`train_run` with ``threads`` threads, plus ``wall_s``. ``quiet`` (a run of :func:`train_runs`
+    in a process of its own, whose lines would interleave with those of the runs beside it): True leaves
+    its epoch lines out (warnings still show), a string prints them after that prefix."""
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        if quiet:
+        if isinstance(quiet, str):
+            stack.enter_context(contextlib.redirect_stdout(_Prefixed(sys.stdout, quiet)))
+        elif quiet:
             stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
         result = train_run(cfg, run_dir, progress, threads=threads)
     return {**result, "wall_s": round(time.perf_counter() - start, 2)}
@@ -86,14 +108,15 @@ def parallel_processes(jobs: int, device: str = "auto") -> int:
 
 
 def train_runs(jobs: Sequence[tuple[str, Config, Path]], processes: int, log: Callable[[str], Any] = print,
-               progress: bool = True, threads: int = 1) -> list[dict[str, Any]]:
+               progress: bool = True, threads: int = 1, epoch_lines: bool = False) -> list[dict[str, Any]]:
     """Train every ``(label, cfg, run_dir)`` of ``jobs`` with ``threads`` torch threads each (default
     one), ``processes`` at a time; returns :func:`train_run`'s results (with ``wall_s``, the run's seconds) in the order of ``jobs``.
 
     One thread is what makes this safe to parallelise: a run's numbers depend on its thread count, and
     with one thread they are the same bit for bit whether it trains alone in this process or next to
     others in fresh ones (``spawn``), so the table does not depend on ``processes``. With
-    ``processes`` > 1 each run's progress bar is replaced by one line when it finishes; an error in a
+    ``processes`` > 1 each run's progress bar is replaced by one line when it finishes (and, with
+    ``epoch_lines``, by its epoch lines, each after ``[label]``); an error in a
     run stops the others (their ``last.pt`` is kept, and rerunning resumes them).
     """
     if processes <= 1 or len(jobs) <= 1:
@@ -101,10 +124,12 @@ def train_runs(jobs: Sequence[tuple[str, Config, Path]], processes: int, log: Ca
     results: list[dict[str, Any] | None] = [None] * len(jobs)
     start, done = time.perf_counter(), 0
     each = "one thread" if threads == 1 else f"{threads} threads"
-    log(f"  {len(jobs)} runs, {processes} at a time (one process and {each} each; a line per finished run)")
+    lines = "its epoch lines and a line when it finishes" if epoch_lines else "a line per finished run"
+    log(f"  {len(jobs)} runs, {processes} at a time (one process and {each} each; {lines})")
     with ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"), _worker_init,
                              (os.getpid(),)) as pool:
-        pending: dict[Future, int] = {pool.submit(_one_run, cfg, run_dir, False, True, threads): i
+        quiet = [f"  [{label}] " if epoch_lines else True for label, _, _ in jobs]
+        pending: dict[Future, int] = {pool.submit(_one_run, cfg, run_dir, False, quiet[i], threads): i
                                       for i, (_, cfg, run_dir) in enumerate(jobs)}
         try:
             while pending:
@@ -140,7 +165,8 @@ def train_backbones(tsn: Config, runs_dir: Path, progress: bool = True,
         cfg.data.features, cfg.model.freeze_backbone = "", False
         jobs.append((f"TSN {stream}", cfg, runs_dir / f"tsn_{stream}"))
     processes = parallel_processes(len(jobs), tsn.train.device)
-    results = train_runs(jobs, processes, log, progress, threads=max(1, torch.get_num_threads() // processes))
+    results = train_runs(jobs, processes, log, progress, threads=max(1, torch.get_num_threads() // processes),
+                         epoch_lines=True)
     return dict(zip(STREAMS, results, strict=True))
 
 
